@@ -1,0 +1,8 @@
+//! raftlock: a distributed lock manager replicated with Raft.
+
+pub mod client;
+pub mod lockspace;
+pub mod protocol;
+pub mod raft;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,144 @@
+//! What goes into the log (`Command`) and what applying it yields (`Outcome`, `Notification`).
+//!
+//! Commands are serialized with MessagePack (`rmp_serde::to_vec_named`) into
+//! `raft::EntryData::Command`. Only the leader creates them; every replica applies the same
+//! sequence and so reaches the same state.
+
+use serde::{Deserialize, Serialize};
+
+/// A session's id: the log index of the `OpenSession` entry that created it.
+pub type SessionId = u64;
+/// A per-session request sequence number, chosen by the client, for exactly-once semantics.
+pub type Seq = u64;
+/// A fencing token. Strictly increasing across all grants of all locks; at least the log index
+/// of the entry that made the grant.
+pub type Fence = u64;
+
+/// How a lock is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// One holder at a time; the only mode that may append to files.
+    Exclusive,
+    /// Any number of holders at once, none exclusive.
+    Shared,
+}
+
+/// A state machine command: exactly what goes into the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Opens a session. Retrying with the same `nonce` while the session lives returns the same
+    /// session instead of opening a second one.
+    OpenSession {
+        /// Client-chosen random value that identifies this open request across retries.
+        nonce: u64,
+        /// Lease length in milliseconds; the leader expires the session after this long without
+        /// a keep-alive.
+        ttl_ms: u64,
+        /// The secret the client must present with every session request, drawn by the leader.
+        token: u64,
+    },
+    /// Closes a session at its client's request, releasing its locks and dropping its waits.
+    CloseSession { session: SessionId, seq: Seq },
+    /// Expires a session whose lease ran out on the leader. Same effect as `CloseSession`.
+    ExpireSession { session: SessionId },
+    /// Acquires a lock, or joins its FIFO queue.
+    Acquire {
+        session: SessionId,
+        seq: Seq,
+        /// The lock's name.
+        lock: String,
+        mode: LockMode,
+        /// How long to wait in the queue, in milliseconds: `Some(0)` tries once, `None` waits
+        /// until granted or the session ends. The leader proposes `ExpireWait` when it passes.
+        wait_ms: Option<u64>,
+        /// If set, the grant lasts at most this long; the leader then proposes `ExpireHold`.
+        hold_ms: Option<u64>,
+    },
+    /// Releases a lock the session holds, granting it to the next waiters in FIFO order.
+    Release {
+        session: SessionId,
+        seq: Seq,
+        lock: String,
+    },
+    /// Appends to a file, only if `fence` is the session's current exclusive grant of `lock`.
+    Append {
+        session: SessionId,
+        seq: Seq,
+        file: String,
+        lock: String,
+        fence: Fence,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Ends the wait of the `Acquire` (session, seq) on `lock` if it is still queued. Proposed by
+    /// the leader when the wait bound passes.
+    ExpireWait {
+        session: SessionId,
+        seq: Seq,
+        lock: String,
+    },
+    /// Revokes the grant `fence` of `lock` to `session` if it still holds it. Proposed by the
+    /// leader when the grant's hold limit passes.
+    ExpireHold {
+        session: SessionId,
+        lock: String,
+        fence: Fence,
+    },
+}
+
+/// The deterministic result of applying a command. Lock outcomes are values, not errors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// A session was opened (or the retried open found it).
+    SessionOpened {
+        session: SessionId,
+        token: u64,
+        ttl_ms: u64,
+    },
+    /// The session was closed or expired.
+    SessionClosed,
+    /// The lock was granted with this fencing token.
+    Granted { fence: Fence },
+    /// The request waits in the lock's queue; `position` counts waiters ahead of it (0 = next).
+    /// The final outcome arrives later as a `Notification` for the same (session, seq).
+    Queued { position: u64 },
+    /// A try-once acquire (`wait_ms == Some(0)`) found the lock unavailable.
+    Busy,
+    /// A queued acquire waited past its bound.
+    TimedOut,
+    /// The lock was released.
+    Released,
+    /// The session does not hold that lock (release, append or revoke of a lock not held).
+    NotHolder,
+    /// The session holds or waits for the lock in the other mode, or already waits for it.
+    Conflict,
+    /// Data was appended; `offset` is where it starts in the file, `size` the file's new size.
+    Appended { offset: u64, size: u64 },
+    /// The fence is not the session's current exclusive grant of the lock.
+    StaleFence,
+    /// The session does not exist: it expired or was closed.
+    SessionExpired,
+    /// The sequence number is older than the oldest result the session still remembers.
+    SequenceTooOld,
+    /// An internal command (expiry, revoke) found nothing to do.
+    Ignored,
+}
+
+/// A later outcome for an earlier request: a queued acquire that was granted, timed out or
+/// ended with its session. The daemon answers the client waiting on (session, seq).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub session: SessionId,
+    pub seq: Seq,
+    pub outcome: Outcome,
+}
+
+/// Everything applying one command produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The result for the request in the entry itself.
+    pub outcome: Outcome,
+    /// Results for earlier requests that this entry resolved, in FIFO order.
+    pub notifications: Vec<Notification>,
+}

@@ -1,0 +1,271 @@
+//! The client wire messages. Every frame body is a MessagePack map with a `type` field naming
+//! the message; requests carry a client-chosen `id` (never 0) that their responses echo.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lockspace::{Fence, LockMode, Seq, SessionId};
+
+/// Who is on the other end of a connection, stated in `Hello`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An application using locks.
+    Client,
+    /// Another raftlockd of the same cluster.
+    Peer,
+}
+
+/// A message from a client to the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Request {
+    /// The first frame on every connection.
+    Hello {
+        /// The protocol version the client speaks (`protocol::VERSION`).
+        version: u32,
+        role: Role,
+    },
+    /// Opens a session (a lease that owns locks).
+    OpenSession {
+        id: u64,
+        /// Random value chosen once per open; a retry with the same nonce returns the same session.
+        nonce: u64,
+        /// Lease length in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Renews a session's lease. Not written to the log.
+    KeepAlive {
+        id: u64,
+        session: SessionId,
+        token: u64,
+    },
+    /// Closes a session, releasing its locks.
+    CloseSession {
+        id: u64,
+        session: SessionId,
+        token: u64,
+        seq: Seq,
+    },
+    /// Acquires a lock or waits for it.
+    Acquire {
+        id: u64,
+        session: SessionId,
+        token: u64,
+        seq: Seq,
+        lock: String,
+        mode: LockMode,
+        /// Milliseconds to wait: 0 tries once, nil waits until granted.
+        wait_ms: Option<u64>,
+        /// Maximum milliseconds to hold the grant, nil for no limit.
+        hold_ms: Option<u64>,
+    },
+    /// Releases a held lock.
+    Release {
+        id: u64,
+        session: SessionId,
+        token: u64,
+        seq: Seq,
+        lock: String,
+    },
+    /// Appends bytes to a file under the lock's current fence.
+    Append {
+        id: u64,
+        session: SessionId,
+        token: u64,
+        seq: Seq,
+        file: String,
+        lock: String,
+        fence: Fence,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Reads a range of a file.
+    Read {
+        id: u64,
+        file: String,
+        offset: u64,
+        /// At most this many bytes (bounded by the server's max read size).
+        len: u64,
+        /// If true, any node answers from its own applied state (may be stale).
+        #[serde(default)]
+        stale: bool,
+    },
+    /// Lists locks with their holders and waiters.
+    Locks {
+        id: u64,
+        /// Only locks whose name starts with this prefix.
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        stale: bool,
+    },
+    /// The node's view of itself and the cluster.
+    Status { id: u64 },
+}
+
+/// A message from the daemon to a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum Response {
+    /// Answers `Hello`.
+    Welcome {
+        version: u32,
+        node_id: u64,
+        /// The current leader's node id, if known.
+        leader: Option<u64>,
+        /// The current leader's client address, if known.
+        leader_addr: Option<String>,
+    },
+    SessionOpened {
+        id: u64,
+        session: SessionId,
+        token: u64,
+        ttl_ms: u64,
+    },
+    KeptAlive {
+        id: u64,
+        ttl_ms: u64,
+    },
+    SessionClosed {
+        id: u64,
+    },
+    /// An interim answer to `Acquire`: the request waits in the queue. A final `Granted` or
+    /// `Error` with the same id follows.
+    Queued {
+        id: u64,
+        position: u64,
+    },
+    Granted {
+        id: u64,
+        fence: Fence,
+    },
+    Released {
+        id: u64,
+    },
+    Appended {
+        id: u64,
+        offset: u64,
+        size: u64,
+    },
+    /// Answers `Read`: the bytes read and the file's total size.
+    Data {
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        size: u64,
+    },
+    LockList {
+        id: u64,
+        locks: Vec<LockState>,
+    },
+    Status(Box<StatusInfo>),
+    /// A failed request, or (with `id` 0) a connection-level error sent before closing.
+    Error {
+        id: u64,
+        code: ErrorCode,
+        message: String,
+        /// With `NotLeader`: the leader's id and address, if known.
+        #[serde(default)]
+        leader: Option<u64>,
+        #[serde(default)]
+        leader_addr: Option<String>,
+    },
+}
+
+/// One lock in a `LockList`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockState {
+    pub name: String,
+    /// The mode of the current grant, nil when free.
+    pub mode: Option<LockMode>,
+    pub holders: Vec<HolderState>,
+    pub waiters: Vec<WaiterState>,
+}
+
+/// A holder of a lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderState {
+    pub session: SessionId,
+    pub fence: Fence,
+}
+
+/// A queued acquire, in FIFO order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaiterState {
+    pub session: SessionId,
+    pub seq: Seq,
+    pub mode: LockMode,
+}
+
+/// Answers `Status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub id: u64,
+    pub node_id: u64,
+    /// "leader", "follower", "candidate" or "learner".
+    pub role: String,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub leader_addr: Option<String>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    pub sessions: u64,
+    pub locks: u64,
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member of the cluster as the answering node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub node_id: u64,
+    pub addr: String,
+    pub voter: bool,
+    /// The highest index known replicated to it (leader only), nil elsewhere.
+    pub match_index: Option<u64>,
+}
+
+/// Stable error codes. Written on the wire as their names (MessagePack str).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The frame or message is malformed, has a bad field, or breaks a name/size limit.
+    BadRequest,
+    /// The `type` is not a known message.
+    UnknownType,
+    /// The length prefix exceeds the maximum frame size. The connection is closed.
+    FrameTooLarge,
+    /// A request came before `Hello`. The connection is closed.
+    HandshakeRequired,
+    /// `Hello` did not arrive within the handshake deadline. The connection is closed.
+    HandshakeTimeout,
+    /// The protocol version is not supported. The connection is closed.
+    UnsupportedVersion,
+    /// The daemon is at its connection limit. The connection is closed.
+    TooManyConnections,
+    /// The connection has too many requests in flight; retry after an answer arrives.
+    TooManyRequests,
+    /// This node is not the leader; reconnect to `leader_addr` and retry.
+    NotLeader,
+    /// The session does not exist (expired or closed), or the token is wrong.
+    SessionExpired,
+    /// A try-once acquire found the lock taken.
+    Busy,
+    /// A queued acquire waited past its `wait_ms`.
+    WaitTimeout,
+    /// The session does not hold the lock.
+    NotHolder,
+    /// The session holds or waits for the lock in another mode, or already waits for it.
+    Conflict,
+    /// The fence is not the current exclusive grant of the lock to this session.
+    StaleFence,
+    /// The sequence number is older than the results the session still remembers.
+    SequenceTooOld,
+    /// The file does not exist.
+    NotFound,
+    /// The outcome is unknown (e.g. leadership was lost mid-request); retry with the same seq.
+    Timeout,
+    /// The node is shutting down; retry elsewhere.
+    ShuttingDown,
+    /// An unexpected server-side failure.
+    Internal,
+}

@@ -1,0 +1,1 @@
+//! The tokio daemon around the pure core.
