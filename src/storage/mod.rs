@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::raft::{Entry, HardState, Index, Snapshot};
+use crate::raft::{Entry, HardState, Index, Recovered, Snapshot};
 
 /// Storage errors. Any of them while the daemon runs is fatal: the node stops and recovery
 /// replays the log on restart.
@@ -22,16 +22,6 @@ pub enum Error {
         offset: u64,
         reason: String,
     },
-}
-
-/// What recovery found in the data directory.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Recovered {
-    pub hard_state: HardState,
-    /// The latest snapshot, if one was saved.
-    pub snapshot: Option<Snapshot>,
-    /// The entries after the snapshot, contiguous.
-    pub entries: Vec<Entry>,
 }
 
 /// The on-disk log of one node.
