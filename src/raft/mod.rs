@@ -16,4 +16,6 @@ pub use types::{
     Entry, EntryData, HardState, Index, Membership, NodeId, Snapshot, SnapshotMeta, Term,
 };
 #[cfg(test)]
+mod script;
+#[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use super::{Entry, EntryData, HardState, Index, Membership, NodeId, Snapshot, Sn
 
 /// Heartbeat answers without progress before a pipelining follower falls back to probing (its
 /// appends were probably lost).
-const REPLICATE_STALLS: u32 = 2;
+const REPLICATE_STALLS: u32 = 1;
 /// Heartbeat answers without progress before an InstallSnapshot is sent again.
 const SNAPSHOT_STALLS: u32 = 10;
 
@@ -711,6 +711,15 @@ impl Node {
     /// The membership in force (the latest appended config).
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// Test hook: campaigns at once, as after a `TimeoutNow` (no pre-vote, bypassing leader
+    /// stickiness), so scripts can pick the next leader.
+    #[cfg(test)]
+    pub(crate) fn campaign_now(&mut self) {
+        if self.is_voter() && !matches!(self.role, RoleState::Leader(_)) {
+            self.campaign(false, true);
+        }
     }
 
     // ---- roles -------------------------------------------------------------------------------
