@@ -535,14 +535,18 @@ impl Node {
         if target == self.id || !self.membership.voters.contains_key(&target) {
             return Ok(());
         }
-        let Some(pr) = ls.progress.get(&target) else {
-            return Ok(());
-        };
         ls.transferee = Some(target);
         ls.transfer_elapsed = 0;
+        let Some(pr) = ls.progress.get_mut(&target) else {
+            return Ok(());
+        };
         if pr.matched == last {
             self.send(target, Message::TimeoutNow);
         } else {
+            // Catch the target up now rather than wait for lost appends to time out.
+            if pr.state == State::Replicate {
+                pr.become_probe();
+            }
             self.send_append(target, false);
         }
         Ok(())

@@ -171,7 +171,10 @@ fn fmt_envelope(e: &Envelope) -> String {
 }
 
 /// A message filter: `from->to`, `N` (to N), or everything.
-fn filter(arg: Option<&str>) -> Result<Box<dyn Fn(&Envelope) -> bool>, String> {
+/// A predicate over queued messages.
+type Filter = Box<dyn Fn(&Envelope) -> bool>;
+
+fn filter(arg: Option<&str>) -> Result<Filter, String> {
     match arg {
         None => Ok(Box::new(|_| true)),
         Some(a) if a.contains("->") => {
@@ -837,7 +840,7 @@ fn run_script(text: &str) -> Result<String, String> {
         }
         // A block: commands until `---`, then the expected output until a blank line.
         let mut commands = vec![line.to_string()];
-        while let Some(l) = lines.next() {
+        for l in lines.by_ref() {
             if l == "---" {
                 break;
             }
