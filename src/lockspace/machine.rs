@@ -260,11 +260,7 @@ impl LockSpace {
         if !current {
             return Outcome::StaleFence;
         }
-        let (offset, size) = self
-            .files
-            .entry(file.to_owned())
-            .or_insert_with(File::default)
-            .append(data);
+        let (offset, size) = self.files.entry(file.to_owned()).or_default().append(data);
         Outcome::Appended { offset, size }
     }
 
