@@ -698,7 +698,7 @@ fn open_retry_with_nonce_returns_same_session() {
     assert_eq!(
         h.apply(retry).outcome,
         Outcome::SessionOpened {
-            session: 5,
+            session: 4,
             token: 100,
             ttl_ms: 5_000
         }
