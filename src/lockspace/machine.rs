@@ -1,7 +1,6 @@
 //! `LockSpace::apply`: one function per command, all deterministic.
 
 use super::dedup::Lookup;
-use super::file::File;
 use super::lock::{Holder, Lock, Waiter};
 use super::session::Session;
 use super::{Applied, Command, Fence, LockMode, LockSpace, Notification, Outcome, Seq, SessionId};
