@@ -65,16 +65,16 @@ enum Op {
 fn op(sessions: usize, locks: usize) -> impl Strategy<Value = Op> {
     let slot = 0..sessions;
     prop_oneof![
-        2 => (slot.clone(), any::<bool>()).prop_map(|(slot, retry)| Op::Open { slot, retry }),
+        3 => (slot.clone(), any::<bool>()).prop_map(|(slot, retry)| Op::Open { slot, retry }),
         8 => (slot.clone(), 0..locks, any::<bool>(), 0u8..3, any::<bool>())
             .prop_map(|(slot, lock, shared, wait, hold)| Op::Acquire { slot, lock, shared, wait, hold }),
         5 => (slot.clone(), 0..locks).prop_map(|(slot, lock)| Op::Release { slot, lock }),
-        2 => (slot.clone(), 0..locks, any::<bool>())
+        3 => (slot.clone(), 0..locks, prop::bool::weighted(0.3))
             .prop_map(|(slot, lock, stale)| Op::Append { slot, lock, stale }),
         1 => slot.clone().prop_map(|slot| Op::Close { slot }),
         1 => slot.prop_map(|slot| Op::ExpireSession { slot }),
-        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, stale)| Op::ExpireWait { pick, stale }),
-        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, stale)| Op::ExpireHold { pick, stale }),
+        2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::ExpireWait { pick, stale }),
+        2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::ExpireHold { pick, stale }),
         4 => any::<usize>().prop_map(|pick| Op::Replay { pick }),
         1 => (1u64..4).prop_map(|gap| Op::Skip { gap }),
     ]
@@ -126,6 +126,15 @@ impl Model {
             .iter()
             .find(|h| h.0 == session)
             .map(|h| (h.1, h.2))
+    }
+
+    /// The locks `session` holds, by name.
+    fn held_locks(&self, session: SessionId) -> Vec<String> {
+        let holds = self
+            .holds
+            .iter()
+            .filter(|(_, hs)| hs.iter().any(|h| h.0 == session));
+        holds.map(|(name, _)| name.clone()).collect()
     }
 
     fn position(&self, session: SessionId, seq: Seq) -> Option<u64> {
@@ -200,10 +209,13 @@ fn state_bytes(space: &mut LockSpace, applied_index: Index) -> Vec<u8> {
     bytes
 }
 
-fn run(ops: &[Op]) {
+/// Runs a history after opening one session per slot (so most requests reach live sessions).
+fn run(sessions: usize, ops: &[Op]) {
     let mut space = LockSpace::new();
     let mut model = Model::default();
-    for op in ops {
+    let opens = (0..sessions).map(|slot| Op::Open { slot, retry: false });
+    for op in opens.chain(ops.iter().cloned()) {
+        let op = &op;
         if let Op::Skip { gap } = op {
             model.index += gap;
             space.skip(model.index);
@@ -262,10 +274,11 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
     };
     let command = match *op {
         Op::Open { slot, retry } => {
+            // A live slot retries its open (same nonce, same session); a dead one opens anew,
+            // with `retry` reusing the dead session's nonce (freed with it).
             let (nonce, existing) = match model.slots.get(&slot) {
-                Some(&(session, nonce)) if retry && model.live.contains(&session) => {
-                    (nonce, Some(session))
-                }
+                Some(&(session, nonce)) if model.live.contains(&session) => (nonce, Some(session)),
+                Some(&(_, nonce)) if retry => (nonce, None),
                 _ => {
                     model.nonce += 1;
                     (model.nonce, None)
@@ -304,15 +317,23 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
         }
         Op::Release { slot, lock } => {
             let (session, seq) = fresh(model, slot);
-            Command::Release {
-                session,
-                seq,
-                lock: lock_name(lock),
-            }
+            // Mostly release something held (by the lock hint); sometimes anything.
+            let held = model.held_locks(session);
+            let lock = match held.len() {
+                0 => lock_name(lock),
+                n if lock % 4 != 3 => held[lock % n].clone(),
+                _ => lock_name(lock),
+            };
+            Command::Release { session, seq, lock }
         }
         Op::Append { slot, lock, stale } => {
             let (session, seq) = fresh(model, slot);
-            let lock = lock_name(lock);
+            let held = model.held_locks(session);
+            let lock = if held.is_empty() {
+                lock_name(lock)
+            } else {
+                held[lock % held.len()].clone()
+            };
             let current = model.held(&lock, session).map(|h| h.0);
             let fence = match (current, stale) {
                 (Some(fence), false) => fence,
@@ -628,7 +649,7 @@ proptest! {
     /// Three sessions contending for two locks.
     #[test]
     fn three_sessions_two_locks(ops in prop::collection::vec(op(3, 2), 1..60)) {
-        run(&ops);
+        run(3, &ops);
     }
 }
 
@@ -638,6 +659,6 @@ proptest! {
     /// Four sessions over three locks, longer histories.
     #[test]
     fn four_sessions_three_locks(ops in prop::collection::vec(op(4, 3), 1..120)) {
-        run(&ops);
+        run(4, &ops);
     }
 }
