@@ -291,7 +291,8 @@ impl Storage {
                 .map_err(|e| io_err("open", active_path, e))?;
             file.set_len(active_len)
                 .map_err(|e| io_err("truncate", active_path, e))?;
-            file.sync_all().map_err(|e| io_err("fsync", active_path, e))?;
+            file.sync_all()
+                .map_err(|e| io_err("fsync", active_path, e))?;
         }
 
         let file = OpenOptions::new()
@@ -367,7 +368,11 @@ impl Storage {
         for entry in entries {
             self.write_record(RecordRef::Entry(entry))?;
             let active = self.segments.last_mut().expect("at least one segment");
-            active.live = Some(active.live.map_or((entry.index, entry.index), |(f, _)| (f, entry.index)));
+            active.live = Some(
+                active
+                    .live
+                    .map_or((entry.index, entry.index), |(f, _)| (f, entry.index)),
+            );
             self.last_index = entry.index;
             self.stream_next = Some(entry.index + 1);
         }

@@ -59,7 +59,10 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Snapshot>, Error> {
         reason,
     };
     if data.len() < 8 {
-        return Err(corrupt(0, format!("snapshot file of {} bytes has no header", data.len())));
+        return Err(corrupt(
+            0,
+            format!("snapshot file of {} bytes has no header", data.len()),
+        ));
     }
     let len = u32::from_be_bytes(data[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_be_bytes(data[4..8].try_into().expect("4 bytes"));
@@ -67,7 +70,10 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Snapshot>, Error> {
     if payload.len() != len {
         return Err(corrupt(
             0,
-            format!("snapshot header says {len} bytes, file holds {}", payload.len()),
+            format!(
+                "snapshot header says {len} bytes, file holds {}",
+                payload.len()
+            ),
         ));
     }
     let actual = crc32fast::hash(payload);
