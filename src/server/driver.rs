@@ -927,7 +927,10 @@ impl Driver {
         let Some(meta) = self.node.snapshot_meta_at(index) else {
             return;
         };
-        let snapshot = Snapshot { meta, data: self.lockspace.snapshot() };
+        let snapshot = Snapshot {
+            meta,
+            data: self.lockspace.snapshot(),
+        };
         tracing::info!(index, bytes = snapshot.data.len(), "taking a snapshot");
         self.applied_since_snapshot = 0;
         let done = self.writer.submit(Job::SaveSnapshot(snapshot.clone()));
