@@ -369,15 +369,13 @@ async fn read_loop(
             _ = conn.close.cancelled() => return Exit::Drop,
             sent = shared.inbox.send(event) => sent,
         };
-        if let Err(mpsc::error::SendError(event)) = sent {
+        if let Err(mpsc::error::SendError(Event::Client { reply, .. })) = sent {
             // The driver has stopped: the daemon is going down.
-            if let Event::Client { reply, .. } = event {
-                reply.finish(Response::error(
-                    id,
-                    ErrorCode::ShuttingDown,
-                    "the node is shutting down",
-                ));
-            }
+            reply.finish(Response::error(
+                id,
+                ErrorCode::ShuttingDown,
+                "the node is shutting down",
+            ));
         }
     }
 }

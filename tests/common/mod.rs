@@ -175,6 +175,7 @@ fn spawn(data_dir: &Path, listen: &str, args: &[String], log_path: &Path) -> (Ch
             }
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
                 let log = std::fs::read_to_string(log_path).unwrap_or_default();
                 panic!("raftlockd did not announce its address\n{log}");
             }
