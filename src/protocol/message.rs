@@ -269,3 +269,100 @@ pub enum ErrorCode {
     /// An unexpected server-side failure.
     Internal,
 }
+
+impl Request {
+    /// The request's id, or 0 for `Hello` (which has none).
+    pub fn id(&self) -> u64 {
+        match self {
+            Request::Hello { .. } => 0,
+            Request::OpenSession { id, .. }
+            | Request::KeepAlive { id, .. }
+            | Request::CloseSession { id, .. }
+            | Request::Acquire { id, .. }
+            | Request::Release { id, .. }
+            | Request::Append { id, .. }
+            | Request::Read { id, .. }
+            | Request::Locks { id, .. }
+            | Request::Status { id } => *id,
+        }
+    }
+
+    /// The wire `type` of this request (one of `protocol::REQUEST_TYPES`), e.g. for logs.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "Hello",
+            Request::OpenSession { .. } => "OpenSession",
+            Request::KeepAlive { .. } => "KeepAlive",
+            Request::CloseSession { .. } => "CloseSession",
+            Request::Acquire { .. } => "Acquire",
+            Request::Release { .. } => "Release",
+            Request::Append { .. } => "Append",
+            Request::Read { .. } => "Read",
+            Request::Locks { .. } => "Locks",
+            Request::Status { .. } => "Status",
+        }
+    }
+}
+
+impl Response {
+    /// An `Error` response without a leader hint.
+    pub fn error(id: u64, code: ErrorCode, message: impl Into<String>) -> Response {
+        Response::Error {
+            id,
+            code,
+            message: message.into(),
+            leader: None,
+            leader_addr: None,
+        }
+    }
+
+    /// The id of the request this answers (0 for `Welcome` and connection-level errors).
+    pub fn id(&self) -> u64 {
+        match self {
+            Response::Welcome { .. } => 0,
+            Response::Status(info) => info.id,
+            Response::SessionOpened { id, .. }
+            | Response::KeptAlive { id, .. }
+            | Response::SessionClosed { id }
+            | Response::Queued { id, .. }
+            | Response::Granted { id, .. }
+            | Response::Released { id }
+            | Response::Appended { id, .. }
+            | Response::Data { id, .. }
+            | Response::LockList { id, .. }
+            | Response::Error { id, .. } => *id,
+        }
+    }
+
+    /// The wire `type` of this response (one of `protocol::RESPONSE_TYPES`).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Response::Welcome { .. } => "Welcome",
+            Response::SessionOpened { .. } => "SessionOpened",
+            Response::KeptAlive { .. } => "KeptAlive",
+            Response::SessionClosed { .. } => "SessionClosed",
+            Response::Queued { .. } => "Queued",
+            Response::Granted { .. } => "Granted",
+            Response::Released { .. } => "Released",
+            Response::Appended { .. } => "Appended",
+            Response::Data { .. } => "Data",
+            Response::LockList { .. } => "LockList",
+            Response::Status(_) => "Status",
+            Response::Error { .. } => "Error",
+        }
+    }
+}
+
+impl ErrorCode {
+    /// True for the codes after which the server closes the connection (always sent with id 0).
+    pub fn closes_connection(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::FrameTooLarge
+                | ErrorCode::HandshakeRequired
+                | ErrorCode::HandshakeTimeout
+                | ErrorCode::UnsupportedVersion
+                | ErrorCode::TooManyConnections
+        )
+    }
+}

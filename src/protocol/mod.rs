@@ -1,7 +1,20 @@
 //! The wire protocol: framing (u32 big-endian length + MessagePack body), messages and limits.
+//!
+//! `protocol.md` at the top of the repository is the contract for client authors; this module
+//! is its implementation. `tests/protocol_doc.rs` keeps the two in step.
 
+mod codec;
+mod limits;
 mod message;
 
+pub use codec::{
+    decode_body, encode_frame, ClientCodec, Error, FrameError, Message, MsgPackCodec, ServerCodec,
+    HEADER_LEN, REQUEST_TYPES, RESPONSE_TYPES,
+};
+pub use limits::{
+    Invalid, Limits, HANDSHAKE_TIMEOUT, MAX_APPEND, MAX_CONNECTIONS, MAX_FRAME, MAX_IN_FLIGHT,
+    MAX_NAME_LEN, MAX_READ, MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS, SESSION_RESULTS_REMEMBERED,
+};
 pub use message::{
     ErrorCode, HolderState, LockState, MemberStatus, Request, Response, Role, StatusInfo,
     WaiterState,

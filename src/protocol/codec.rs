@@ -1,0 +1,815 @@
+//! Framing and MessagePack encoding for every raftlock connection.
+//!
+//! A frame is a `u32` big-endian body length followed by that many bytes of MessagePack: a map
+//! with a string `type` field naming the message (see `protocol.md`). [`MsgPackCodec`] wraps
+//! tokio-util's [`LengthDelimitedCodec`] (configured explicitly, never by default) and decodes
+//! bodies in three steps, so that a bad body costs one error answer, not the connection:
+//!
+//! 1. The 4-byte header is checked against the maximum before the body is buffered or any
+//!    space is reserved for it: a larger length is a fatal [`Error::FrameTooLarge`].
+//! 2. The complete body must be a MessagePack map whose `type` is a string; its `type` is
+//!    compared with [`Message::TYPES`]. Failures are *items*: `Err(FrameError::BadRequest)` or
+//!    `Err(FrameError::UnknownType)`. The frame boundary is known, so the stream stays usable.
+//! 3. The body is decoded as the full message; a missing or ill-typed field, or trailing bytes
+//!    after the map, is again a recoverable `Err(FrameError::BadRequest)` item.
+
+use std::io;
+use std::marker::PhantomData;
+
+use bytes::{Buf, BytesMut};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use super::message::{ErrorCode, Request, Response};
+
+/// Bytes in a frame header: the body length as a big-endian `u32`.
+pub const HEADER_LEN: usize = 4;
+
+/// Fatal codec errors: after one of these the stream cannot be trusted and must be closed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A frame header announced a body longer than the maximum (checked before buffering it).
+    /// The daemon answers `Error { id: 0, code: FrameTooLarge }` and closes the connection.
+    #[error("frame length {len} exceeds the maximum of {max} bytes")]
+    FrameTooLarge {
+        /// The length the header announced, or the length of the frame being encoded.
+        len: u64,
+        /// The configured maximum body length.
+        max: usize,
+    },
+    /// The peer closed the stream in the middle of a frame.
+    #[error("connection closed in the middle of a frame ({buffered} bytes of it received)")]
+    UnexpectedEof {
+        /// How many bytes of the unfinished frame (header included) had arrived.
+        buffered: usize,
+    },
+    /// Reading or writing the socket failed.
+    #[error("i/o error on the connection")]
+    Io(#[from] io::Error),
+    /// A message could not be serialized (a bug: every message type serializes).
+    #[error("cannot encode message")]
+    Encode(#[from] rmp_serde::encode::Error),
+}
+
+impl Error {
+    /// The wire code to send (with id 0) before closing, if the peer can still be told.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::FrameTooLarge { .. } => Some(ErrorCode::FrameTooLarge),
+            Error::UnexpectedEof { .. } | Error::Io(_) => None,
+            Error::Encode(_) => Some(ErrorCode::Internal),
+        }
+    }
+}
+
+/// A complete frame whose body is not an acceptable message. Recoverable: the next frame
+/// decodes normally, so the daemon answers with an `Error` response and keeps the connection.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The body is not MessagePack, not a map with a string `type`, has trailing bytes, or a
+    /// known message has a missing or ill-typed field (`message` says which).
+    #[error("bad request: {message}")]
+    BadRequest {
+        /// The request's `id` when it could be read (an unsigned integer field `id`), else 0.
+        id: u64,
+        /// What was wrong, for the error response.
+        message: String,
+    },
+    /// The body is a map whose `type` names no message of this protocol.
+    #[error("unknown message type {type_name:?}")]
+    UnknownType {
+        /// The request's `id` when it could be read, else 0.
+        id: u64,
+        /// The unrecognised `type` value.
+        type_name: String,
+    },
+}
+
+impl FrameError {
+    /// The wire error code for this failure.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::BadRequest { .. } => ErrorCode::BadRequest,
+            FrameError::UnknownType { .. } => ErrorCode::UnknownType,
+        }
+    }
+
+    /// The request id the answer should echo (0 when it could not be read).
+    pub fn id(&self) -> u64 {
+        match self {
+            FrameError::BadRequest { id, .. } | FrameError::UnknownType { id, .. } => *id,
+        }
+    }
+
+    /// The `Error` response that answers this frame.
+    pub fn to_response(&self) -> Response {
+        Response::error(self.id(), self.code(), self.to_string())
+    }
+}
+
+/// A message enum that travels as a MessagePack map tagged by `type`.
+pub trait Message: Serialize + DeserializeOwned {
+    /// Every `type` value the enum accepts, so an unknown one is told apart from a bad body.
+    const TYPES: &'static [&'static str];
+}
+
+/// Every `type` of a client [`Request`], in declaration order.
+pub const REQUEST_TYPES: &[&str] = &[
+    "Hello",
+    "OpenSession",
+    "KeepAlive",
+    "CloseSession",
+    "Acquire",
+    "Release",
+    "Append",
+    "Read",
+    "Locks",
+    "Status",
+];
+
+/// Every `type` of a daemon [`Response`], in declaration order.
+pub const RESPONSE_TYPES: &[&str] = &[
+    "Welcome",
+    "SessionOpened",
+    "KeptAlive",
+    "SessionClosed",
+    "Queued",
+    "Granted",
+    "Released",
+    "Appended",
+    "Data",
+    "LockList",
+    "Status",
+    "Error",
+];
+
+impl Message for Request {
+    const TYPES: &'static [&'static str] = REQUEST_TYPES;
+}
+
+impl Message for Response {
+    const TYPES: &'static [&'static str] = RESPONSE_TYPES;
+}
+
+/// The codec the daemon uses on a client connection.
+pub type ServerCodec = MsgPackCodec<Request, Response>;
+/// The codec a client uses towards the daemon.
+pub type ClientCodec = MsgPackCodec<Response, Request>;
+
+/// Frames of `u32` big-endian length + MessagePack body: decodes `In`, encodes `Out`.
+///
+/// Decoded items are `Result<In, FrameError>`: an `Err` item is a bad but complete frame and
+/// the stream goes on; an `Err` from the stream itself ([`Error`]) is fatal.
+#[derive(Debug)]
+pub struct MsgPackCodec<In, Out> {
+    frames: LengthDelimitedCodec,
+    max_frame: usize,
+    /// True once the inner codec has consumed a header and waits for that frame's body. Mirrors
+    /// `LengthDelimitedCodec`'s own state so the header is inspected exactly once, and so EOF
+    /// right after a header is still reported as a truncated frame.
+    in_body: bool,
+    _types: PhantomData<fn(In) -> Out>,
+}
+
+impl<In, Out> MsgPackCodec<In, Out> {
+    /// A codec that refuses bodies longer than `max_frame` bytes, in both directions.
+    pub fn new(max_frame: usize) -> Self {
+        let frames = LengthDelimitedCodec::builder()
+            .length_field_type::<u32>()
+            .big_endian()
+            .max_frame_length(max_frame)
+            .new_codec();
+        MsgPackCodec {
+            frames,
+            max_frame,
+            in_body: false,
+            _types: PhantomData,
+        }
+    }
+
+    /// The maximum body length this codec accepts and emits.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl<In, Out> Default for MsgPackCodec<In, Out> {
+    /// A codec with the protocol's default maximum frame ([`super::MAX_FRAME`]).
+    fn default() -> Self {
+        Self::new(super::MAX_FRAME)
+    }
+}
+
+/// The part of every body needed to classify it: its `type` (other fields are ignored).
+#[derive(Deserialize)]
+struct TypeOnly {
+    #[serde(rename = "type")]
+    type_name: String,
+}
+
+/// The request id, read separately so a body with a bad `id` is still classified by `type`.
+#[derive(Deserialize)]
+struct IdOnly {
+    id: u64,
+}
+
+/// Decodes `T` from the whole of `body`; trailing bytes are an error.
+fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    let mut de = rmp_serde::Deserializer::new(io::Cursor::new(body));
+    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+    let trailing = (body.len() as u64).saturating_sub(de.position());
+    if trailing != 0 {
+        return Err(format!("{trailing} trailing bytes after the message"));
+    }
+    Ok(value)
+}
+
+/// True if `byte` starts a MessagePack map (fixmap, map 16 or map 32).
+fn is_map_marker(byte: u8) -> bool {
+    matches!(byte, 0x80..=0x8f | 0xde | 0xdf)
+}
+
+/// Classifies and decodes one complete frame body.
+pub fn decode_body<T: Message>(body: &[u8]) -> Result<T, FrameError> {
+    let bad = |id, message: String| FrameError::BadRequest { id, message };
+    match body.first() {
+        None => return Err(bad(0, "empty frame body".into())),
+        Some(&b) if !is_map_marker(b) => {
+            return Err(bad(
+                0,
+                format!("body is not a MessagePack map (first byte {b:#04x})"),
+            ))
+        }
+        Some(_) => {}
+    }
+    let id = rmp_serde::from_slice::<IdOnly>(body)
+        .map(|i| i.id)
+        .unwrap_or(0);
+    // The peeks tolerate trailing bytes so such a body is still answered with its id; the
+    // full decode below rejects them.
+    let head: TypeOnly = rmp_serde::from_slice(body)
+        .map_err(|e| bad(id, format!("body is not a map with a string `type`: {e}")))?;
+    if !T::TYPES.contains(&head.type_name.as_str()) {
+        return Err(FrameError::UnknownType {
+            id,
+            type_name: head.type_name,
+        });
+    }
+    decode_exact(body).map_err(|e| bad(id, format!("bad {}: {e}", head.type_name)))
+}
+
+impl<In: Message, Out> Decoder for MsgPackCodec<In, Out> {
+    type Item = Result<In, FrameError>;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Error> {
+        if !self.in_body && src.len() >= HEADER_LEN {
+            // Check the header ourselves before the inner codec reserves space for the body,
+            // so the error carries the announced length.
+            let len = u64::from(u32::from_be_bytes([src[0], src[1], src[2], src[3]]));
+            if len > self.max_frame as u64 {
+                return Err(Error::FrameTooLarge {
+                    len,
+                    max: self.max_frame,
+                });
+            }
+        }
+        let had_header = self.in_body || src.len() >= HEADER_LEN;
+        let frame = self.frames.decode(src).map_err(|e| match e.kind() {
+            // Unreachable after the check above, but map it faithfully if it ever happens.
+            io::ErrorKind::InvalidData => Error::FrameTooLarge {
+                len: u64::MAX,
+                max: self.max_frame,
+            },
+            _ => Error::Io(e),
+        })?;
+        match frame {
+            Some(body) => {
+                self.in_body = false;
+                Ok(Some(decode_body(&body)))
+            }
+            None => {
+                self.in_body = had_header;
+                Ok(None)
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Error> {
+        match self.decode(src)? {
+            Some(item) => Ok(Some(item)),
+            None if src.is_empty() && !self.in_body => Ok(None),
+            None => {
+                let buffered = src.len() + if self.in_body { HEADER_LEN } else { 0 };
+                src.advance(src.len());
+                self.in_body = false;
+                Err(Error::UnexpectedEof { buffered })
+            }
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for MsgPackCodec<In, Out> {
+    type Error = Error;
+
+    fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), Error> {
+        let body = rmp_serde::to_vec_named(&item)?;
+        if body.len() > self.max_frame {
+            return Err(Error::FrameTooLarge {
+                len: body.len() as u64,
+                max: self.max_frame,
+            });
+        }
+        Encoder::<bytes::Bytes>::encode(&mut self.frames, bytes::Bytes::from(body), dst)?;
+        Ok(())
+    }
+}
+
+/// Encodes one message as a complete frame (header + body), e.g. for tests and examples.
+pub fn encode_frame<T: Serialize>(message: &T, max_frame: usize) -> Result<Vec<u8>, Error> {
+    let body = rmp_serde::to_vec_named(message)?;
+    if body.len() > max_frame {
+        return Err(Error::FrameTooLarge {
+            len: body.len() as u64,
+            max: max_frame,
+        });
+    }
+    let len = u32::try_from(body.len()).map_err(|_| Error::FrameTooLarge {
+        len: body.len() as u64,
+        max: max_frame,
+    })?;
+    let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lockspace::LockMode;
+    use crate::protocol::{HolderState, LockState, MemberStatus, Role, StatusInfo, WaiterState};
+
+    fn every_request() -> Vec<Request> {
+        vec![
+            Request::Hello {
+                version: 1,
+                role: Role::Client,
+            },
+            Request::Hello {
+                version: 7,
+                role: Role::Peer,
+            },
+            Request::OpenSession {
+                id: 1,
+                nonce: u64::MAX,
+                ttl_ms: 10_000,
+            },
+            Request::KeepAlive {
+                id: 2,
+                session: 3,
+                token: 4,
+            },
+            Request::CloseSession {
+                id: 3,
+                session: 3,
+                token: 4,
+                seq: 9,
+            },
+            Request::Acquire {
+                id: 4,
+                session: 3,
+                token: 4,
+                seq: 10,
+                lock: "build-cache".into(),
+                mode: LockMode::Shared,
+                wait_ms: Some(0),
+                hold_ms: None,
+            },
+            Request::Acquire {
+                id: 5,
+                session: 3,
+                token: 4,
+                seq: 11,
+                lock: "ünïcode".into(),
+                mode: LockMode::Exclusive,
+                wait_ms: None,
+                hold_ms: Some(60_000),
+            },
+            Request::Release {
+                id: 6,
+                session: 3,
+                token: 4,
+                seq: 12,
+                lock: "a".into(),
+            },
+            Request::Append {
+                id: 7,
+                session: 3,
+                token: 4,
+                seq: 13,
+                file: "f".into(),
+                lock: "a".into(),
+                fence: 42,
+                data: (0..=255).collect(),
+            },
+            Request::Read {
+                id: 8,
+                file: "f".into(),
+                offset: 1 << 40,
+                len: 5,
+                stale: true,
+            },
+            Request::Locks {
+                id: 9,
+                prefix: Some("build/".into()),
+                stale: false,
+            },
+            Request::Locks {
+                id: 10,
+                prefix: None,
+                stale: true,
+            },
+            Request::Status { id: 11 },
+        ]
+    }
+
+    fn every_response() -> Vec<Response> {
+        vec![
+            Response::Welcome {
+                version: 1,
+                node_id: 2,
+                leader: Some(1),
+                leader_addr: None,
+            },
+            Response::SessionOpened {
+                id: 1,
+                session: 3,
+                token: 4,
+                ttl_ms: 10_000,
+            },
+            Response::KeptAlive {
+                id: 2,
+                ttl_ms: 10_000,
+            },
+            Response::SessionClosed { id: 3 },
+            Response::Queued { id: 4, position: 0 },
+            Response::Granted { id: 4, fence: 17 },
+            Response::Released { id: 5 },
+            Response::Appended {
+                id: 6,
+                offset: 0,
+                size: 5,
+            },
+            Response::Data {
+                id: 7,
+                data: b"hello".to_vec(),
+                size: 5,
+            },
+            Response::LockList {
+                id: 8,
+                locks: vec![
+                    LockState {
+                        name: "a".into(),
+                        mode: Some(LockMode::Shared),
+                        holders: vec![HolderState {
+                            session: 3,
+                            fence: 17,
+                        }],
+                        waiters: vec![WaiterState {
+                            session: 5,
+                            seq: 2,
+                            mode: LockMode::Exclusive,
+                        }],
+                    },
+                    LockState {
+                        name: "b".into(),
+                        mode: None,
+                        holders: vec![],
+                        waiters: vec![],
+                    },
+                ],
+            },
+            Response::Status(Box::new(StatusInfo {
+                id: 9,
+                node_id: 1,
+                role: "leader".into(),
+                term: 3,
+                leader: Some(1),
+                leader_addr: Some("127.0.0.1:7400".into()),
+                commit_index: 10,
+                applied_index: 10,
+                last_log_index: 11,
+                sessions: 2,
+                locks: 1,
+                members: vec![MemberStatus {
+                    node_id: 1,
+                    addr: "127.0.0.1:7400".into(),
+                    voter: true,
+                    match_index: Some(11),
+                }],
+            })),
+            Response::error(10, ErrorCode::StaleFence, "fence 3 is not current"),
+            Response::Error {
+                id: 11,
+                code: ErrorCode::NotLeader,
+                message: "not the leader".into(),
+                leader: Some(2),
+                leader_addr: Some("10.0.0.2:7400".into()),
+            },
+        ]
+    }
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// Every request and response survives encode → decode unchanged, in both codecs, and its
+    /// `type` is listed in the matching TYPES table.
+    #[test]
+    fn every_message_round_trips() {
+        let mut client = ClientCodec::default();
+        let mut server = ServerCodec::default();
+        let mut buf = BytesMut::new();
+        for request in every_request() {
+            assert!(REQUEST_TYPES.contains(&request.type_name()));
+            client.encode(request.clone(), &mut buf).unwrap();
+            assert_eq!(server.decode(&mut buf).unwrap(), Some(Ok(request)));
+            assert!(buf.is_empty());
+        }
+        for response in every_response() {
+            assert!(RESPONSE_TYPES.contains(&response.type_name()));
+            server.encode(response.clone(), &mut buf).unwrap();
+            assert_eq!(client.decode(&mut buf).unwrap(), Some(Ok(response)));
+        }
+    }
+
+    /// The TYPES tables name exactly the enum variants: each listed name decodes as a known
+    /// type (a bad body, not UnknownType) and the type_name() of every variant is listed.
+    #[test]
+    fn type_tables_match_the_enums() {
+        let names: std::collections::BTreeSet<_> =
+            every_request().iter().map(|r| r.type_name()).collect();
+        assert_eq!(names.len(), REQUEST_TYPES.len());
+        let names: std::collections::BTreeSet<_> =
+            every_response().iter().map(|r| r.type_name()).collect();
+        assert_eq!(names.len(), RESPONSE_TYPES.len());
+    }
+
+    #[test]
+    fn bytes_travel_as_msgpack_bin() {
+        let body = rmp_serde::to_vec_named(&Response::Data {
+            id: 1,
+            data: vec![1, 2],
+            size: 2,
+        })
+        .unwrap();
+        // bin 8 marker, length 2, then the raw bytes.
+        assert!(
+            body.windows(4).any(|w| w == [0xc4, 0x02, 0x01, 0x02]),
+            "{body:02x?}"
+        );
+    }
+
+    /// A 4 GiB length prefix is refused from the header alone: nothing is reserved for a body.
+    #[test]
+    fn huge_length_prefix_is_frame_too_large_without_allocating() {
+        let mut codec = ServerCodec::default();
+        let mut buf = BytesMut::with_capacity(8);
+        buf.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        match codec.decode(&mut buf) {
+            Err(Error::FrameTooLarge { len, max }) => {
+                assert_eq!(
+                    (len, max),
+                    (u64::from(u32::MAX), crate::protocol::MAX_FRAME)
+                );
+            }
+            other => panic!("expected FrameTooLarge, got {other:?}"),
+        }
+        assert!(buf.capacity() < 1024, "capacity grew to {}", buf.capacity());
+        assert_eq!(
+            Error::FrameTooLarge { len: 1, max: 0 }.code(),
+            Some(ErrorCode::FrameTooLarge)
+        );
+    }
+
+    #[test]
+    fn frame_of_exactly_max_is_accepted_and_one_more_is_not() {
+        let mut codec = MsgPackCodec::<Request, Response>::new(16);
+        let mut buf = BytesMut::from(&[0, 0, 0, 16][..]);
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        let mut codec = MsgPackCodec::<Request, Response>::new(16);
+        let mut buf = BytesMut::from(&[0, 0, 0, 17][..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(Error::FrameTooLarge { len: 17, max: 16 })
+        ));
+    }
+
+    #[test]
+    fn encoding_over_the_max_is_refused() {
+        let mut codec = MsgPackCodec::<Response, Request>::new(64);
+        let request = Request::Status { id: 1 };
+        codec.encode(request, &mut BytesMut::new()).unwrap();
+        let big = Request::Read {
+            id: 1,
+            file: "f".repeat(100),
+            offset: 0,
+            len: 1,
+            stale: false,
+        };
+        assert!(matches!(
+            codec.encode(big, &mut BytesMut::new()),
+            Err(Error::FrameTooLarge { max: 64, .. })
+        ));
+    }
+
+    /// Bad bodies are items, each answered precisely, and the next frame still decodes.
+    #[test]
+    fn bad_bodies_are_recoverable_items() {
+        let status = rmp_serde::to_vec_named(&Request::Status { id: 5 }).unwrap();
+        let unknown = rmp_serde::to_vec_named(&serde_json_like::Unknown {
+            r#type: "Frobnicate",
+            id: 12,
+        })
+        .unwrap();
+        let missing = rmp_serde::to_vec_named(&serde_json_like::Unknown {
+            r#type: "Acquire",
+            id: 13,
+        })
+        .unwrap();
+        let cases: Vec<(Vec<u8>, &str, u64)> = vec![
+            (vec![0xc1], "BadRequest", 0),          // never-used msgpack byte
+            (vec![], "BadRequest", 0),              // empty body
+            (vec![0x93, 1, 2, 3], "BadRequest", 0), // an array, not a map
+            (vec![0x81, 0xa2, b'i', b'd', 1], "BadRequest", 1), // map without `type`
+            (vec![0x81, 0xa4, b't', b'y', b'p', b'e', 7], "BadRequest", 0), // `type` not a string
+            ([status.clone(), vec![0xc0]].concat(), "BadRequest", 5), // trailing byte
+            (unknown, "UnknownType", 12),
+            (missing, "BadRequest", 13),
+        ];
+        let mut codec = ServerCodec::default();
+        for (body, want, want_id) in cases {
+            let mut buf = BytesMut::new();
+            buf.extend_from_slice(&frame(&body));
+            buf.extend_from_slice(&frame(&status));
+            let item = codec.decode(&mut buf).unwrap().expect("a complete frame");
+            let err = item.expect_err("a bad body");
+            assert_eq!(format!("{:?}", err.code()), want, "{body:02x?}: {err}");
+            assert_eq!(err.id(), want_id, "{body:02x?}");
+            match err.to_response() {
+                Response::Error { id, code, .. } => assert_eq!((id, code), (want_id, err.code())),
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(
+                codec.decode(&mut buf).unwrap(),
+                Some(Ok(Request::Status { id: 5 }))
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_type_names_the_type() {
+        let body = rmp_serde::to_vec_named(&serde_json_like::Unknown {
+            r#type: "Welcome",
+            id: 1,
+        })
+        .unwrap();
+        let mut buf = BytesMut::from(&frame(&body)[..]);
+        // A response type sent to the server is unknown there.
+        let item = ServerCodec::default().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            item,
+            Err(FrameError::UnknownType {
+                id: 1,
+                type_name: "Welcome".into()
+            })
+        );
+    }
+
+    /// Field errors carry serde's message so the client can see which field is wrong.
+    #[test]
+    fn missing_field_message_names_the_field() {
+        let body = rmp_serde::to_vec_named(&serde_json_like::Unknown {
+            r#type: "Acquire",
+            id: 13,
+        })
+        .unwrap();
+        match decode_body::<Request>(&body) {
+            Err(FrameError::BadRequest { id: 13, message }) => {
+                assert!(message.contains("session"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Absent optional fields decode as nil/false; unknown extra fields are ignored.
+    #[test]
+    fn optional_fields_may_be_absent_and_extra_fields_are_ignored() {
+        #[derive(Serialize)]
+        struct Minimal<'a> {
+            r#type: &'a str,
+            id: u64,
+            session: u64,
+            token: u64,
+            seq: u64,
+            lock: &'a str,
+            mode: &'a str,
+            future_field: bool,
+        }
+        let body = rmp_serde::to_vec_named(&Minimal {
+            r#type: "Acquire",
+            id: 1,
+            session: 2,
+            token: 3,
+            seq: 4,
+            lock: "a",
+            mode: "exclusive",
+            future_field: true,
+        })
+        .unwrap();
+        assert_eq!(
+            decode_body::<Request>(&body),
+            Ok(Request::Acquire {
+                id: 1,
+                session: 2,
+                token: 3,
+                seq: 4,
+                lock: "a".into(),
+                mode: LockMode::Exclusive,
+                wait_ms: None,
+                hold_ms: None,
+            })
+        );
+    }
+
+    /// A frame split anywhere waits for more bytes; it then decodes whole.
+    #[test]
+    fn truncated_frame_waits_for_more_bytes() {
+        let full = encode_frame(&Request::Status { id: 77 }, MAX_TEST).unwrap();
+        for cut in 0..full.len() {
+            let mut codec = ServerCodec::default();
+            let mut buf = BytesMut::from(&full[..cut]);
+            assert_eq!(codec.decode(&mut buf).unwrap(), None, "cut at {cut}");
+            buf.extend_from_slice(&full[cut..]);
+            assert_eq!(
+                codec.decode(&mut buf).unwrap(),
+                Some(Ok(Request::Status { id: 77 }))
+            );
+        }
+    }
+
+    const MAX_TEST: usize = crate::protocol::MAX_FRAME;
+
+    /// EOF in the middle of a frame (even right after a complete header) is an error; EOF on a
+    /// frame boundary is a clean end.
+    #[test]
+    fn eof_mid_frame_is_an_error() {
+        let full = encode_frame(&Request::Status { id: 77 }, MAX_TEST).unwrap();
+        for cut in 1..full.len() {
+            let mut codec = ServerCodec::default();
+            let mut buf = BytesMut::from(&full[..cut]);
+            assert_eq!(codec.decode(&mut buf).unwrap(), None);
+            match codec.decode_eof(&mut buf) {
+                Err(Error::UnexpectedEof { buffered }) => assert_eq!(buffered, cut),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        let mut codec = ServerCodec::default();
+        let mut buf = BytesMut::from(&full[..]);
+        assert_eq!(
+            codec.decode_eof(&mut buf).unwrap(),
+            Some(Ok(Request::Status { id: 77 }))
+        );
+        assert_eq!(codec.decode_eof(&mut buf).unwrap(), None);
+    }
+
+    /// Arbitrary bytes never panic the decoder: each call yields an item, waits, or fails.
+    #[test]
+    fn garbage_never_panics() {
+        use proptest::prelude::*;
+        proptest!(|(bytes in proptest::collection::vec(any::<u8>(), 0..64))| {
+            let mut codec = ServerCodec::new(32);
+            let mut buf = BytesMut::from(&bytes[..]);
+            for _ in 0..bytes.len() + 1 {
+                match codec.decode(&mut buf) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let _ = decode_body::<Request>(&bytes);
+        });
+    }
+
+    /// Helper messages that are not in the protocol, to build foreign bodies.
+    mod serde_json_like {
+        #[derive(serde::Serialize)]
+        pub struct Unknown<'a> {
+            pub r#type: &'a str,
+            pub id: u64,
+        }
+    }
+}
