@@ -95,7 +95,9 @@ Example:
   raftlock release nightly-job --close")]
     Acquire(AcquireArgs),
     /// Release a lock held by a session (from `acquire`), optionally closing the session.
-    #[command(after_help = "Example:\n  raftlock release nightly-job --session 12 --token 9876 --close")]
+    #[command(
+        after_help = "Example:\n  raftlock release nightly-job --session 12 --token 9876 --close"
+    )]
     Release(ReleaseArgs),
     /// Renew a session's lease once (for sessions opened by `acquire`).
     #[command(after_help = "Example:\n  raftlock keepalive --session 12 --token 9876")]
@@ -266,7 +268,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
-            return ExitCode::from(if error.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+            return ExitCode::from(if error.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            });
         }
     };
     tracing_subscriber::fmt()
@@ -675,7 +681,12 @@ async fn locks(client: &Client, args: LocksArgs, json: bool) -> Result<u8, Failu
         })
         .collect();
     print_table(
-        ["LOCK", "MODE", "HOLDERS(session:fence)", "WAITERS(session:mode)"],
+        [
+            "LOCK",
+            "MODE",
+            "HOLDERS(session:fence)",
+            "WAITERS(session:mode)",
+        ],
         &rows,
     );
     Ok(EXIT_OK)
@@ -825,8 +836,17 @@ mod tests {
     #[test]
     fn lock_parses_command_after_double_dash() {
         let cli = Cli::try_parse_from([
-            "raftlock", "--servers", "a:1,b:2", "lock", "demo", "--shared", "--wait", "0",
-            "--", "echo", "--flag",
+            "raftlock",
+            "--servers",
+            "a:1,b:2",
+            "lock",
+            "demo",
+            "--shared",
+            "--wait",
+            "0",
+            "--",
+            "echo",
+            "--flag",
         ])
         .expect("parses");
         assert_eq!(cli.servers, ["a:1", "b:2"]);

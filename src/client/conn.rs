@@ -55,7 +55,9 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         // A panic while holding this short lock is a bug; recover the data anyway.
-        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Marks the connection broken and wakes every waiting request (their channels close).

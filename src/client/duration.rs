@@ -75,7 +75,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        for bad in ["", "s", "ms", "1.5s", "-1s", "10x", "10 sec", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "s",
+            "ms",
+            "1.5s",
+            "-1s",
+            "10x",
+            "10 sec",
+            "99999999999999999999s",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
         assert!(parse("18446744073709551615h").is_err());

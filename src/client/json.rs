@@ -22,7 +22,12 @@ pub enum Json {
 impl Json {
     /// An object from `(key, value)` pairs.
     pub fn object<const N: usize>(fields: [(&str, Json); N]) -> Json {
-        Json::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        Json::Object(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
     }
 
     /// A string value.

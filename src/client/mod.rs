@@ -322,11 +322,10 @@ impl Client {
         route.generation += 1;
         let conn = Conn::connect(&addr, generation, self.inner.options.connect_timeout)
             .await
-            .map_err(|error| {
-                tracing::debug!(%addr, error = %error_chain(&error), "connect failed");
-                error
+            .inspect_err(|error| {
+                tracing::debug!(%addr, error = %error_chain(error), "connect failed");
             })?;
-        tracing::debug!(%addr, node = conn.welcome.node_id, "connected");
+        tracing::debug!(%addr, node = conn.welcome.node_id, leader = ?conn.welcome.leader_addr, "connected");
         let conn = Arc::new(conn);
         route.conn = Some(conn.clone());
         Ok(conn)

@@ -206,11 +206,12 @@ impl Session {
     /// state it ended in.
     pub async fn lost(&self) -> SessionState {
         let mut rx = self.inner.state.subscribe();
-        match rx.wait_for(|s| *s != SessionState::Alive).await {
+        let ended = match rx.wait_for(|s| *s != SessionState::Alive).await {
             Ok(state) => *state,
             // The sender lives in `self`, so it cannot be gone; report the current state.
             Err(_) => self.state(),
-        }
+        };
+        ended
     }
 
     /// The next sequence number for a mutating request.
@@ -265,15 +266,15 @@ impl Session {
         hold: Option<Duration>,
     ) -> Result<Fence> {
         let seq = self.next_seq();
-        let SessionCredentials { id: session, token, .. } = self.inner.credentials;
+        let SessionCredentials {
+            id: session, token, ..
+        } = self.inner.credentials;
         let wait_ms = wait.wait_ms();
         let hold_ms = hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         // Past the wait bound (plus time for the daemon's answer) the wait is over anyway.
         let until = match wait {
             Wait::TryOnce => None,
-            Wait::For(d) => {
-                Some(Instant::now() + d + self.inner.client.options().request_timeout)
-            }
+            Wait::For(d) => Some(Instant::now() + d + self.inner.client.options().request_timeout),
             Wait::Forever => None,
         };
         let request = self.call(
@@ -304,7 +305,9 @@ impl Session {
     /// Releases `name`, held by this session.
     pub async fn release(&self, name: &str) -> Result<()> {
         let seq = self.next_seq();
-        let SessionCredentials { id: session, token, .. } = self.inner.credentials;
+        let SessionCredentials {
+            id: session, token, ..
+        } = self.inner.credentials;
         let response = self
             .call(
                 |id| Request::Release {
@@ -341,7 +344,9 @@ impl Session {
             )));
         }
         let seq = self.next_seq();
-        let SessionCredentials { id: session, token, .. } = self.inner.credentials;
+        let SessionCredentials {
+            id: session, token, ..
+        } = self.inner.credentials;
         let response = self
             .call(
                 |id| Request::Append {
@@ -366,7 +371,9 @@ impl Session {
     /// Renews the lease once, now. The background task does this by itself; this is for
     /// handles made without it ([`Client::resume_session`]).
     pub async fn keep_alive(&self) -> Result<Duration> {
-        let SessionCredentials { id: session, token, .. } = self.inner.credentials;
+        let SessionCredentials {
+            id: session, token, ..
+        } = self.inner.credentials;
         let response = self
             .call(
                 |id| Request::KeepAlive { id, session, token },
@@ -382,7 +389,9 @@ impl Session {
     /// Closes the session, releasing its locks and dropping its waiters.
     pub async fn close(self) -> Result<()> {
         let seq = self.next_seq();
-        let SessionCredentials { id: session, token, .. } = self.inner.credentials;
+        let SessionCredentials {
+            id: session, token, ..
+        } = self.inner.credentials;
         let response = self
             .call(
                 |id| Request::CloseSession {
@@ -413,7 +422,11 @@ async fn keep_alive_loop(
     mut renewed: Instant,
     state: Arc<watch::Sender<SessionState>>,
 ) {
-    let SessionCredentials { id: session, token, ttl } = credentials;
+    let SessionCredentials {
+        id: session,
+        token,
+        ttl,
+    } = credentials;
     let period = ttl / 3;
     let mut next = renewed + period;
     loop {
