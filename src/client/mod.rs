@@ -451,7 +451,7 @@ impl Client {
                             last = Some(Failure::Lost(format!("{} is shutting down", conn.addr)));
                             break;
                         }
-                        ErrorCode::Timeout | ErrorCode::TooManyRequests => {
+                        ErrorCode::Timeout | ErrorCode::TooManyRequests | ErrorCode::Internal => {
                             last = Some(Failure::Busy(code));
                             break;
                         }

@@ -386,13 +386,20 @@ impl Session {
         }
     }
 
-    /// Closes the session, releasing its locks and dropping its waiters.
+    /// Closes the session, releasing its locks and dropping its waiters. Also worth calling
+    /// on a session the client considers lost: the daemon may still hold it (a new leader
+    /// restarts every lease). A session the daemon no longer knows counts as closed.
     pub async fn close(self) -> Result<()> {
+        if self.state() == SessionState::Closed {
+            return Ok(());
+        }
         let seq = self.next_seq();
         let SessionCredentials {
             id: session, token, ..
         } = self.inner.credentials;
         let response = self
+            .inner
+            .client
             .call(
                 |id| Request::CloseSession {
                     id,
@@ -402,13 +409,15 @@ impl Session {
                 },
                 Patience::Normal,
             )
-            .await?;
+            .await;
         match response {
-            Response::SessionClosed { .. } => {
+            // A retry of a close that was applied gets SessionExpired (protocol.md §10).
+            Ok(Response::SessionClosed { .. }) | Err(Error::SessionExpired) => {
                 self.inner.state.send_replace(SessionState::Closed);
                 Ok(())
             }
-            other => Err(unexpected("CloseSession", &other)),
+            Ok(other) => Err(unexpected("CloseSession", &other)),
+            Err(error) => Err(error),
         }
     }
 }
@@ -501,6 +510,13 @@ impl LockGuard {
     /// The session holding the lock.
     pub fn session(&self) -> &Session {
         &self.session
+    }
+
+    /// Gives up the guard without releasing: the lock stays held until
+    /// [`Session::release`], its hold limit or the end of the session. Returns the fence.
+    pub fn detach(mut self) -> Fence {
+        self.released = true;
+        self.fence
     }
 
     /// Releases the lock now.
