@@ -1,1 +1,299 @@
 //! The tokio daemon around the pure core.
+//!
+//! Tasks and who owns what:
+//! - the **driver** (`driver.rs`) owns the Raft `Node` and the `LockSpace` and reads one bounded
+//!   inbox of events; it is the only place state changes;
+//! - the **storage writer** (`writer.rs`), a dedicated OS thread, owns `Storage` and does one
+//!   fsync per batch of writes (group commit);
+//! - the **ticker** sends a `Tick` every `--tick-ms`; on the leader each tick also checks the
+//!   lease, wait and hold deadlines (`leases.rs`) and turns passed ones into proposals;
+//! - the **listener** (here) accepts connections under a connection-count semaphore, and one
+//!   task per **connection** (`connection.rs`) reads frames and forwards requests to the driver,
+//!   with a writer task fed by a bounded queue.
+//!
+//! Start-up recovers the log and snapshot, restores the lock space and replays the committed
+//! entries after the snapshot. Shutdown stops accepting, lets in-flight proposals finish (up to
+//! `--shutdown-timeout-ms`), syncs once more and returns. A storage or apply error is returned
+//! from [`Server::serve`]: the process must exit non-zero (systemd restarts it; recovery replays).
+
+mod config;
+mod connection;
+mod driver;
+mod leases;
+pub mod notify;
+mod writer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Args, ConfigError, ServerConfig};
+
+use crate::lockspace::{self, LockSpace};
+use crate::raft::{HardState, Membership, Node};
+use crate::storage::{self, Storage};
+use connection::Shared;
+use driver::{Driver, Event, LeaderInfo};
+use writer::Writer;
+
+/// Capacity of the driver's inbox; senders wait when it is full (backpressure).
+const INBOX_CAPACITY: usize = 4096;
+/// Most connections being turned away (each answered `TooManyConnections`) at once; beyond
+/// that an excess connection is closed without the error frame.
+const MAX_REJECTING: usize = 1024;
+/// How long shutdown waits for connection tasks to finish writing.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(2);
+
+/// Why the daemon stopped or could not start. Each is fatal for the process.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The data directory could not be opened or recovered.
+    #[error("cannot recover the data directory")]
+    Recover(#[source] storage::Error),
+    /// Writing or syncing the log failed while running.
+    #[error("writing the Raft log failed")]
+    Persist(#[source] storage::Error),
+    /// The snapshot does not restore.
+    #[error("cannot restore the lock space from the snapshot")]
+    Restore(#[source] lockspace::Error),
+    /// A committed entry holds bytes that are not a command.
+    #[error("committed log entry {index} is not a valid command")]
+    CorruptCommand {
+        /// The entry's index.
+        index: u64,
+        /// The decoding failure.
+        source: rmp_serde::decode::Error,
+    },
+    /// The storage writer thread is gone (it panicked).
+    #[error("the storage writer thread stopped")]
+    WriterStopped,
+    /// The driver task panicked.
+    #[error("the driver task panicked")]
+    DriverPanicked,
+    /// A socket or thread operation failed.
+    #[error("{op} failed")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// A recovered node ready to serve: returned by [`Server::start`], run by [`Server::serve`].
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    inbox: mpsc::Sender<Event>,
+    leader: watch::Receiver<LeaderInfo>,
+    driver: JoinHandle<Result<(), Error>>,
+}
+
+impl Server {
+    /// Recovers from `config.data_dir` and serves on `listener` until `shutdown` completes.
+    pub async fn run(
+        config: ServerConfig,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        Server::start(config, listener).await?.serve(shutdown).await
+    }
+
+    /// Recovers the node and starts its driver; clients are accepted once `serve` runs.
+    pub async fn start(config: ServerConfig, listener: TcpListener) -> Result<Server, Error> {
+        let local_addr = listener.local_addr().map_err(|source| Error::Io {
+            op: "reading the listen address",
+            source,
+        })?;
+        let data_dir = config.data_dir.clone();
+        let (storage, recovered) = tokio::task::spawn_blocking(move || Storage::open(&data_dir))
+            .await
+            .map_err(|_| Error::WriterStopped)?
+            .map_err(Error::Recover)?;
+        let snapshot_index = recovered.snapshot.as_ref().map(|s| s.meta.index);
+        tracing::info!(
+            data_dir = %config.data_dir.display(),
+            term = recovered.hard_state.term,
+            vote = ?recovered.hard_state.vote,
+            commit = recovered.hard_state.commit,
+            snapshot_index,
+            entries = recovered.entries.len(),
+            last_index = recovered.entries.last().map(|e| e.index).or(snapshot_index).unwrap_or(0),
+            "recovered"
+        );
+        let (lockspace, last_applied_term) = match &recovered.snapshot {
+            Some(snapshot) => (
+                LockSpace::restore(&snapshot.data).map_err(Error::Restore)?,
+                snapshot.meta.term,
+            ),
+            None => (LockSpace::new(), 0),
+        };
+        let mut raft_config = config.raft_config();
+        let empty = recovered.snapshot.is_none()
+            && recovered.entries.is_empty()
+            && recovered.hard_state == HardState::default();
+        if empty {
+            let mut membership = Membership::default();
+            membership.voters.insert(config.id, local_addr.to_string());
+            tracing::info!(id = config.id, addr = %local_addr, "empty data directory: bootstrapping a new single-node cluster");
+            raft_config.bootstrap = Some(membership);
+        }
+        let seed: u64 = rand::random();
+        tracing::info!(seed, "raft node seeded from OS entropy");
+        let node = Node::new(raft_config, recovered, seed);
+        let writer = Writer::spawn(storage).map_err(|source| Error::Io {
+            op: "starting the storage writer thread",
+            source,
+        })?;
+
+        let (inbox, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+        let (leader_tx, leader) = watch::channel(LeaderInfo::default());
+        let driver = Driver::new(
+            config.clone(),
+            node,
+            lockspace,
+            last_applied_term,
+            writer,
+            inbox_rx,
+            leader_tx,
+        );
+        let driver = tokio::spawn(driver.run());
+        Ok(Server {
+            config,
+            listener,
+            local_addr,
+            inbox,
+            leader,
+            driver,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Accepts and serves clients until `shutdown` completes (graceful: `Ok`) or the node fails.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let Server {
+            config,
+            listener,
+            local_addr,
+            inbox,
+            leader,
+            mut driver,
+        } = self;
+        let tracker = TaskTracker::new();
+        let closing = CancellationToken::new();
+        tracker.spawn(ticker(inbox.clone(), config.tick));
+        let shared = Arc::new(Shared {
+            limits: config.limits.clone(),
+            node_id: config.id,
+            inbox: inbox.clone(),
+            leader,
+            closing: closing.clone(),
+        });
+        let connections = Arc::new(Semaphore::new(config.limits.max_connections));
+        let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
+        tracing::info!(addr = %local_addr, id = config.id, "listening");
+        notify::notify_logged("READY=1");
+
+        tokio::pin!(shutdown);
+        let early = loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = &mut shutdown => break None,
+                result = &mut driver => break Some(result),
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+            }
+            match connections.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tracker.spawn(connection::serve(stream, peer, shared.clone(), permit));
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, max = config.limits.max_connections, "connection limit reached");
+                    if let Ok(permit) = rejecting.clone().try_acquire_owned() {
+                        let max_frame = config.limits.max_frame;
+                        tracker.spawn(async move {
+                            connection::reject(stream, max_frame).await;
+                            drop(permit);
+                        });
+                    }
+                }
+            }
+        };
+        drop(listener);
+
+        let result = match early {
+            // The driver stopped on its own: a fatal error (or a bug).
+            Some(joined) => joined.unwrap_or(Err(Error::DriverPanicked)),
+            None => {
+                tracing::info!("shutdown requested: no longer accepting connections");
+                notify::notify_logged("STOPPING=1");
+                // If the driver is already gone, awaiting it below reports why.
+                let _ = inbox.send(Event::Shutdown).await;
+                driver.await.unwrap_or(Err(Error::DriverPanicked))
+            }
+        };
+        drop(inbox);
+        closing.cancel();
+        tracker.close();
+        if tokio::time::timeout(CONNECTION_DRAIN, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close in time");
+        }
+        match &result {
+            Ok(()) => tracing::info!("stopped"),
+            Err(error) => tracing::error!(error = %error_chain(error), "stopped on a fatal error"),
+        }
+        result
+    }
+}
+
+/// Sends a `Tick` every `tick` until the driver is gone. Late ticks are delayed, not bunched.
+async fn ticker(inbox: mpsc::Sender<Event>, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if inbox.send(Event::Tick).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// An error and its sources, joined with ": ".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

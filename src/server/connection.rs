@@ -1,0 +1,436 @@
+//! One task per client connection: the handshake, a reader loop that forwards requests to the
+//! driver, and a writer task fed by a bounded queue.
+//!
+//! Nothing a client sends can stall the daemon: the driver only `try_send`s into the writer
+//! queue, and a client that lets it fill is disconnected; every wait here has a deadline. A bad
+//! frame costs one error answer; a fatal one (oversized length prefix) an error frame and the
+//! connection.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::driver::{Event, LeaderInfo};
+use crate::protocol::{self, ErrorCode, Limits, Request, Response, Role, ServerCodec};
+use crate::raft::NodeId;
+
+/// How long one write to a client may block before the client is considered gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection closed with an error frame keeps reading (and discarding) so that the
+/// kernel sends FIN rather than RST, letting the client read that frame.
+const LINGER: Duration = Duration::from_secs(1);
+
+type FrameSink = SplitSink<Framed<TcpStream, ServerCodec>, Response>;
+type FrameStream = SplitStream<Framed<TcpStream, ServerCodec>>;
+
+/// What the writer task receives.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A response to encode and send.
+    Frame(Response),
+    /// Flush what was queued before, then close the connection.
+    Close,
+}
+
+/// What every connection task shares with the server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Frame, in-flight and handshake limits.
+    pub limits: Limits,
+    /// This node's id, for `Welcome`.
+    pub node_id: NodeId,
+    /// The driver's inbox.
+    pub inbox: mpsc::Sender<Event>,
+    /// The leader as the driver last saw it, for `Welcome`.
+    pub leader: watch::Receiver<LeaderInfo>,
+    /// Cancelled when the daemon has finished its work and closes every connection.
+    pub closing: CancellationToken,
+}
+
+/// The driver's way to answer a connection: a bounded queue it never waits on.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnHandle {
+    outgoing: mpsc::Sender<Outgoing>,
+    close: CancellationToken,
+    in_flight: Arc<AtomicUsize>,
+    peer: SocketAddr,
+}
+
+impl ConnHandle {
+    /// Queues `response` without waiting. A full queue means the client does not read its
+    /// answers: it is disconnected rather than buffered for. A closed one is ignored.
+    pub fn send(&self, response: Response) {
+        match self.outgoing.try_send(Outgoing::Frame(response)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.close.is_cancelled() {
+                    tracing::warn!(peer = %self.peer, "client does not read its answers; disconnecting");
+                    self.close.cancel();
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// True once the connection is gone or going: answers to it would be dropped.
+    pub fn is_closed(&self) -> bool {
+        self.close.is_cancelled() || self.outgoing.is_closed()
+    }
+}
+
+/// The handle through which the driver answers one request. It counts toward its connection's
+/// in-flight limit until it is dropped (answered with [`Reply::finish`] or discarded).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    id: u64,
+    conn: ConnHandle,
+}
+
+impl Reply {
+    /// The id of the request this answers.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Sends an interim answer (`Queued`); the request stays in flight.
+    pub fn interim(&self, response: Response) {
+        self.conn.send(response);
+    }
+
+    /// Sends the final answer.
+    pub fn finish(self, response: Response) {
+        self.conn.send(response);
+    }
+
+    /// True if the client is gone, so the answer would be dropped.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How the reader loop ended.
+enum Exit {
+    /// The client closed, the socket failed, or the connection was cancelled.
+    Drop,
+    /// Send this error frame, then close.
+    CloseWith(Response),
+}
+
+/// Serves one accepted connection until it closes. `_permit` holds one of the connection slots
+/// for the connection's life.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let span = tracing::debug_span!("connection", %peer);
+    async move {
+        let codec = ServerCodec::new(shared.limits.max_frame);
+        let (sink, mut frames) = Framed::new(stream, codec).split();
+        // Room for an interim and a final answer per request in flight, plus reader errors.
+        let capacity = shared
+            .limits
+            .max_in_flight
+            .saturating_mul(2)
+            .saturating_add(16);
+        let (outgoing, queue) = mpsc::channel(capacity);
+        let conn = ConnHandle {
+            outgoing,
+            close: shared.closing.child_token(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            peer,
+        };
+        let writer = tokio::spawn(write_loop(sink, queue, conn.close.clone()));
+        let exit = read_loop(&mut frames, &conn, &shared).await;
+        let linger = match exit {
+            Exit::Drop => {
+                conn.close.cancel();
+                false
+            }
+            Exit::CloseWith(response) => {
+                tracing::debug!(code = ?error_code(&response), "closing connection with an error");
+                conn.send(response);
+                if conn.outgoing.try_send(Outgoing::Close).is_err() {
+                    conn.close.cancel();
+                }
+                true
+            }
+        };
+        let sink = writer.await;
+        if let (true, Ok(sink)) = (linger, sink) {
+            if let Ok(framed) = sink.reunite(frames) {
+                drain(framed.into_inner()).await;
+            }
+        }
+        tracing::debug!("connection closed");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads until EOF for at most [`LINGER`], discarding, so the client gets our last frame.
+async fn drain(mut stream: TcpStream) {
+    let mut buffer = [0u8; 8192];
+    let _ = timeout(LINGER, async {
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn error_code(response: &Response) -> Option<ErrorCode> {
+    match response {
+        Response::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// The handshake, then requests until the connection ends.
+async fn read_loop(frames: &mut FrameStream, conn: &ConnHandle, shared: &Shared) -> Exit {
+    let deadline = Instant::now() + shared.limits.handshake_timeout;
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = conn.close.cancelled() => return Exit::Drop,
+            item = timeout_at(deadline, frames.next()) => item,
+        };
+        let item = match item {
+            Err(_elapsed) => {
+                return Exit::CloseWith(Response::error(
+                    0,
+                    ErrorCode::HandshakeTimeout,
+                    format!(
+                        "no Hello within {} ms",
+                        shared.limits.handshake_timeout.as_millis()
+                    ),
+                ))
+            }
+            Ok(None) => return Exit::Drop,
+            Ok(Some(Err(error))) => return fatal(error),
+            Ok(Some(Ok(Err(bad_frame)))) => {
+                conn.send(bad_frame.to_response());
+                continue;
+            }
+            Ok(Some(Ok(Ok(request)))) => request,
+        };
+        match item {
+            Request::Hello { version, role } => {
+                if version != protocol::VERSION {
+                    return Exit::CloseWith(Response::error(
+                        0,
+                        ErrorCode::UnsupportedVersion,
+                        format!(
+                            "protocol version {version} is not supported; this server speaks {}",
+                            protocol::VERSION
+                        ),
+                    ));
+                }
+                if role == Role::Peer {
+                    return Exit::CloseWith(Response::error(
+                        0,
+                        ErrorCode::BadRequest,
+                        "peer connections need cluster configuration",
+                    ));
+                }
+                let leader = shared.leader.borrow().clone();
+                conn.send(Response::Welcome {
+                    version: protocol::VERSION,
+                    node_id: shared.node_id,
+                    leader: leader.leader,
+                    leader_addr: leader.addr,
+                });
+                break;
+            }
+            other => {
+                return Exit::CloseWith(Response::error(
+                    0,
+                    ErrorCode::HandshakeRequired,
+                    format!("{} before Hello", other.type_name()),
+                ))
+            }
+        }
+    }
+
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = conn.close.cancelled() => return Exit::Drop,
+            item = frames.next() => item,
+        };
+        let request = match item {
+            None => return Exit::Drop,
+            Some(Err(error)) => return fatal(error),
+            Some(Ok(Err(bad_frame))) => {
+                conn.send(bad_frame.to_response());
+                continue;
+            }
+            Some(Ok(Ok(request))) => request,
+        };
+        let id = request.id();
+        if let Request::Hello { .. } = request {
+            conn.send(Response::error(
+                0,
+                ErrorCode::BadRequest,
+                "Hello was already received",
+            ));
+            continue;
+        }
+        if let Err(invalid) = shared.limits.validate(&request) {
+            conn.send(Response::error(
+                id,
+                ErrorCode::BadRequest,
+                invalid.to_string(),
+            ));
+            continue;
+        }
+        if conn.in_flight.load(Ordering::Relaxed) >= shared.limits.max_in_flight {
+            conn.send(Response::error(
+                id,
+                ErrorCode::TooManyRequests,
+                format!(
+                    "{} requests already in flight on this connection",
+                    shared.limits.max_in_flight
+                ),
+            ));
+            continue;
+        }
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        let reply = Reply {
+            id,
+            conn: conn.clone(),
+        };
+        let event = Event::Client { request, reply };
+        let sent = tokio::select! {
+            biased;
+            _ = conn.close.cancelled() => return Exit::Drop,
+            sent = shared.inbox.send(event) => sent,
+        };
+        if let Err(mpsc::error::SendError(event)) = sent {
+            // The driver has stopped: the daemon is going down.
+            if let Event::Client { reply, .. } = event {
+                reply.finish(Response::error(
+                    id,
+                    ErrorCode::ShuttingDown,
+                    "the node is shutting down",
+                ));
+            }
+        }
+    }
+}
+
+/// The answer to a fatal codec error: an error frame when the client can still be told.
+fn fatal(error: protocol::Error) -> Exit {
+    match error.code() {
+        Some(code) => Exit::CloseWith(Response::error(0, code, error.to_string())),
+        None => {
+            tracing::debug!(%error, "connection ended");
+            Exit::Drop
+        }
+    }
+}
+
+/// Sends queued responses until told to close or cancelled; returns the sink so the connection
+/// can linger. Writes are batched: the socket is flushed when the queue runs empty.
+async fn write_loop(
+    mut sink: FrameSink,
+    mut queue: mpsc::Receiver<Outgoing>,
+    close: CancellationToken,
+) -> FrameSink {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = close.cancelled() => break,
+            next = queue.recv() => next,
+        };
+        match next {
+            Some(Outgoing::Frame(response)) => {
+                let id = response.id();
+                let fed = match bounded(&close, sink.feed(response)).await {
+                    Some(result) => result,
+                    None => break,
+                };
+                if let Err(error) = fed {
+                    match error {
+                        // Too big to send (a huge lock list, a small --max-frame-bytes): say so
+                        // instead of dropping the answer.
+                        protocol::Error::FrameTooLarge { len, max } => {
+                            let response = Response::error(
+                                id,
+                                ErrorCode::Internal,
+                                format!("the answer ({len} bytes) exceeds the frame limit ({max} bytes)"),
+                            );
+                            if !matches!(bounded(&close, sink.feed(response)).await, Some(Ok(()))) {
+                                break;
+                            }
+                        }
+                        error => {
+                            tracing::debug!(%error, "write failed");
+                            break;
+                        }
+                    }
+                }
+                if queue.is_empty() && !matches!(bounded(&close, sink.flush()).await, Some(Ok(())))
+                {
+                    break;
+                }
+            }
+            Some(Outgoing::Close) | None => {
+                let _ = bounded(&close, sink.close()).await;
+                break;
+            }
+        }
+    }
+    sink
+}
+
+/// Runs a write with the write timeout; `None` if it timed out or the connection was cancelled.
+async fn bounded<F: std::future::Future>(close: &CancellationToken, write: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        _ = close.cancelled() => None,
+        result = timeout(WRITE_TIMEOUT, write) => result.ok(),
+    }
+}
+
+/// Answers a connection over the limit with `TooManyConnections` and closes it, without ever
+/// blocking the accept loop (this runs in its own short task, bounded by [`LINGER`]).
+pub(crate) async fn reject(mut stream: TcpStream, max_frame: usize) {
+    use tokio::io::AsyncWriteExt;
+    let response = Response::error(
+        0,
+        ErrorCode::TooManyConnections,
+        "the server is at its connection limit",
+    );
+    let Ok(frame) = protocol::encode_frame(&response, max_frame) else {
+        return;
+    };
+    let written = timeout(LINGER, async {
+        stream.write_all(&frame).await?;
+        stream.shutdown().await
+    })
+    .await;
+    if matches!(written, Ok(Ok(()))) {
+        drain(stream).await;
+    }
+}

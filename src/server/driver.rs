@@ -1,0 +1,1206 @@
+//! The driver: the one task that owns the Raft [`Node`] and the [`LockSpace`].
+//!
+//! Everything reaches it through one bounded inbox of [`Event`]s, which gives a single total
+//! order; nothing else touches the core (no `Arc<Mutex<Node>>`). One turn of its loop:
+//!
+//! 1. take one event and drain what is already queued (bounded), stepping each into the node
+//!    (ticks, client requests turned into proposals or read-index requests);
+//! 2. take the node's `Ready`; send its `messages`; hand its writes to the storage writer. While
+//!    that write and its fsync run, the driver keeps receiving and stepping events but does not
+//!    take another `Ready`: the next write then carries everything that queued up meanwhile
+//!    (group commit);
+//! 3. when the writer answers: send `persisted_messages`, report `persisted` to the node, apply
+//!    the `committed` entries to the lock space, answer the clients whose proposals they were,
+//!    and serve the confirmed reads whose index has been applied.
+//!
+//! A proposal's answer is keyed by its (index, term): if the entry applied at that index has
+//! another term, the proposal was lost to a new leader and the outcome is unknown (`Timeout`,
+//! the client retries with the same seq). On the leader, every tick also checks the deadline
+//! table ([`Leases`]) and proposes `ExpireSession` / `ExpireWait` / `ExpireHold` for what passed.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::config::ServerConfig;
+use super::connection::Reply;
+use super::leases::{Key, Leases, What};
+use super::writer::{Done, Job, Writer};
+use super::Error;
+use crate::lockspace::{
+    Applied, Command, LockInfo, LockSpace, Notification, Outcome, Seq, SessionId,
+};
+use crate::protocol::{
+    ErrorCode, HolderState, LockState, MemberStatus, Request, Response, StatusInfo, WaiterState,
+};
+use crate::raft::{
+    Entry, EntryData, Envelope, Index, Node, NodeId, Role, Snapshot, SnapshotMeta, Term,
+};
+
+/// Most events handled in one turn before the node's output is processed.
+const MAX_BATCH: usize = 1024;
+/// Most consecutive `Ready`s processed without a write before returning to the inbox.
+const MAX_READY_ROUNDS: usize = 16;
+
+/// What the driver's inbox carries.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// One Raft tick passed (from the ticker task).
+    Tick,
+    /// A client request and the handle to answer it.
+    Client {
+        /// The request (already validated against the limits).
+        request: Request,
+        /// Where the answer goes.
+        reply: Reply,
+    },
+    /// Graceful shutdown: refuse new requests, finish in-flight ones, sync, stop.
+    Shutdown,
+}
+
+/// The leader as this node sees it, published to the connections (for `Welcome`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LeaderInfo {
+    /// The leader's id, if known.
+    pub leader: Option<NodeId>,
+    /// Its address from the membership, if known.
+    pub addr: Option<String>,
+}
+
+/// A proposal waiting for its entry to apply.
+#[derive(Debug)]
+struct Pending {
+    term: Term,
+    reply: Reply,
+}
+
+/// What to do once the write in flight is durable.
+#[derive(Debug)]
+enum AfterWrite {
+    /// The rest of a `Ready`, in its documented order.
+    Ready {
+        received_snapshot: Option<Snapshot>,
+        persisted_messages: Vec<Envelope>,
+        last_appended: Option<(Index, Term)>,
+        committed: Vec<Entry>,
+        reads: Vec<(u64, Index)>,
+    },
+    /// A snapshot this node took: the core may now compact its log.
+    Snapshot(Snapshot),
+}
+
+#[derive(Debug)]
+struct InFlight {
+    done: Done,
+    after: AfterWrite,
+}
+
+/// What woke the driver.
+enum Wake {
+    Written(Result<Result<(), crate::storage::Error>, tokio::sync::oneshot::error::RecvError>),
+    Event(Option<Event>),
+}
+
+/// The driver task's state.
+#[derive(Debug)]
+pub(crate) struct Driver {
+    config: ServerConfig,
+    node: Node,
+    lockspace: LockSpace,
+    writer: Writer,
+    inbox: mpsc::Receiver<Event>,
+    leader_tx: watch::Sender<LeaderInfo>,
+    in_flight: Option<InFlight>,
+    /// Proposals by log index.
+    pending: BTreeMap<Index, Pending>,
+    /// Clients waiting on a queued acquire, by (session, seq). Several handles may wait on one
+    /// acquire (a retry from a new connection); all are answered.
+    waiters: BTreeMap<(SessionId, Seq), Vec<Reply>>,
+    /// Read-index requests sent to the node, by read id.
+    reads: BTreeMap<u64, (Request, Reply)>,
+    /// Confirmed reads waiting for the state machine to reach their index, by (index, read id).
+    confirmed_reads: BTreeMap<(Index, u64), (Request, Reply)>,
+    next_read_id: u64,
+    /// Leader only: session, wait and hold deadlines.
+    leases: Leases,
+    /// Leader only: the lock and hold limit of each queued acquire, to start the hold limit
+    /// when the grant comes.
+    queued_holds: BTreeMap<(SessionId, Seq), (String, Option<u64>)>,
+    was_leader: bool,
+    last_applied_term: Term,
+    applied_since_snapshot: u64,
+    /// Set at shutdown: the time after which in-flight proposals are abandoned.
+    shutdown_deadline: Option<Instant>,
+    token_rng: StdRng,
+}
+
+impl Driver {
+    /// A driver around a recovered node and state machine.
+    pub(crate) fn new(
+        config: ServerConfig,
+        node: Node,
+        lockspace: LockSpace,
+        last_applied_term: Term,
+        writer: Writer,
+        inbox: mpsc::Receiver<Event>,
+        leader_tx: watch::Sender<LeaderInfo>,
+    ) -> Driver {
+        Driver {
+            config,
+            node,
+            lockspace,
+            writer,
+            inbox,
+            leader_tx,
+            in_flight: None,
+            pending: BTreeMap::new(),
+            waiters: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            confirmed_reads: BTreeMap::new(),
+            next_read_id: 1,
+            leases: Leases::new(),
+            queued_holds: BTreeMap::new(),
+            was_leader: false,
+            last_applied_term,
+            applied_since_snapshot: 0,
+            shutdown_deadline: None,
+            token_rng: StdRng::from_entropy(),
+        }
+    }
+
+    /// Runs until shutdown completes (`Ok`) or persisting or applying fails (`Err`: the caller
+    /// must stop the process; recovery replays the log).
+    pub(crate) async fn run(mut self) -> Result<(), Error> {
+        self.advance()?;
+        self.observe_role();
+        loop {
+            let wake = {
+                let inbox = &mut self.inbox;
+                let in_flight = &mut self.in_flight;
+                tokio::select! {
+                    biased;
+                    written = async {
+                        match in_flight {
+                            Some(in_flight) => (&mut in_flight.done).await,
+                            None => std::future::pending().await,
+                        }
+                    } => Wake::Written(written),
+                    event = inbox.recv() => Wake::Event(event),
+                }
+            };
+            match wake {
+                Wake::Written(result) => {
+                    let in_flight = self.in_flight.take().expect("a write was in flight");
+                    match result {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => return Err(Error::Persist(error)),
+                        Err(_) => return Err(Error::WriterStopped),
+                    }
+                    self.after_write(in_flight.after)?;
+                }
+                Wake::Event(None) => {
+                    // Every sender is gone: nothing can reach us any more.
+                    return self.final_sync().await;
+                }
+                Wake::Event(Some(event)) => {
+                    self.handle(event);
+                    for _ in 1..MAX_BATCH {
+                        match self.inbox.try_recv() {
+                            Ok(event) => self.handle(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            self.advance()?;
+            self.observe_role();
+            self.maybe_snapshot();
+            if self.shutdown_done() {
+                return self.final_sync().await;
+            }
+        }
+    }
+
+    // --- Events -------------------------------------------------------------------------------
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick => {
+                self.node.tick();
+                self.expire_deadlines();
+            }
+            Event::Client { request, reply } => self.on_request(request, reply),
+            Event::Shutdown => self.begin_shutdown(),
+        }
+    }
+
+    fn on_request(&mut self, request: Request, reply: Reply) {
+        let id = reply.id();
+        if self.shutdown_deadline.is_some() {
+            reply.finish(Response::error(
+                id,
+                ErrorCode::ShuttingDown,
+                "the node is shutting down",
+            ));
+            return;
+        }
+        match request {
+            Request::Hello { .. } => reply.finish(Response::error(
+                id,
+                ErrorCode::BadRequest,
+                "Hello was already received",
+            )),
+            Request::Status { .. } => reply.finish(self.status(id)),
+            Request::Read { stale: true, .. } | Request::Locks { stale: true, .. } => {
+                let response = self.answer_read(&request, id);
+                reply.finish(response);
+            }
+            Request::Read { .. } | Request::Locks { .. } => {
+                let read_id = self.next_read_id;
+                self.next_read_id += 1;
+                match self.node.read_index(read_id) {
+                    Ok(()) => {
+                        self.reads.insert(read_id, (request, reply));
+                    }
+                    Err(_) => reply.finish(self.not_leader(id)),
+                }
+            }
+            _ if !self.is_leader() => reply.finish(self.not_leader(id)),
+            Request::OpenSession { nonce, ttl_ms, .. } => {
+                let token = self.token_rng.gen();
+                self.propose(
+                    Command::OpenSession {
+                        nonce,
+                        ttl_ms,
+                        token,
+                    },
+                    reply,
+                );
+            }
+            Request::KeepAlive { session, token, .. } => match self.lockspace.session(session) {
+                Some(info) if info.token == token => {
+                    let deadline = Instant::now() + std::time::Duration::from_millis(info.ttl_ms);
+                    self.leases.set(
+                        Key {
+                            session,
+                            what: What::Lease,
+                        },
+                        deadline,
+                    );
+                    reply.finish(Response::KeptAlive {
+                        id,
+                        ttl_ms: info.ttl_ms,
+                    });
+                }
+                _ => reply.finish(session_expired(id)),
+            },
+            Request::CloseSession {
+                session,
+                token,
+                seq,
+                ..
+            } => {
+                if self.check_session(session, token) {
+                    self.propose(Command::CloseSession { session, seq }, reply);
+                } else {
+                    reply.finish(session_expired(id));
+                }
+            }
+            Request::Acquire {
+                session,
+                token,
+                seq,
+                lock,
+                mode,
+                wait_ms,
+                hold_ms,
+                ..
+            } => {
+                if self.check_session(session, token) {
+                    let command = Command::Acquire {
+                        session,
+                        seq,
+                        lock,
+                        mode,
+                        wait_ms,
+                        hold_ms,
+                    };
+                    self.propose(command, reply);
+                } else {
+                    reply.finish(session_expired(id));
+                }
+            }
+            Request::Release {
+                session,
+                token,
+                seq,
+                lock,
+                ..
+            } => {
+                if self.check_session(session, token) {
+                    self.propose(Command::Release { session, seq, lock }, reply);
+                } else {
+                    reply.finish(session_expired(id));
+                }
+            }
+            Request::Append {
+                session,
+                token,
+                seq,
+                file,
+                lock,
+                fence,
+                data,
+                ..
+            } => {
+                if self.check_session(session, token) {
+                    let command = Command::Append {
+                        session,
+                        seq,
+                        file,
+                        lock,
+                        fence,
+                        data,
+                    };
+                    self.propose(command, reply);
+                } else {
+                    reply.finish(session_expired(id));
+                }
+            }
+        }
+    }
+
+    fn check_session(&self, session: SessionId, token: u64) -> bool {
+        self.lockspace
+            .session(session)
+            .is_some_and(|info| info.token == token)
+    }
+
+    fn propose(&mut self, command: Command, reply: Reply) {
+        let bytes = rmp_serde::to_vec_named(&command).expect("commands always serialize");
+        match self.node.propose(bytes) {
+            Ok((index, term)) => {
+                self.pending.insert(index, Pending { term, reply });
+            }
+            Err(_) => {
+                let response = self.not_leader(reply.id());
+                reply.finish(response);
+            }
+        }
+    }
+
+    /// Proposes an internal command (an expiry); it has no client to answer.
+    fn propose_internal(&mut self, command: Command) {
+        tracing::debug!(?command, "proposing expiry");
+        let bytes = rmp_serde::to_vec_named(&command).expect("commands always serialize");
+        if self.node.propose(bytes).is_err() {
+            // Leadership just moved: the new leader restarts every deadline.
+            tracing::debug!("expiry not proposed: no longer the leader");
+        }
+    }
+
+    fn expire_deadlines(&mut self) {
+        if !self.is_leader() || self.leases.is_empty() {
+            return;
+        }
+        for key in self.leases.take_due(Instant::now()) {
+            let session = key.session;
+            // Skip what no longer applies; the state machine would ignore it anyway.
+            let command = match key.what {
+                What::Lease => {
+                    if self.lockspace.session(session).is_none() {
+                        continue;
+                    }
+                    tracing::info!(session, "session lease expired");
+                    Command::ExpireSession { session }
+                }
+                What::Wait { seq, lock } => {
+                    let waiting = self.lockspace.lock(&lock).is_some_and(|info| {
+                        info.waiters
+                            .iter()
+                            .any(|w| w.session == session && w.seq == seq)
+                    });
+                    if !waiting {
+                        continue;
+                    }
+                    Command::ExpireWait { session, seq, lock }
+                }
+                What::Hold { lock, fence } => {
+                    let holding = self.lockspace.lock(&lock).is_some_and(|info| {
+                        info.holders
+                            .iter()
+                            .any(|&(s, f)| s == session && f == fence)
+                    });
+                    if !holding {
+                        continue;
+                    }
+                    Command::ExpireHold {
+                        session,
+                        lock,
+                        fence,
+                    }
+                }
+            };
+            self.propose_internal(command);
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        tracing::info!(
+            pending = self.pending.len(),
+            waiters = self.waiters.len(),
+            "shutting down: finishing in-flight proposals"
+        );
+        self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_timeout);
+        // Queued acquires may wait forever: tell them now; they retry elsewhere with their seq.
+        for (_, replies) in std::mem::take(&mut self.waiters) {
+            for reply in replies {
+                let id = reply.id();
+                reply.finish(Response::error(
+                    id,
+                    ErrorCode::ShuttingDown,
+                    "the node is shutting down",
+                ));
+            }
+        }
+    }
+
+    fn shutdown_done(&mut self) -> bool {
+        let Some(deadline) = self.shutdown_deadline else {
+            return false;
+        };
+        let idle =
+            self.pending.is_empty() && self.reads.is_empty() && self.confirmed_reads.is_empty();
+        if !idle && Instant::now() < deadline {
+            return false;
+        }
+        if !idle {
+            tracing::warn!(
+                pending = self.pending.len(),
+                "shutdown timeout: abandoning in-flight requests"
+            );
+        }
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            let id = pending.reply.id();
+            pending.reply.finish(Response::error(
+                id,
+                ErrorCode::Timeout,
+                "the node shut down before the outcome was known; retry with the same seq",
+            ));
+        }
+        let reads = std::mem::take(&mut self.reads).into_values();
+        let confirmed = std::mem::take(&mut self.confirmed_reads).into_values();
+        for (_, reply) in reads.chain(confirmed) {
+            let id = reply.id();
+            reply.finish(Response::error(
+                id,
+                ErrorCode::ShuttingDown,
+                "the node is shutting down",
+            ));
+        }
+        true
+    }
+
+    /// Waits for the write in flight, then fsyncs once more.
+    async fn final_sync(&mut self) -> Result<(), Error> {
+        if let Some(in_flight) = self.in_flight.take() {
+            match in_flight.done.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(Error::Persist(error)),
+                Err(_) => return Err(Error::WriterStopped),
+            }
+        }
+        match self.writer.submit(Job::Sync).await {
+            Ok(Ok(())) => {
+                tracing::info!(applied = self.lockspace.applied_index(), "final sync done");
+                Ok(())
+            }
+            Ok(Err(error)) => Err(Error::Persist(error)),
+            Err(_) => Err(Error::WriterStopped),
+        }
+    }
+
+    // --- Ready --------------------------------------------------------------------------------
+
+    /// Processes the node's output until it has none, or a write is in flight.
+    fn advance(&mut self) -> Result<(), Error> {
+        for _ in 0..MAX_READY_ROUNDS {
+            if self.in_flight.is_some() {
+                return Ok(());
+            }
+            let ready = self.node.ready();
+            let has_writes = ready.snapshot.is_some()
+                || ready.truncate_from.is_some()
+                || !ready.append.is_empty()
+                || ready.hard_state.is_some();
+            let is_empty = !has_writes
+                && ready.messages.is_empty()
+                && ready.persisted_messages.is_empty()
+                && ready.committed.is_empty()
+                && ready.reads.is_empty();
+            if is_empty {
+                return Ok(());
+            }
+            self.send(ready.messages);
+            let after = AfterWrite::Ready {
+                received_snapshot: ready.snapshot.clone(),
+                persisted_messages: ready.persisted_messages,
+                last_appended: ready.append.last().map(|entry| (entry.index, entry.term)),
+                committed: ready.committed,
+                reads: ready.reads,
+            };
+            if has_writes {
+                let done = self.writer.submit(Job::Persist {
+                    snapshot: ready.snapshot,
+                    truncate_from: ready.truncate_from,
+                    append: ready.append,
+                    hard_state: ready.hard_state,
+                });
+                self.in_flight = Some(InFlight { done, after });
+                return Ok(());
+            }
+            self.after_write(after)?;
+        }
+        Ok(())
+    }
+
+    /// Sends messages to peers. A single node has none; the cluster transport plugs in here.
+    fn send(&mut self, messages: Vec<Envelope>) {
+        for message in messages {
+            tracing::debug!(
+                to = message.to,
+                "no transport to peer; message dropped (Raft retries)"
+            );
+        }
+    }
+
+    fn after_write(&mut self, after: AfterWrite) -> Result<(), Error> {
+        match after {
+            AfterWrite::Ready {
+                received_snapshot,
+                persisted_messages,
+                last_appended,
+                committed,
+                reads,
+            } => {
+                self.send(persisted_messages);
+                if let Some(snapshot) = received_snapshot {
+                    self.install_snapshot(&snapshot)?;
+                }
+                if let Some((index, term)) = last_appended {
+                    self.node.persisted(index, term);
+                }
+                for entry in committed {
+                    self.apply(entry)?;
+                }
+                for (read_id, index) in reads {
+                    if let Some(read) = self.reads.remove(&read_id) {
+                        self.confirmed_reads.insert((index, read_id), read);
+                    }
+                }
+                self.serve_reads();
+                Ok(())
+            }
+            AfterWrite::Snapshot(snapshot) => {
+                tracing::info!(
+                    index = snapshot.meta.index,
+                    bytes = snapshot.data.len(),
+                    "snapshot saved"
+                );
+                self.node.compacted(snapshot);
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces the state machine with a snapshot received from the leader.
+    fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), Error> {
+        self.lockspace = LockSpace::restore(&snapshot.data).map_err(Error::Restore)?;
+        self.last_applied_term = snapshot.meta.term;
+        self.applied_since_snapshot = 0;
+        tracing::info!(
+            index = snapshot.meta.index,
+            "installed snapshot from the leader"
+        );
+        // Proposals the snapshot covers can no longer be matched with their outcome.
+        let covered: Vec<Index> = self
+            .pending
+            .range(..=snapshot.meta.index)
+            .map(|(i, _)| *i)
+            .collect();
+        for index in covered {
+            let pending = self.pending.remove(&index).expect("key from range");
+            let id = pending.reply.id();
+            pending.reply.finish(timeout_error(id));
+        }
+        Ok(())
+    }
+
+    fn serve_reads(&mut self) {
+        let applied = self.lockspace.applied_index();
+        while let Some(entry) = self.confirmed_reads.first_entry() {
+            if entry.key().0 > applied {
+                break;
+            }
+            let (request, reply) = entry.remove();
+            let response = self.answer_read(&request, reply.id());
+            reply.finish(response);
+        }
+    }
+
+    // --- Apply --------------------------------------------------------------------------------
+
+    fn apply(&mut self, entry: Entry) -> Result<(), Error> {
+        let index = entry.index;
+        if index <= self.lockspace.applied_index() {
+            // Already in the state machine (restored from the snapshot).
+            return Ok(());
+        }
+        self.last_applied_term = entry.term;
+        self.applied_since_snapshot += 1;
+        let pending = self.pending.remove(&index);
+        let EntryData::Command(bytes) = entry.data else {
+            self.lockspace.skip(index);
+            if let Some(pending) = pending {
+                let id = pending.reply.id();
+                pending.reply.finish(timeout_error(id));
+            }
+            return Ok(());
+        };
+        let command: Command = rmp_serde::from_slice(&bytes)
+            .map_err(|source| Error::CorruptCommand { index, source })?;
+        let applied = self.lockspace.apply(index, &command);
+        if self.is_leader() {
+            self.track_deadlines(&command, &applied);
+        }
+        for notification in &applied.notifications {
+            self.notify(notification);
+        }
+        if let Some(pending) = pending {
+            let id = pending.reply.id();
+            if pending.term != entry.term {
+                pending.reply.finish(timeout_error(id));
+            } else if let Outcome::Queued { position } = applied.outcome {
+                pending.reply.interim(Response::Queued { id, position });
+                if let Command::Acquire { session, seq, .. } = command {
+                    let replies = self.waiters.entry((session, seq)).or_default();
+                    replies.retain(|reply| !reply.is_closed());
+                    replies.push(pending.reply);
+                }
+            } else {
+                pending.reply.finish(outcome_response(id, &applied.outcome));
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers every client waiting on the acquire a notification resolves.
+    fn notify(&mut self, notification: &Notification) {
+        let key = (notification.session, notification.seq);
+        if let Some(replies) = self.waiters.remove(&key) {
+            for reply in replies {
+                let id = reply.id();
+                reply.finish(outcome_response(id, &notification.outcome));
+            }
+        }
+    }
+
+    /// Leader only: keeps the deadline table in step with what was just applied.
+    fn track_deadlines(&mut self, command: &Command, applied: &Applied) {
+        let now = Instant::now();
+        let after = |ms: u64| now + std::time::Duration::from_millis(ms);
+        match (command, &applied.outcome) {
+            (
+                Command::OpenSession { .. },
+                Outcome::SessionOpened {
+                    session, ttl_ms, ..
+                },
+            ) => {
+                self.leases.set(
+                    Key {
+                        session: *session,
+                        what: What::Lease,
+                    },
+                    after(*ttl_ms),
+                );
+            }
+            (Command::CloseSession { session, .. } | Command::ExpireSession { session }, _) => {
+                self.leases.remove_session(*session);
+                let keys: Vec<_> = self
+                    .queued_holds
+                    .range((*session, 0)..=(*session, Seq::MAX))
+                    .map(|(key, _)| *key)
+                    .collect();
+                for key in keys {
+                    self.queued_holds.remove(&key);
+                }
+            }
+            (
+                Command::Acquire {
+                    session,
+                    lock,
+                    hold_ms: Some(hold_ms),
+                    ..
+                },
+                Outcome::Granted { fence },
+            ) => {
+                let what = What::Hold {
+                    lock: lock.clone(),
+                    fence: *fence,
+                };
+                self.leases.set(
+                    Key {
+                        session: *session,
+                        what,
+                    },
+                    after(*hold_ms),
+                );
+            }
+            (
+                Command::Acquire {
+                    session,
+                    seq,
+                    lock,
+                    wait_ms,
+                    hold_ms,
+                    ..
+                },
+                Outcome::Queued { .. },
+            ) => {
+                if let Some(wait_ms) = wait_ms {
+                    let what = What::Wait {
+                        seq: *seq,
+                        lock: lock.clone(),
+                    };
+                    self.leases.set(
+                        Key {
+                            session: *session,
+                            what,
+                        },
+                        after(*wait_ms),
+                    );
+                }
+                self.queued_holds
+                    .insert((*session, *seq), (lock.clone(), *hold_ms));
+            }
+            _ => {}
+        }
+        for notification in &applied.notifications {
+            let (session, seq) = (notification.session, notification.seq);
+            let hold_ms = self.queued_holds.remove(&(session, seq));
+            let Outcome::Granted { fence } = notification.outcome else {
+                continue;
+            };
+            // The wait is over: start the grant's hold limit, if it has one.
+            let hold = match hold_ms {
+                Some((lock, Some(hold_ms))) => Some((lock, hold_ms)),
+                Some((_, None)) => None,
+                // Queued before this node led: its hold limit is only in the state machine.
+                None => self
+                    .lockspace
+                    .limited_holds()
+                    .into_iter()
+                    .find(|hold| hold.session == session && hold.fence == fence)
+                    .map(|hold| (hold.lock, hold.hold_ms)),
+            };
+            if let Some((lock, hold_ms)) = hold {
+                self.leases.set(
+                    Key {
+                        session,
+                        what: What::Hold { lock, fence },
+                    },
+                    after(hold_ms),
+                );
+            }
+        }
+    }
+
+    // --- Leadership, snapshots ----------------------------------------------------------------
+
+    fn is_leader(&self) -> bool {
+        self.node.role() == Role::Leader
+    }
+
+    fn observe_role(&mut self) {
+        let leader = self.is_leader();
+        if leader && !self.was_leader {
+            self.restart_deadlines();
+        } else if !leader && self.was_leader {
+            tracing::info!(leader = ?self.node.leader(), "lost leadership");
+            self.leases.clear();
+            self.queued_holds.clear();
+            let pending = std::mem::take(&mut self.pending);
+            let reads = std::mem::take(&mut self.reads).into_values();
+            let waiters = std::mem::take(&mut self.waiters).into_values().flatten();
+            let replies = pending
+                .into_values()
+                .map(|p| p.reply)
+                .chain(reads.map(|(_, r)| r))
+                .chain(waiters);
+            for reply in replies.collect::<Vec<_>>() {
+                let response = self.not_leader(reply.id());
+                reply.finish(response);
+            }
+        }
+        self.was_leader = leader;
+        let info = self.leader_info();
+        self.leader_tx.send_if_modified(|current| {
+            if *current == info {
+                false
+            } else {
+                *current = info;
+                true
+            }
+        });
+    }
+
+    /// A new leader cannot know when the last keep-alive arrived: every deadline restarts.
+    fn restart_deadlines(&mut self) {
+        let now = Instant::now();
+        let after = |ms: u64| now + std::time::Duration::from_millis(ms);
+        self.leases.clear();
+        for session in self.lockspace.sessions() {
+            self.leases.set(
+                Key {
+                    session: session.id,
+                    what: What::Lease,
+                },
+                after(session.ttl_ms),
+            );
+        }
+        for wait in self.lockspace.bounded_waits() {
+            if let Some(wait_ms) = wait.wait_ms {
+                let what = What::Wait {
+                    seq: wait.seq,
+                    lock: wait.lock,
+                };
+                self.leases.set(
+                    Key {
+                        session: wait.session,
+                        what,
+                    },
+                    after(wait_ms),
+                );
+            }
+        }
+        for hold in self.lockspace.limited_holds() {
+            let what = What::Hold {
+                lock: hold.lock,
+                fence: hold.fence,
+            };
+            self.leases.set(
+                Key {
+                    session: hold.session,
+                    what,
+                },
+                after(hold.hold_ms),
+            );
+        }
+        let status = self.node.status();
+        tracing::info!(
+            term = status.term,
+            commit = status.commit_index,
+            deadlines = self.leases.len(),
+            "became leader; restarted every lease deadline"
+        );
+    }
+
+    fn maybe_snapshot(&mut self) {
+        if self.in_flight.is_some() || self.applied_since_snapshot < self.config.snapshot_threshold
+        {
+            return;
+        }
+        let index = self.lockspace.applied_index();
+        if index == 0
+            || self
+                .node
+                .snapshot_meta()
+                .is_some_and(|meta| meta.index >= index)
+        {
+            return;
+        }
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                index,
+                term: self.last_applied_term,
+                // The membership in force now; single-node and one-at-a-time changes keep it
+                // equal to the one at `index` once that index is applied.
+                membership: self.node.status().membership,
+            },
+            data: self.lockspace.snapshot(),
+        };
+        tracing::info!(index, bytes = snapshot.data.len(), "taking a snapshot");
+        self.applied_since_snapshot = 0;
+        let done = self.writer.submit(Job::SaveSnapshot(snapshot.clone()));
+        self.in_flight = Some(InFlight {
+            done,
+            after: AfterWrite::Snapshot(snapshot),
+        });
+    }
+
+    // --- Answers ------------------------------------------------------------------------------
+
+    fn leader_info(&self) -> LeaderInfo {
+        let leader = self.node.leader();
+        let addr =
+            leader.and_then(|id| self.node.status().membership.address(id).map(String::from));
+        LeaderInfo { leader, addr }
+    }
+
+    fn not_leader(&self, id: u64) -> Response {
+        let info = self.leader_info();
+        Response::Error {
+            id,
+            code: ErrorCode::NotLeader,
+            message: match &info.addr {
+                Some(addr) => format!("not the leader; the leader is at {addr}"),
+                None => "not the leader; no leader is known yet".into(),
+            },
+            leader: info.leader,
+            leader_addr: info.addr,
+        }
+    }
+
+    fn answer_read(&self, request: &Request, id: u64) -> Response {
+        match request {
+            Request::Read {
+                file, offset, len, ..
+            } => {
+                match self
+                    .lockspace
+                    .read(file, *offset, self.config.limits.read_len(*len))
+                {
+                    Some((data, size)) => Response::Data {
+                        id,
+                        data: data.to_vec(),
+                        size,
+                    },
+                    None => Response::error(id, ErrorCode::NotFound, format!("no file {file:?}")),
+                }
+            }
+            Request::Locks { prefix, .. } => Response::LockList {
+                id,
+                locks: self
+                    .lockspace
+                    .locks(prefix.as_deref())
+                    .into_iter()
+                    .map(lock_state)
+                    .collect(),
+            },
+            other => Response::error(
+                id,
+                ErrorCode::Internal,
+                format!("{} is not a read", other.type_name()),
+            ),
+        }
+    }
+
+    fn status(&self, id: u64) -> Response {
+        let status = self.node.status();
+        let leader_addr = status
+            .leader
+            .and_then(|leader| status.membership.address(leader).map(String::from));
+        let match_index: BTreeMap<NodeId, Index> = status.match_index.iter().copied().collect();
+        let voters = status
+            .membership
+            .voters
+            .iter()
+            .map(|(id, addr)| (id, addr, true));
+        let learners = status
+            .membership
+            .learners
+            .iter()
+            .map(|(id, addr)| (id, addr, false));
+        let members = voters
+            .chain(learners)
+            .map(|(node_id, addr, voter)| MemberStatus {
+                node_id: *node_id,
+                addr: addr.clone(),
+                voter,
+                match_index: match_index.get(node_id).copied(),
+            })
+            .collect();
+        Response::Status(Box::new(StatusInfo {
+            id,
+            node_id: status.id,
+            role: role_name(status.role).into(),
+            term: status.term,
+            leader: status.leader,
+            leader_addr,
+            commit_index: status.commit_index,
+            applied_index: self.lockspace.applied_index(),
+            last_log_index: status.last_index,
+            sessions: self.lockspace.sessions().len() as u64,
+            locks: self.lockspace.locks(None).len() as u64,
+            members,
+        }))
+    }
+}
+
+/// The wire name of a role.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::PreCandidate | Role::Candidate => "candidate",
+        Role::Learner => "learner",
+    }
+}
+
+fn lock_state(info: LockInfo) -> LockState {
+    LockState {
+        name: info.name,
+        mode: info.mode,
+        holders: info
+            .holders
+            .into_iter()
+            .map(|(session, fence)| HolderState { session, fence })
+            .collect(),
+        waiters: info
+            .waiters
+            .into_iter()
+            .map(|wait| WaiterState {
+                session: wait.session,
+                seq: wait.seq,
+                mode: wait.mode,
+            })
+            .collect(),
+    }
+}
+
+fn session_expired(id: u64) -> Response {
+    Response::error(
+        id,
+        ErrorCode::SessionExpired,
+        "no such session, or a wrong token",
+    )
+}
+
+fn timeout_error(id: u64) -> Response {
+    Response::error(
+        id,
+        ErrorCode::Timeout,
+        "leadership changed before the request committed; the outcome is unknown, retry with the same seq",
+    )
+}
+
+/// The answer to a request whose command applied with `outcome`: the one place where state
+/// machine outcomes become wire responses.
+pub(crate) fn outcome_response(id: u64, outcome: &Outcome) -> Response {
+    let error = |code, message: &str| Response::error(id, code, message);
+    match *outcome {
+        Outcome::SessionOpened {
+            session,
+            token,
+            ttl_ms,
+        } => Response::SessionOpened {
+            id,
+            session,
+            token,
+            ttl_ms,
+        },
+        Outcome::SessionClosed => Response::SessionClosed { id },
+        Outcome::Granted { fence } => Response::Granted { id, fence },
+        Outcome::Queued { position } => Response::Queued { id, position },
+        Outcome::Busy => error(ErrorCode::Busy, "the lock is held"),
+        Outcome::TimedOut => error(
+            ErrorCode::WaitTimeout,
+            "the wait bound passed before a grant",
+        ),
+        Outcome::Released => Response::Released { id },
+        Outcome::NotHolder => error(ErrorCode::NotHolder, "the session does not hold the lock"),
+        Outcome::Conflict => error(
+            ErrorCode::Conflict,
+            "the session holds or waits for the lock in another mode, or already waits for it",
+        ),
+        Outcome::Appended { offset, size } => Response::Appended { id, offset, size },
+        Outcome::StaleFence => error(
+            ErrorCode::StaleFence,
+            "the fence is not the session's current exclusive grant of the lock",
+        ),
+        Outcome::SessionExpired => error(
+            ErrorCode::SessionExpired,
+            "the session expired or was closed",
+        ),
+        Outcome::SequenceTooOld => error(
+            ErrorCode::SequenceTooOld,
+            "the sequence number is older than the results the session remembers",
+        ),
+        Outcome::Ignored => error(ErrorCode::Internal, "the request had no effect"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_maps_to_its_documented_response() {
+        let code = |outcome: Outcome| match outcome_response(7, &outcome) {
+            Response::Error { id: 7, code, .. } => Some(code),
+            Response::Error { .. } => panic!("wrong id"),
+            _ => None,
+        };
+        assert_eq!(code(Outcome::Busy), Some(ErrorCode::Busy));
+        assert_eq!(code(Outcome::TimedOut), Some(ErrorCode::WaitTimeout));
+        assert_eq!(code(Outcome::NotHolder), Some(ErrorCode::NotHolder));
+        assert_eq!(code(Outcome::Conflict), Some(ErrorCode::Conflict));
+        assert_eq!(code(Outcome::StaleFence), Some(ErrorCode::StaleFence));
+        assert_eq!(
+            code(Outcome::SessionExpired),
+            Some(ErrorCode::SessionExpired)
+        );
+        assert_eq!(
+            code(Outcome::SequenceTooOld),
+            Some(ErrorCode::SequenceTooOld)
+        );
+        assert_eq!(
+            outcome_response(7, &Outcome::Granted { fence: 12 }),
+            Response::Granted { id: 7, fence: 12 }
+        );
+        assert_eq!(
+            outcome_response(
+                7,
+                &Outcome::SessionOpened {
+                    session: 3,
+                    token: 9,
+                    ttl_ms: 1000
+                }
+            ),
+            Response::SessionOpened {
+                id: 7,
+                session: 3,
+                token: 9,
+                ttl_ms: 1000
+            }
+        );
+        assert_eq!(
+            outcome_response(
+                7,
+                &Outcome::Appended {
+                    offset: 4,
+                    size: 10
+                }
+            ),
+            Response::Appended {
+                id: 7,
+                offset: 4,
+                size: 10
+            }
+        );
+        assert_eq!(
+            outcome_response(7, &Outcome::Released),
+            Response::Released { id: 7 }
+        );
+        assert_eq!(
+            outcome_response(7, &Outcome::SessionClosed),
+            Response::SessionClosed { id: 7 }
+        );
+    }
+}
