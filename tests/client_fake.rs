@@ -90,22 +90,6 @@ fn options() -> ClientOptions {
     }
 }
 
-/// The id of a request (0 for Hello).
-fn id_of(request: &Request) -> u64 {
-    match request {
-        Request::Hello { .. } => 0,
-        Request::OpenSession { id, .. }
-        | Request::KeepAlive { id, .. }
-        | Request::CloseSession { id, .. }
-        | Request::Acquire { id, .. }
-        | Request::Release { id, .. }
-        | Request::Append { id, .. }
-        | Request::Read { id, .. }
-        | Request::Locks { id, .. }
-        | Request::Status { id } => *id,
-    }
-}
-
 /// A leader that opens session 7 (token 99) and answers keep-alives, and `rest` for the others.
 fn leader(
     mut rest: impl FnMut(&Request) -> Vec<Action> + Send + 'static,
@@ -131,7 +115,7 @@ async fn follower_redirect_reaches_the_leader_with_the_same_nonce() {
     let leader_addr = leader.addr.clone();
     let follower = Fake::start(move |request| {
         vec![Action::Reply(Response::Error {
-            id: id_of(request),
+            id: request.id(),
             code: ErrorCode::NotLeader,
             message: "not the leader".into(),
             leader: Some(2),
@@ -295,7 +279,7 @@ async fn server_side_expiry_marks_the_session_lost() {
             ttl_ms: 1_000,
         })],
         other => vec![Action::Reply(Response::Error {
-            id: id_of(other),
+            id: other.id(),
             code: ErrorCode::SessionExpired,
             message: "no such session".into(),
             leader: None,

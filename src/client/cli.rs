@@ -21,7 +21,7 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status: the lock was not acquired (busy on a try-once, or the wait timed out).
 pub const EXIT_NOT_ACQUIRED: u8 = 3;
-/// Exit status: the session expired or was lost (for `lock`: while CMD ran; CMD was killed).
+/// Exit status: the session expired or was lost (for `lock`: while CMD ran; CMD was terminated).
 pub const EXIT_SESSION_LOST: u8 = 4;
 /// Exit status: the session does not hold the lock (stale fence, not holder, conflict).
 pub const EXIT_NOT_HOLDER: u8 = 5;
@@ -34,7 +34,7 @@ Exit status:
   1    error: no server reachable, server or protocol error, I/O error
   2    bad command line
   3    lock not acquired: busy (--wait 0) or the wait timed out
-  4    session expired or lost (`lock` kills CMD when its session is lost)
+  4    session expired or lost (`lock` terminates CMD when its session is lost)
   5    not the holder: stale fence, lock not held by the session, or conflicting mode
   127  `lock` could not start CMD
 
@@ -76,7 +76,8 @@ pub enum Command {
     #[command(after_help = "\
 CMD runs with RAFTLOCK_FENCE (the fencing token), RAFTLOCK_LOCK, RAFTLOCK_SESSION,
 RAFTLOCK_TOKEN and RAFTLOCK_SERVERS in its environment, so it can append under the lock.
-The session is kept alive while CMD runs; if it is lost anyway, CMD is killed (exit 4).
+The session is kept alive while CMD runs; if it is lost anyway, CMD gets SIGTERM (SIGKILL
+5s later) and raftlock exits 4. SIGTERM sent to raftlock is passed on to CMD.
 raftlock exits with CMD's status; 3 if the lock was not acquired.
 
 Example:
@@ -377,13 +378,6 @@ fn exit_code(status: ExitStatus) -> u8 {
         .map_or(EXIT_ERROR, |c| u8::try_from(c & 0xff).unwrap_or(EXIT_ERROR))
 }
 
-/// How `lock`'s child ended.
-enum ChildEnd {
-    Exited(ExitStatus),
-    SessionLost,
-    Terminated,
-}
-
 async fn lock(client: &Client, servers: &[String], args: LockArgs) -> Result<u8, Failure> {
     let session = client.open_session(args.ttl).await?;
     let fence = match session
@@ -426,49 +420,82 @@ async fn lock(client: &Client, servers: &[String], args: LockArgs) -> Result<u8,
         }
     };
 
-    // std's Child cannot be awaited and killed at once, so poll it (cheaply) while watching
+    // std's Child cannot be awaited and signalled at once, so poll it (cheaply) while watching
     // the session and termination signals. Ctrl-C reaches CMD through the terminal's process
-    // group; raftlock keeps waiting so it can release the lock when CMD exits.
+    // group; raftlock keeps waiting so it can release the lock when CMD exits. SIGTERM is
+    // passed on to CMD.
     let mut terminate = terminate_signal();
     let mut poll = tokio::time::interval(Duration::from_millis(20));
-    let end = loop {
+    let mut lost = false;
+    let mut kill_at: Option<tokio::time::Instant> = None;
+    let status = loop {
         tokio::select! {
             biased;
-            _ = session.lost() => break ChildEnd::SessionLost,
-            _ = recv_signal(&mut terminate) => break ChildEnd::Terminated,
+            _ = session.lost(), if !lost => {
+                lost = true;
+                eprintln!("raftlock: session lost while holding {}; terminating the command", args.name);
+                signal_child(&child, Signal::Terminate);
+                kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
+            }
+            _ = recv_signal(&mut terminate) => signal_child(&child, Signal::Terminate),
             _ = tokio::signal::ctrl_c() => {}
             _ = poll.tick() => {
                 if let Some(status) = child.try_wait()? {
-                    break ChildEnd::Exited(status);
+                    break status;
+                }
+                if kill_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    signal_child(&child, Signal::Kill);
+                    kill_at = None;
                 }
             }
         }
     };
-    match end {
-        ChildEnd::Exited(status) => {
-            if let Err(error) = session.release(&args.name).await {
-                eprintln!("raftlock: releasing {}: {}", args.name, error_chain(&error));
-            }
-            if let Err(error) = session.close().await {
-                eprintln!("raftlock: closing the session: {}", error_chain(&error));
-            }
-            Ok(exit_code(status))
+    if lost {
+        return Err(Failure {
+            code: EXIT_SESSION_LOST,
+            message: format!(
+                "session lost while holding {}; command ended with {status}",
+                args.name
+            ),
+        });
+    }
+    if let Err(error) = session.release(&args.name).await {
+        eprintln!("raftlock: releasing {}: {}", args.name, error_chain(&error));
+    }
+    if let Err(error) = session.close().await {
+        eprintln!("raftlock: closing the session: {}", error_chain(&error));
+    }
+    Ok(exit_code(status))
+}
+
+/// How long CMD has to exit after SIGTERM when the session is lost, before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Signals `lock` sends to CMD.
+enum Signal {
+    Terminate,
+    Kill,
+}
+
+/// Sends a signal to a child that has not been reaped (so its pid is still its own).
+fn signal_child(child: &std::process::Child, signal: Signal) {
+    #[cfg(unix)]
+    {
+        let signal = match signal {
+            Signal::Terminate => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        };
+        let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+            return;
+        };
+        // SAFETY: kill(2) has no memory effects; the pid is our unreaped child's.
+        unsafe {
+            libc::kill(pid, signal);
         }
-        ChildEnd::SessionLost => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(Failure {
-                code: EXIT_SESSION_LOST,
-                message: format!("session lost while holding {}; command killed", args.name),
-            })
-        }
-        ChildEnd::Terminated => {
-            let _ = child.kill();
-            let status = child.wait()?;
-            let _ = session.release(&args.name).await;
-            let _ = session.close().await;
-            Ok(exit_code(status))
-        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (child, signal);
     }
 }
 

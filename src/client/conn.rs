@@ -20,24 +20,6 @@ pub(crate) type Reply = std::result::Result<Response, String>;
 /// How many requests may wait for the writer before `send` waits.
 const WRITE_QUEUE: usize = 256;
 
-/// The request id a response answers (0 for connection-level errors).
-pub(crate) fn response_id(response: &Response) -> u64 {
-    match response {
-        Response::Welcome { .. } => 0,
-        Response::SessionOpened { id, .. }
-        | Response::KeptAlive { id, .. }
-        | Response::SessionClosed { id }
-        | Response::Queued { id, .. }
-        | Response::Granted { id, .. }
-        | Response::Released { id }
-        | Response::Appended { id, .. }
-        | Response::Data { id, .. }
-        | Response::LockList { id, .. }
-        | Response::Error { id, .. } => *id,
-        Response::Status(info) => info.id,
-    }
-}
-
 /// The requests waiting for answers on one connection.
 #[derive(Default)]
 struct Pending {
@@ -185,7 +167,7 @@ impl Conn {
         let reader = tokio::spawn(async move {
             while let Some(frame) = stream.next().await {
                 let (id, reply) = match frame {
-                    Ok(Ok(response)) => (response_id(&response), Ok(response)),
+                    Ok(Ok(response)) => (response.id(), Ok(response)),
                     Ok(Err(bad)) => (bad.id(), Err(bad.to_string())),
                     Err(error) => {
                         tracing::debug!(addr = %reader_addr, %error, "read failed");
