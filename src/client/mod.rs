@@ -231,6 +231,7 @@ impl Client {
                 },
                 started,
                 true,
+                self.inner.options.clock_seq,
             )),
             other => Err(unexpected("OpenSession", &other)),
         }
@@ -240,8 +241,13 @@ impl Client {
     /// credentials. With `keep_alive`, this handle renews the lease in the background as
     /// [`Client::open_session`] does; otherwise the caller must renew it with
     /// [`Session::keep_alive`] within every TTL.
+    ///
+    /// The handle does not know which sequence numbers the session already used, so it takes
+    /// them from the clock (Unix microseconds, strictly increasing), above the 1, 2, 3... of a
+    /// handle from `open_session`. Handles of one session must not send mutating requests
+    /// concurrently from different processes.
     pub fn resume_session(&self, credentials: SessionCredentials, keep_alive: bool) -> Session {
-        Session::start(self.clone(), credentials, Instant::now(), keep_alive)
+        Session::start(self.clone(), credentials, Instant::now(), keep_alive, true)
     }
 
     /// Reads up to `len` bytes of `file` from `offset`; returns them and the file's total size.

@@ -148,16 +148,17 @@ fn mark_lost(state: &watch::Sender<SessionState>) {
 
 impl Session {
     /// A session handle; with `keep_alive`, renews the lease every ttl/3, starting from
-    /// `renewed` (when the lease is known to have been granted or renewed).
+    /// `renewed` (when the lease is known to have been granted or renewed). With `clock`, its
+    /// sequence numbers come from the clock (see [`super::ClientOptions::clock_seq`]).
     pub(crate) fn start(
         client: Client,
         credentials: SessionCredentials,
         renewed: Instant,
         keep_alive: bool,
+        clock: bool,
     ) -> Session {
         let (state, _) = watch::channel(SessionState::Alive);
         let state = Arc::new(state);
-        let clock = client.options().clock_seq;
         let task = keep_alive.then(|| {
             tokio::spawn(keep_alive_loop(
                 client.clone(),
