@@ -100,6 +100,9 @@ Example:
         after_help = "Example:\n  raftlock release nightly-job --session 12 --token 9876 --close"
     )]
     Release(ReleaseArgs),
+    /// Close a session (from `acquire`), releasing every lock it holds.
+    #[command(after_help = "Example:\n  raftlock close --session 12 --token 9876")]
+    Close(SessionArgs),
     /// Renew a session's lease once (for sessions opened by `acquire`).
     #[command(after_help = "Example:\n  raftlock keepalive --session 12 --token 9876")]
     Keepalive(SessionArgs),
@@ -323,6 +326,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Lock(args) => lock(&client, &servers, args).await,
         Command::Acquire(args) => acquire(&client, args, json).await,
         Command::Release(args) => release(&client, args, json).await,
+        Command::Close(args) => close(&client, args, json).await,
         Command::Keepalive(args) => keepalive(&client, args, json).await,
         Command::Append(args) => append(&client, args, json).await,
         Command::Read(args) => read(&client, args, json).await,
@@ -587,6 +591,14 @@ async fn release(client: &Client, args: ReleaseArgs, json: bool) -> Result<u8, F
             ("released", Json::str(&args.name)),
             ("closed", Json::Bool(args.close)),
         ]));
+    }
+    Ok(EXIT_OK)
+}
+
+async fn close(client: &Client, args: SessionArgs, json: bool) -> Result<u8, Failure> {
+    resume(client, &args).close().await?;
+    if json {
+        say(Json::object([("closed", Json::Uint(args.session))]));
     }
     Ok(EXIT_OK)
 }
