@@ -455,3 +455,51 @@ fn parse_value(b: &[u8], pos: &mut usize) -> Json {
         other => panic!("unexpected {other:?} at {pos}"),
     }
 }
+
+#[test]
+fn lock_terminates_the_command_when_its_session_is_lost() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let daemon = Daemon::start(&[]);
+    let mut child = Command::new(RAFTLOCK)
+        .args(["lock", "lease", "--ttl", "1s", "--", "sh", "-c"])
+        .arg("echo $RAFTLOCK_SESSION $RAFTLOCK_TOKEN; exec sleep 60")
+        .env("RAFTLOCK_SERVERS", daemon.addr.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The credentials CMD saw, read on a thread so the wait is bounded.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(common::DEADLINE).expect("CMD started");
+    let mut creds = line.split_whitespace();
+    let (session, token) = (creds.next().unwrap(), creds.next().unwrap());
+
+    // Closing the session behind raftlock's back: its keep-alive learns it, CMD is terminated.
+    ok(raftlock(
+        &daemon,
+        &["close", "--session", session, "--token", token],
+    ));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < common::DEADLINE,
+            "raftlock did not exit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(4));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("session lost"), "{stderr}");
+}
