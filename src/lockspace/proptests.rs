@@ -232,6 +232,7 @@ fn run(sessions: usize, ops: &[Op]) {
             snapshot,
             "snapshots: restore changed the bytes"
         );
+        assert!(twin == space, "snapshots: restore lost part of the state");
 
         let applied = space.apply(index, &command);
         assert_eq!(

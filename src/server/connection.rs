@@ -30,6 +30,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection closed with an error frame keeps reading (and discarding) so that the
 /// kernel sends FIN rather than RST, letting the client read that frame.
 const LINGER: Duration = Duration::from_secs(1);
+/// Capacity of the reader's own answer queue.
+const LOCAL_QUEUE: usize = 16;
 
 type FrameSink = SplitSink<Framed<TcpStream, ServerCodec>, Response>;
 type FrameStream = SplitStream<Framed<TcpStream, ServerCodec>>;
@@ -158,8 +160,12 @@ pub(crate) async fn serve(
             in_flight: Arc::new(AtomicUsize::new(0)),
             peer,
         };
-        let writer = tokio::spawn(write_loop(sink, queue, conn.close.clone()));
-        let exit = read_loop(&mut frames, &conn, &shared).await;
+        // The reader's own answers (handshake, bad frames, limits) use a second, small queue
+        // that the reader waits on: a client that sends faster than it reads slows down its
+        // own reader instead of filling the driver's queue.
+        let (local, local_queue) = mpsc::channel(LOCAL_QUEUE);
+        let writer = tokio::spawn(write_loop(sink, queue, local_queue, conn.close.clone()));
+        let exit = read_loop(&mut frames, &conn, &local, &shared).await;
         let linger = match exit {
             Exit::Drop => {
                 conn.close.cancel();
@@ -167,11 +173,12 @@ pub(crate) async fn serve(
             }
             Exit::CloseWith(response) => {
                 tracing::debug!(code = ?error_code(&response), "closing connection with an error");
-                conn.send(response);
-                if conn.outgoing.try_send(Outgoing::Close).is_err() {
+                let told = say(&local, &conn.close, response).await
+                    && say_close(&local, &conn.close).await;
+                if !told {
                     conn.close.cancel();
                 }
-                true
+                told
             }
         };
         let sink = writer.await;
@@ -184,6 +191,27 @@ pub(crate) async fn serve(
     }
     .instrument(span)
     .await
+}
+
+/// Queues one of the reader's own answers, waiting (bounded) for room. False if the
+/// connection is going away.
+async fn say(
+    local: &mpsc::Sender<Outgoing>,
+    close: &CancellationToken,
+    response: Response,
+) -> bool {
+    matches!(
+        bounded(close, local.send(Outgoing::Frame(response))).await,
+        Some(Ok(()))
+    )
+}
+
+/// Asks the writer to flush and close.
+async fn say_close(local: &mpsc::Sender<Outgoing>, close: &CancellationToken) -> bool {
+    matches!(
+        bounded(close, local.send(Outgoing::Close)).await,
+        Some(Ok(()))
+    )
 }
 
 /// Reads until EOF for at most [`LINGER`], discarding, so the client gets our last frame.
@@ -207,7 +235,12 @@ fn error_code(response: &Response) -> Option<ErrorCode> {
 }
 
 /// The handshake, then requests until the connection ends.
-async fn read_loop(frames: &mut FrameStream, conn: &ConnHandle, shared: &Shared) -> Exit {
+async fn read_loop(
+    frames: &mut FrameStream,
+    conn: &ConnHandle,
+    local: &mpsc::Sender<Outgoing>,
+    shared: &Shared,
+) -> Exit {
     let deadline = Instant::now() + shared.limits.handshake_timeout;
     loop {
         let item = tokio::select! {
@@ -229,7 +262,9 @@ async fn read_loop(frames: &mut FrameStream, conn: &ConnHandle, shared: &Shared)
             Ok(None) => return Exit::Drop,
             Ok(Some(Err(error))) => return fatal(error),
             Ok(Some(Ok(Err(bad_frame)))) => {
-                conn.send(bad_frame.to_response());
+                if !say(local, &conn.close, bad_frame.to_response()).await {
+                    return Exit::Drop;
+                }
                 continue;
             }
             Ok(Some(Ok(Ok(request)))) => request,
@@ -254,12 +289,15 @@ async fn read_loop(frames: &mut FrameStream, conn: &ConnHandle, shared: &Shared)
                     ));
                 }
                 let leader = shared.leader.borrow().clone();
-                conn.send(Response::Welcome {
+                let welcome = Response::Welcome {
                     version: protocol::VERSION,
                     node_id: shared.node_id,
                     leader: leader.leader,
                     leader_addr: leader.addr,
-                });
+                };
+                if !say(local, &conn.close, welcome).await {
+                    return Exit::Drop;
+                }
                 break;
             }
             other => {
@@ -282,37 +320,42 @@ async fn read_loop(frames: &mut FrameStream, conn: &ConnHandle, shared: &Shared)
             None => return Exit::Drop,
             Some(Err(error)) => return fatal(error),
             Some(Ok(Err(bad_frame))) => {
-                conn.send(bad_frame.to_response());
+                if !say(local, &conn.close, bad_frame.to_response()).await {
+                    return Exit::Drop;
+                }
                 continue;
             }
             Some(Ok(Ok(request))) => request,
         };
         let id = request.id();
-        if let Request::Hello { .. } = request {
-            conn.send(Response::error(
+        let refusal = if let Request::Hello { .. } = request {
+            Some(Response::error(
                 0,
                 ErrorCode::BadRequest,
                 "Hello was already received",
-            ));
-            continue;
-        }
-        if let Err(invalid) = shared.limits.validate(&request) {
-            conn.send(Response::error(
+            ))
+        } else if let Err(invalid) = shared.limits.validate(&request) {
+            Some(Response::error(
                 id,
                 ErrorCode::BadRequest,
                 invalid.to_string(),
-            ));
-            continue;
-        }
-        if conn.in_flight.load(Ordering::Relaxed) >= shared.limits.max_in_flight {
-            conn.send(Response::error(
+            ))
+        } else if conn.in_flight.load(Ordering::Relaxed) >= shared.limits.max_in_flight {
+            Some(Response::error(
                 id,
                 ErrorCode::TooManyRequests,
                 format!(
                     "{} requests already in flight on this connection",
                     shared.limits.max_in_flight
                 ),
-            ));
+            ))
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            if !say(local, &conn.close, refusal).await {
+                return Exit::Drop;
+            }
             continue;
         }
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -326,15 +369,13 @@ async fn read_loop(frames: &mut FrameStream, conn: &ConnHandle, shared: &Shared)
             _ = conn.close.cancelled() => return Exit::Drop,
             sent = shared.inbox.send(event) => sent,
         };
-        if let Err(mpsc::error::SendError(event)) = sent {
+        if let Err(mpsc::error::SendError(Event::Client { reply, .. })) = sent {
             // The driver has stopped: the daemon is going down.
-            if let Event::Client { reply, .. } = event {
-                reply.finish(Response::error(
-                    id,
-                    ErrorCode::ShuttingDown,
-                    "the node is shutting down",
-                ));
-            }
+            reply.finish(Response::error(
+                id,
+                ErrorCode::ShuttingDown,
+                "the node is shutting down",
+            ));
         }
     }
 }
@@ -355,6 +396,7 @@ fn fatal(error: protocol::Error) -> Exit {
 async fn write_loop(
     mut sink: FrameSink,
     mut queue: mpsc::Receiver<Outgoing>,
+    mut local: mpsc::Receiver<Outgoing>,
     close: CancellationToken,
 ) -> FrameSink {
     loop {
@@ -362,6 +404,7 @@ async fn write_loop(
             biased;
             _ = close.cancelled() => break,
             next = queue.recv() => next,
+            next = local.recv() => next,
         };
         match next {
             Some(Outgoing::Frame(response)) => {

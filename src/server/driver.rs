@@ -36,9 +36,7 @@ use crate::lockspace::{
 use crate::protocol::{
     ErrorCode, HolderState, LockState, MemberStatus, Request, Response, StatusInfo, WaiterState,
 };
-use crate::raft::{
-    Entry, EntryData, Envelope, Index, Node, NodeId, Role, Snapshot, SnapshotMeta, Term,
-};
+use crate::raft::{Entry, EntryData, Envelope, Index, Node, NodeId, Role, Snapshot, Term};
 
 /// Most events handled in one turn before the node's output is processed.
 const MAX_BATCH: usize = 1024;
@@ -925,14 +923,12 @@ impl Driver {
         {
             return;
         }
+        // The term and the membership in force at `index`, as the core's log has them.
+        let Some(meta) = self.node.snapshot_meta_at(index) else {
+            return;
+        };
         let snapshot = Snapshot {
-            meta: SnapshotMeta {
-                index,
-                term: self.last_applied_term,
-                // The membership in force now; single-node and one-at-a-time changes keep it
-                // equal to the one at `index` once that index is applied.
-                membership: self.node.status().membership,
-            },
+            meta,
             data: self.lockspace.snapshot(),
         };
         tracing::info!(index, bytes = snapshot.data.len(), "taking a snapshot");

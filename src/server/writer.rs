@@ -36,10 +36,13 @@ pub enum Job {
     Sync,
 }
 
+/// A job and where its answer goes.
+type Order = (Job, oneshot::Sender<Result<(), storage::Error>>);
+
 /// Handle to the writer thread. Dropping it stops the thread after its current job.
 #[derive(Debug)]
 pub struct Writer {
-    jobs: Option<std_mpsc::SyncSender<(Job, oneshot::Sender<Result<(), storage::Error>>)>>,
+    jobs: Option<std_mpsc::SyncSender<Order>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -81,10 +84,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(
-    mut storage: Storage,
-    inbox: std_mpsc::Receiver<(Job, oneshot::Sender<Result<(), storage::Error>>)>,
-) {
+fn run(mut storage: Storage, inbox: std_mpsc::Receiver<Order>) {
     while let Ok((job, answer)) = inbox.recv() {
         let result = execute(&mut storage, job);
         let failed = result.is_err();

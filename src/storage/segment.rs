@@ -175,7 +175,10 @@ pub(crate) fn scan(path: &Path, data: &[u8], is_last: bool) -> Result<Scanned, E
             Err(Bad::Undecodable(reason)) => return Err(corrupt(off, reason)),
             Err(Bad::Damaged(reason)) => {
                 if !is_last {
-                    return Err(corrupt(off, format!("{reason} in a segment that is not the last")));
+                    return Err(corrupt(
+                        off,
+                        format!("{reason} in a segment that is not the last"),
+                    ));
                 }
                 if let Some(valid) = find_valid_after(data, off + 1) {
                     return Err(corrupt(

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
-use super::{io_err, sync_dir, Error};
+use super::{fsync, io_err, sync_dir, Error};
 use crate::raft::Snapshot;
 
 /// The name of the current snapshot in the data directory.
@@ -32,7 +32,7 @@ pub(crate) fn write(dir: &Path, snapshot: &Snapshot) -> Result<(), Error> {
     file.write_all(&header)
         .and_then(|()| file.write_all(&payload))
         .map_err(|e| io_err("write", &tmp, e))?;
-    file.sync_all().map_err(|e| io_err("fsync", &tmp, e))?;
+    fsync(&file, &tmp, false)?;
     drop(file);
     fs::rename(&tmp, &path).map_err(|e| io_err("rename", &tmp, e))?;
     sync_dir(dir)
@@ -59,7 +59,10 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Snapshot>, Error> {
         reason,
     };
     if data.len() < 8 {
-        return Err(corrupt(0, format!("snapshot file of {} bytes has no header", data.len())));
+        return Err(corrupt(
+            0,
+            format!("snapshot file of {} bytes has no header", data.len()),
+        ));
     }
     let len = u32::from_be_bytes(data[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_be_bytes(data[4..8].try_into().expect("4 bytes"));
@@ -67,7 +70,10 @@ pub(crate) fn read(dir: &Path) -> Result<Option<Snapshot>, Error> {
     if payload.len() != len {
         return Err(corrupt(
             0,
-            format!("snapshot header says {len} bytes, file holds {}", payload.len()),
+            format!(
+                "snapshot header says {len} bytes, file holds {}",
+                payload.len()
+            ),
         ));
     }
     let actual = crc32fast::hash(payload);

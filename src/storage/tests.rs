@@ -176,7 +176,9 @@ fn tiny_segments_rotate_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (mut storage, _) = Storage::open_with(dir.path(), tiny(128)).unwrap();
     for batch in 0..10 {
-        storage.append(&entries(batch * 5 + 1, batch * 5 + 5, 1)).unwrap();
+        storage
+            .append(&entries(batch * 5 + 1, batch * 5 + 5, 1))
+            .unwrap();
         storage.sync().unwrap();
     }
     drop(storage);
@@ -205,7 +207,12 @@ fn snapshot_compacts_and_reopen_returns_entries_after_it() {
     let before = segment_files(dir.path());
     storage.save_snapshot(&snapshot(60, 1)).unwrap();
     let after = segment_files(dir.path());
-    assert!(after.len() < before.len(), "{} -> {}", before.len(), after.len());
+    assert!(
+        after.len() < before.len(),
+        "{} -> {}",
+        before.len(),
+        after.len()
+    );
     assert_eq!(after, before[before.len() - after.len()..]);
     assert_eq!(storage.last_index(), 100);
     storage.append(&entries(101, 105, 2)).unwrap();
@@ -281,13 +288,17 @@ fn torn_tail_at_every_offset_is_dropped() {
 
     for cut in last_off..last_off + last_len {
         fs::write(&path, &full[..cut as usize]).unwrap();
-        let (storage, recovered) = Storage::open(dir.path())
-            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let (storage, recovered) =
+            Storage::open(dir.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert_eq!(recovered.entries, entries(1, 3, 1), "cut at {cut}");
         assert_eq!(recovered.hard_state, hs(1, Some(1), 2), "cut at {cut}");
         assert_eq!(storage.last_index(), 3);
         drop(storage);
-        assert_eq!(fs::metadata(&path).unwrap().len(), last_off, "tail cut off the file");
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            last_off,
+            "tail cut off the file"
+        );
     }
 
     // A torn record followed by garbage is a torn tail too; so is a bad checksum at the end.

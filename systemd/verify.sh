@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Checks systemd/raftlockd.service with `systemd-analyze verify` (CI-friendly: works without a
+# running systemd and without raftlockd installed).
+#
+# Usage: systemd/verify.sh [path/to/raftlockd]
+# The unit's ExecStart names /usr/local/bin/raftlockd; verify needs an existing executable, so a
+# temporary copy of the unit points at the given binary, the installed one, or /bin/true.
+# Also checks that every RAFTLOCKD_* variable in the example env file is one raftlockd knows.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+unit="$here/raftlockd.service"
+
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "systemd-analyze not found; installing systemd" >&2
+    apt-get update -qq && apt-get install -y -qq systemd >/dev/null
+fi
+
+binary="${1:-}"
+real=1
+if [[ -z "$binary" ]]; then
+    if [[ -x /usr/local/bin/raftlockd ]]; then binary=/usr/local/bin/raftlockd; else binary=/bin/true real=0; fi
+fi
+binary="$(readlink -f "$binary")"
+[[ -x "$binary" ]] || { echo "not an executable: $binary" >&2; exit 1; }
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+sed "s|^ExecStart=.*|ExecStart=$binary|" "$unit" > "$tmp/raftlockd.service"
+
+# verify prints problems and, with --man=no, ignores missing man pages; any output is a failure
+# so that warnings (unknown keys, bad values) fail CI too.
+output="$(systemd-analyze verify --man=no "$tmp/raftlockd.service" 2>&1 || true)"
+# A container without a booted systemd may warn about itself; those lines are not the unit's.
+problems="$(printf '%s\n' "$output" | grep -v -e '^$' -e 'Failed to connect to' -e 'System has not been booted' -e 'Cannot determine cgroup' || true)"
+if [[ -n "$problems" ]]; then
+    echo "systemd-analyze verify reported problems in raftlockd.service:" >&2
+    printf '%s\n' "$problems" >&2
+    exit 1
+fi
+
+# The example env file names only variables the daemon reads (when the real binary is at hand).
+if [[ "$real" == 1 ]]; then
+    help="$("$binary" --help)"
+    for var in $(grep -o 'RAFTLOCKD_[A-Z_]*' "$here/raftlockd.env.example" | sort -u); do
+        if ! grep -q "$var" <<<"$help"; then
+            echo "raftlockd.env.example names $var, which raftlockd does not read" >&2
+            exit 1
+        fi
+    done
+fi
+echo "systemd/raftlockd.service: OK"

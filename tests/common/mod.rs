@@ -1,0 +1,356 @@
+//! Test helpers shared by the real-process tests: [`Daemon`] runs `raftlockd` on 127.0.0.1 with
+//! a temporary data directory (killed on drop, restartable on the same directory and port), and
+//! [`Client`] speaks raw frames through the protocol's codec.
+#![allow(dead_code)]
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use raftlock::lockspace::LockMode;
+use raftlock::protocol::{ClientCodec, ErrorCode, Request, Response, Role, StatusInfo, VERSION};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+/// How long any single wait in these tests may take before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Raises this process's open-file soft limit to its hard limit (tests open many sockets).
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    limit.rlim_cur
+}
+
+/// A running `raftlockd` process.
+pub struct Daemon {
+    child: Option<Child>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    data_dir: tempfile::TempDir,
+    log_path: PathBuf,
+    args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon on an ephemeral port with a fresh data directory and extra `args`.
+    pub fn start(args: &[&str]) -> Daemon {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let log_path = data_dir.path().with_extension("log");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let (child, addr) = spawn(data_dir.path(), "127.0.0.1:0", &args, &log_path);
+        Daemon {
+            child: Some(child),
+            addr,
+            data_dir,
+            log_path,
+            args,
+        }
+    }
+
+    /// The data directory (kept across restarts).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// SIGKILLs the daemon and reaps it (a crash: nothing is flushed).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same data directory and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let listen = self.addr.to_string();
+        let (child, addr) = spawn(self.data_dir.path(), &listen, &self.args, &self.log_path);
+        assert_eq!(addr, self.addr, "restarted on another address");
+        self.child = Some(child);
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "daemon ignored SIGTERM\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asserts the process has not exited.
+    pub fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("daemon started");
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!("raftlockd exited with {status}\n{}", self.log());
+        }
+    }
+
+    /// The daemon's log (its stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- raftlockd log (last lines) ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+fn spawn(data_dir: &Path, listen: &str, args: &[String], log_path: &Path) -> (Child, SocketAddr) {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("daemon log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raftlockd"))
+        .arg("--listen")
+        .arg(listen)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--log-level", "raftlock=debug,info"])
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn raftlockd");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (lines, announced) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep reading so the daemon never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let start = Instant::now();
+    loop {
+        let left = DEADLINE.saturating_sub(start.elapsed());
+        match announced.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(addr) = line.strip_prefix("raftlockd listening on ") {
+                    return (
+                        child,
+                        addr.trim().parse().expect("address in the listening line"),
+                    );
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
+                panic!("raftlockd did not announce its address\n{log}");
+            }
+        }
+    }
+}
+
+/// A raw-frame client: one connection, the protocol codec, every wait bounded by [`DEADLINE`].
+pub struct Client {
+    framed: Framed<TcpStream, ClientCodec>,
+    next_id: u64,
+}
+
+impl Client {
+    /// Connects without saying `Hello`.
+    pub async fn connect(addr: SocketAddr) -> Client {
+        let stream = tokio::time::timeout(DEADLINE, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            framed: Framed::new(stream, ClientCodec::new(raftlock::protocol::MAX_FRAME)),
+            next_id: 1,
+        }
+    }
+
+    /// Connects and completes the handshake.
+    pub async fn hello(addr: SocketAddr) -> Client {
+        let mut client = Client::connect(addr).await;
+        client
+            .send(Request::Hello {
+                version: VERSION,
+                role: Role::Client,
+            })
+            .await;
+        match client.recv().await {
+            Response::Welcome { version, .. } => assert_eq!(version, VERSION),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+        client
+    }
+
+    /// A fresh request id.
+    pub fn id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Sends one request.
+    pub async fn send(&mut self, request: Request) {
+        tokio::time::timeout(DEADLINE, self.framed.send(request))
+            .await
+            .expect("send timed out")
+            .expect("send");
+    }
+
+    /// Writes raw bytes (a malformed frame).
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        let stream = self.framed.get_mut();
+        stream.write_all(bytes).await.expect("write");
+        stream.flush().await.expect("flush");
+    }
+
+    /// The next response, or `None` if the server closed the connection.
+    pub async fn next(&mut self) -> Option<Response> {
+        match tokio::time::timeout(DEADLINE, self.framed.next()).await {
+            Err(_) => panic!("no answer within {DEADLINE:?}"),
+            Ok(None) | Ok(Some(Err(_))) => None,
+            Ok(Some(Ok(Ok(response)))) => Some(response),
+            Ok(Some(Ok(Err(bad)))) => panic!("server sent an undecodable frame: {bad}"),
+        }
+    }
+
+    /// The next response; panics if the connection closed.
+    pub async fn recv(&mut self) -> Response {
+        self.next().await.expect("connection closed by the server")
+    }
+
+    /// Asserts the server closes the connection (after any frames still queued).
+    pub async fn expect_closed(&mut self) {
+        if let Some(response) = self.next().await {
+            panic!("expected the connection to close, got {response:?}");
+        }
+    }
+
+    /// Sends a request and returns the first response with its id that is not `Queued`.
+    pub async fn call(&mut self, request: Request) -> Response {
+        let id = request_id(&request);
+        self.send(request).await;
+        loop {
+            let response = self.recv().await;
+            if response.id() == id && !matches!(response, Response::Queued { .. }) {
+                return response;
+            }
+        }
+    }
+
+    /// Waits until the node says it leads (a fresh single node elects itself).
+    pub async fn wait_leader(&mut self) -> StatusInfo {
+        let start = Instant::now();
+        loop {
+            let id = self.id();
+            match self.call(Request::Status { id }).await {
+                Response::Status(status) if status.role == "leader" => return *status,
+                Response::Status(_) => {}
+                other => panic!("expected Status, got {other:?}"),
+            }
+            assert!(start.elapsed() < DEADLINE, "no leader within {DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens a session; returns (session, token).
+    pub async fn open_session(&mut self, ttl_ms: u64) -> (u64, u64) {
+        let id = self.id();
+        let nonce = rand::random();
+        match self.call(Request::OpenSession { id, nonce, ttl_ms }).await {
+            Response::SessionOpened { session, token, .. } => (session, token),
+            other => panic!("expected SessionOpened, got {other:?}"),
+        }
+    }
+
+    /// An exclusive `Acquire` request with a fresh id.
+    pub fn acquire(
+        &mut self,
+        session: (u64, u64),
+        seq: u64,
+        lock: &str,
+        wait_ms: Option<u64>,
+    ) -> Request {
+        Request::Acquire {
+            id: self.id(),
+            session: session.0,
+            token: session.1,
+            seq,
+            lock: lock.into(),
+            mode: LockMode::Exclusive,
+            wait_ms,
+            hold_ms: None,
+        }
+    }
+}
+
+/// The id of a request (0 for Hello).
+pub fn request_id(request: &Request) -> u64 {
+    request.id()
+}
+
+/// The error code of a response, if it is an error.
+pub fn error_code(response: &Response) -> Option<ErrorCode> {
+    match response {
+        Response::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// Proves the daemon still serves a well-behaved client: a new connection opens a session,
+/// takes a lock and releases it.
+pub async fn assert_served(addr: SocketAddr, lock: &str) {
+    let mut client = Client::hello(addr).await;
+    let session = client.open_session(10_000).await;
+    let request = client.acquire(session, 1, lock, Some(0));
+    match client.call(request).await {
+        Response::Granted { .. } => {}
+        other => panic!("expected Granted for {lock}, got {other:?}"),
+    }
+    let id = client.id();
+    let release = Request::Release {
+        id,
+        session: session.0,
+        token: session.1,
+        seq: 2,
+        lock: lock.into(),
+    };
+    assert_eq!(client.call(release).await, Response::Released { id });
+}
