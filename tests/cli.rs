@@ -242,6 +242,9 @@ fn scripts_acquire_keep_alive_and_release_across_processes() {
 #[test]
 fn status_reports_the_node() {
     let daemon = Daemon::start(&[]);
+    // Status is answered by the node as it is, even mid-election: first let a linearizable
+    // request (which the client retries until there is a leader) establish the leader.
+    ok(raftlock(&daemon, &["locks"]));
     let status = json(&ok(raftlock(&daemon, &["--json", "status"])));
     assert_eq!(status.get("role"), &Json::Str("leader".into()));
     assert_eq!(status.get("node_id"), &Json::Num(1));
