@@ -1,1 +1,504 @@
 //! The Rust client library.
+//!
+//! A [`Client`] keeps one multiplexed connection to a member of the cluster. Requests carry
+//! client-chosen ids, so many are in flight at once and a waiting `Acquire` blocks nothing. The
+//! library hides the cluster's moving parts:
+//!
+//! - **Redirects.** A follower answers `NotLeader` with the leader's address; the client
+//!   reconnects there (or to the next configured server) and retries.
+//! - **Failures.** On a lost connection, a `Timeout`/`ShuttingDown` answer or no answer within
+//!   the request timeout, the client reconnects with capped exponential backoff and jitter and
+//!   retries until [`ClientOptions::retry_timeout`]. Mutating requests are retried with the same
+//!   session and sequence number, so the daemon applies them once and returns the original
+//!   result; a retried `Acquire` that was queued finds its place in the queue again.
+//! - **Sessions.** [`Client::open_session`] returns a [`Session`] whose keep-alives run in the
+//!   background every ttl/3. When the daemon says the session expired, or no keep-alive got
+//!   through for a whole TTL, the session is *lost*: [`Session::lost`] resolves and every
+//!   operation fails with [`Error::SessionExpired`].
+//! - **Locks.** [`Session::lock`] returns a [`LockGuard`] carrying the fencing token; it is
+//!   released by [`LockGuard::release`] or, best effort, in the background when dropped.
+//!
+//! ```no_run
+//! # async fn demo() -> raftlock::client::Result<()> {
+//! use std::time::Duration;
+//! use raftlock::client::{Client, ClientOptions, Wait};
+//! use raftlock::lockspace::LockMode;
+//!
+//! let client = Client::connect(vec!["127.0.0.1:7400".into()], ClientOptions::default()).await?;
+//! let session = client.open_session(Duration::from_secs(10)).await?;
+//! let guard = session.lock("build-cache", LockMode::Exclusive, Wait::Forever).await?;
+//! session.append("journal", &guard, b"hello\n".to_vec()).await?;
+//! guard.release().await?;
+//! session.close().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod cli;
+mod conn;
+pub mod duration;
+mod error;
+pub mod json;
+mod session;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+
+use self::conn::{Conn, Reply};
+pub use self::error::{Error, Result};
+pub use self::session::{LockGuard, LockRef, Session, SessionCredentials, SessionState, Wait};
+use crate::protocol::{ErrorCode, LockState, Request, Response, StatusInfo};
+
+/// Timeouts and retry policy of a [`Client`].
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Bound on dialing a server and completing the handshake.
+    pub connect_timeout: Duration,
+    /// Bound on waiting for the answer to one attempt of a request (not on a queued acquire's
+    /// wait, which its [`Wait`] bounds).
+    pub request_timeout: Duration,
+    /// Bound on all attempts of one request, reconnects and redirects included.
+    pub retry_timeout: Duration,
+    /// First backoff between attempts; doubles per attempt up to `backoff_max`, with jitter.
+    pub backoff_min: Duration,
+    /// Largest backoff between attempts.
+    pub backoff_max: Duration,
+    /// Sequence numbers of new sessions: `false` counts 1, 2, 3...; `true` uses the current
+    /// Unix time in microseconds (strictly increasing), so that several processes sharing one
+    /// session (the CLI) never reuse a number the daemon has seen.
+    pub clock_seq: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(5),
+            retry_timeout: Duration::from_secs(30),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(1),
+            clock_seq: false,
+        }
+    }
+}
+
+/// How long the answer to one request may take once sent.
+#[derive(Clone, Copy, Debug)]
+enum Patience {
+    /// The request timeout.
+    Normal,
+    /// An acquire: the request timeout until the first answer; after `Queued`, until `until`
+    /// (`None`: forever).
+    Queue { until: Option<Instant> },
+}
+
+/// Where the client sends requests next.
+struct Route {
+    conn: Option<Arc<Conn>>,
+    /// A leader address learned from a redirect, tried before the configured list.
+    leader_hint: Option<String>,
+    /// The next configured server to try.
+    next_server: usize,
+    /// Generation of the next connection.
+    generation: u64,
+}
+
+struct Inner {
+    servers: Vec<String>,
+    options: ClientOptions,
+    next_id: AtomicU64,
+    route: tokio::sync::Mutex<Route>,
+}
+
+/// A handle to the cluster. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("servers", &self.inner.servers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the last attempt of a request failed, for the error after the retry deadline.
+enum Failure {
+    Connect(String),
+    NoLeader(String),
+    TimedOut,
+    Lost(String),
+    Busy(ErrorCode),
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::TimedOut => Error::Timeout,
+            Failure::Connect(last) | Failure::Lost(last) => Error::NoServerAvailable { last },
+            Failure::NoLeader(addr) => Error::NoServerAvailable {
+                last: format!("no leader known to {addr}"),
+            },
+            Failure::Busy(code) => Error::NoServerAvailable {
+                last: format!("server kept answering {code:?}"),
+            },
+        }
+    }
+}
+
+impl Client {
+    /// Connects to one of `servers` (`host:port`, tried in order) and returns once a handshake
+    /// succeeded, or fails after `options.retry_timeout`.
+    pub async fn connect(servers: Vec<String>, options: ClientOptions) -> Result<Client> {
+        if servers.is_empty() {
+            return Err(Error::InvalidArgument("no servers given".into()));
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                servers,
+                options,
+                next_id: AtomicU64::new(1),
+                route: tokio::sync::Mutex::new(Route {
+                    conn: None,
+                    leader_hint: None,
+                    next_server: 0,
+                    generation: 1,
+                }),
+            }),
+        };
+        let deadline = Instant::now() + client.inner.options.retry_timeout;
+        let mut attempt = 0;
+        loop {
+            match client.conn().await {
+                Ok(_) => return Ok(client),
+                Err(error) => {
+                    attempt += 1;
+                    if !client.backoff(attempt, deadline).await {
+                        return Err(Error::NoServerAvailable {
+                            last: error_chain(&error),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// The address of the current connection, if any.
+    pub async fn connected_to(&self) -> Option<String> {
+        let route = self.inner.route.lock().await;
+        route
+            .conn
+            .as_ref()
+            .filter(|c| !c.is_closed())
+            .map(|c| c.addr.clone())
+    }
+
+    /// Opens a session whose lease lasts `ttl` after each keep-alive, and starts keeping it
+    /// alive in the background.
+    pub async fn open_session(&self, ttl: Duration) -> Result<Session> {
+        let ttl_ms = u64::try_from(ttl.as_millis())
+            .map_err(|_| Error::InvalidArgument("ttl too large".into()))?;
+        let nonce: u64 = rand::thread_rng().gen_range(1..=u64::MAX);
+        let started = Instant::now();
+        let response = self
+            .call(
+                |id| Request::OpenSession { id, nonce, ttl_ms },
+                Patience::Normal,
+            )
+            .await?;
+        match response {
+            Response::SessionOpened {
+                session,
+                token,
+                ttl_ms,
+                ..
+            } => Ok(Session::start(
+                self.clone(),
+                SessionCredentials {
+                    id: session,
+                    token,
+                    ttl: Duration::from_millis(ttl_ms),
+                },
+                started,
+                true,
+                self.inner.options.clock_seq,
+            )),
+            other => Err(unexpected("OpenSession", &other)),
+        }
+    }
+
+    /// A handle to a session opened elsewhere (by another process, for example), from its
+    /// credentials. With `keep_alive`, this handle renews the lease in the background as
+    /// [`Client::open_session`] does; otherwise the caller must renew it with
+    /// [`Session::keep_alive`] within every TTL.
+    ///
+    /// The handle does not know which sequence numbers the session already used, so it takes
+    /// them from the clock (Unix microseconds, strictly increasing), above the 1, 2, 3... of a
+    /// handle from `open_session`. Handles of one session must not send mutating requests
+    /// concurrently from different processes.
+    pub fn resume_session(&self, credentials: SessionCredentials, keep_alive: bool) -> Session {
+        Session::start(self.clone(), credentials, Instant::now(), keep_alive, true)
+    }
+
+    /// Reads up to `len` bytes of `file` from `offset`; returns them and the file's total size.
+    /// With `stale`, any member answers from its own state (possibly behind the leader).
+    pub async fn read(
+        &self,
+        file: &str,
+        offset: u64,
+        len: u64,
+        stale: bool,
+    ) -> Result<(Vec<u8>, u64)> {
+        let response = self
+            .call(
+                |id| Request::Read {
+                    id,
+                    file: file.to_string(),
+                    offset,
+                    len,
+                    stale,
+                },
+                Patience::Normal,
+            )
+            .await?;
+        match response {
+            Response::Data { data, size, .. } => Ok((data, size)),
+            other => Err(unexpected("Read", &other)),
+        }
+    }
+
+    /// The locks that are held or have waiters, optionally only those starting with `prefix`.
+    pub async fn locks(&self, prefix: Option<&str>, stale: bool) -> Result<Vec<LockState>> {
+        let response = self
+            .call(
+                |id| Request::Locks {
+                    id,
+                    prefix: prefix.map(str::to_string),
+                    stale,
+                },
+                Patience::Normal,
+            )
+            .await?;
+        match response {
+            Response::LockList { locks, .. } => Ok(locks),
+            other => Err(unexpected("Locks", &other)),
+        }
+    }
+
+    /// The connected node's view of itself and the cluster.
+    pub async fn status(&self) -> Result<StatusInfo> {
+        let response = self
+            .call(|id| Request::Status { id }, Patience::Normal)
+            .await?;
+        match response {
+            Response::Status(info) => Ok(*info),
+            other => Err(unexpected("Status", &other)),
+        }
+    }
+
+    /// The current connection, dialing one if there is none.
+    async fn conn(&self) -> Result<Arc<Conn>> {
+        let mut route = self.inner.route.lock().await;
+        if let Some(conn) = &route.conn {
+            if !conn.is_closed() {
+                return Ok(conn.clone());
+            }
+        }
+        route.conn = None;
+        let addr = match route.leader_hint.take() {
+            Some(addr) => addr,
+            None => {
+                let servers = &self.inner.servers;
+                let addr = servers[route.next_server % servers.len()].clone();
+                route.next_server = (route.next_server + 1) % servers.len();
+                addr
+            }
+        };
+        let generation = route.generation;
+        route.generation += 1;
+        let conn = Conn::connect(&addr, generation, self.inner.options.connect_timeout)
+            .await
+            .inspect_err(|error| {
+                tracing::debug!(%addr, error = %error_chain(error), "connect failed");
+            })?;
+        tracing::debug!(%addr, node = conn.welcome.node_id, leader = ?conn.welcome.leader_addr, "connected");
+        let conn = Arc::new(conn);
+        route.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets connection `generation` (if still current) so the next attempt dials again,
+    /// at `hint` if given.
+    async fn reroute(&self, generation: u64, hint: Option<String>) {
+        let mut route = self.inner.route.lock().await;
+        if route
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.generation == generation)
+        {
+            route.conn = None;
+        }
+        if hint.is_some() {
+            route.leader_hint = hint;
+        }
+    }
+
+    /// Sleeps before attempt `attempt + 1`; false if that would pass `deadline`.
+    async fn backoff(&self, attempt: u32, deadline: Instant) -> bool {
+        let options = &self.inner.options;
+        let exp = options
+            .backoff_min
+            .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
+        let cap = exp.min(options.backoff_max);
+        let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+        let wake = Instant::now() + cap.mul_f64(jitter);
+        if wake >= deadline {
+            return false;
+        }
+        tokio::time::sleep_until(wake).await;
+        true
+    }
+
+    /// Sends the request `make(id)` and returns its final answer, retrying (each attempt with a
+    /// fresh id but otherwise the same request) across redirects, reconnects and timeouts until
+    /// the retry deadline. Error answers other than the retryable ones become [`Error`]s.
+    async fn call<F>(&self, make: F, patience: Patience) -> Result<Response>
+    where
+        F: Fn(u64) -> Request,
+    {
+        let retry = self.inner.options.retry_timeout;
+        let mut deadline = Instant::now() + retry;
+        let mut attempt = 0u32;
+        let mut last: Option<Failure> = None;
+        loop {
+            if last.is_some() {
+                attempt += 1;
+                if !self.backoff(attempt, deadline).await {
+                    return Err(last.take().map_or(Error::Timeout, Failure::into_error));
+                }
+            }
+            let conn = match self.conn().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    last = Some(Failure::Connect(error_chain(&error)));
+                    continue;
+                }
+            };
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            let Some(mut reply) = conn.send(id, make(id)).await else {
+                self.reroute(conn.generation, None).await;
+                last = Some(Failure::Lost(format!("connection to {} lost", conn.addr)));
+                continue;
+            };
+            let mut queued = false;
+            loop {
+                let limit = match patience {
+                    Patience::Queue { until } if queued => until,
+                    _ => Some(Instant::now() + self.inner.options.request_timeout),
+                };
+                let answer: Option<Reply> = match limit {
+                    Some(limit) => match tokio::time::timeout_at(limit, reply.recv()).await {
+                        Ok(answer) => answer,
+                        Err(_) => {
+                            // No answer in time: outcome unknown; retry with the same request.
+                            tracing::debug!(addr = %conn.addr, id, "request timed out");
+                            self.reroute(conn.generation, None).await;
+                            last = Some(Failure::TimedOut);
+                            break;
+                        }
+                    },
+                    None => reply.recv().await,
+                };
+                match answer {
+                    None => {
+                        self.reroute(conn.generation, None).await;
+                        if queued {
+                            // Waiting was progress: give the re-attach a full retry budget.
+                            deadline = deadline.max(Instant::now() + retry);
+                        }
+                        last = Some(Failure::Lost(format!("connection to {} lost", conn.addr)));
+                        break;
+                    }
+                    Some(Err(bad)) => return Err(Error::Protocol(bad)),
+                    Some(Ok(Response::Queued { .. })) => {
+                        queued = true;
+                        deadline = deadline.max(Instant::now() + retry);
+                    }
+                    Some(Ok(Response::Error {
+                        code,
+                        message,
+                        leader_addr,
+                        ..
+                    })) => match code {
+                        ErrorCode::NotLeader => {
+                            let hint = leader_addr.filter(|addr| *addr != conn.addr);
+                            tracing::debug!(from = %conn.addr, to = ?hint, "redirected");
+                            if hint.is_some() {
+                                // A redirect is progress: restart the backoff from its floor
+                                // (still backing off a little, so a redirect loop cannot spin).
+                                attempt = 0;
+                            }
+                            self.reroute(conn.generation, hint).await;
+                            last = Some(Failure::NoLeader(conn.addr.clone()));
+                            break;
+                        }
+                        ErrorCode::ShuttingDown => {
+                            self.reroute(conn.generation, None).await;
+                            last = Some(Failure::Lost(format!("{} is shutting down", conn.addr)));
+                            break;
+                        }
+                        ErrorCode::Timeout | ErrorCode::TooManyRequests | ErrorCode::Internal => {
+                            last = Some(Failure::Busy(code));
+                            break;
+                        }
+                        _ => return Err(Error::from_code(code, message)),
+                    },
+                    Some(Ok(response)) => return Ok(response),
+                }
+            }
+        }
+    }
+}
+
+/// The error for an answer of the wrong kind.
+fn unexpected(request: &str, response: &Response) -> Error {
+    let kind = match response {
+        Response::Status(_) => "Status".to_string(),
+        other => format!("{other:?}")
+            .split([' ', '{', '('])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    Error::Protocol(format!("unexpected {kind} answer to {request}"))
+}
+
+/// An error and its sources on one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,244 @@
+//! One multiplexed connection to a daemon: a writer task, a reader task that routes each
+//! response to the request with the same id, and the handshake.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::codec::Framed;
+
+use super::error::{Error, Result};
+use crate::protocol::{ClientCodec, Request, Response, Role, VERSION};
+
+/// What the reader hands a waiting request: a response, or why the frame was unreadable.
+pub(crate) type Reply = std::result::Result<Response, String>;
+
+/// How many requests may wait for the writer before `send` waits.
+const WRITE_QUEUE: usize = 256;
+
+/// The requests waiting for answers on one connection.
+#[derive(Default)]
+struct Pending {
+    /// Set once the connection is broken; no request may register after that.
+    closed: bool,
+    routes: HashMap<u64, mpsc::UnboundedSender<Reply>>,
+}
+
+/// State shared by a connection's handle and its tasks.
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A panic while holding this short lock is a bug; recover the data anyway.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Marks the connection broken and wakes every waiting request (their channels close).
+    fn close(&self) {
+        let mut pending = self.lock();
+        pending.closed = true;
+        pending.routes.clear();
+    }
+}
+
+/// What the daemon said in its `Welcome`.
+#[derive(Clone, Debug)]
+pub(crate) struct Welcome {
+    /// The answering node's id.
+    pub node_id: u64,
+    /// The leader's client address, if the node knows it.
+    pub leader_addr: Option<String>,
+}
+
+/// A live, handshaken connection. Dropping it stops its tasks and closes the socket.
+pub(crate) struct Conn {
+    /// The address it was dialed at.
+    pub addr: String,
+    /// Distinguishes successive connections of one client.
+    pub generation: u64,
+    /// The handshake answer.
+    pub welcome: Welcome,
+    tx: mpsc::Sender<Request>,
+    shared: Arc<Shared>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+/// The answers to one request, until it is dropped (which forgets the id).
+pub(crate) struct PendingReply {
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Reply>,
+    shared: Arc<Shared>,
+}
+
+impl PendingReply {
+    /// The next answer, or `None` when the connection was lost.
+    pub async fn recv(&mut self) -> Option<Reply> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        self.shared.lock().routes.remove(&self.id);
+    }
+}
+
+impl Conn {
+    /// Dials `addr`, sends `Hello` and waits for `Welcome`, all within `timeout`.
+    pub async fn connect(addr: &str, generation: u64, timeout: Duration) -> Result<Conn> {
+        tokio::time::timeout(timeout, Self::handshake(addr, generation))
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    async fn handshake(addr: &str, generation: u64) -> Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut framed = Framed::new(stream, ClientCodec::default());
+        framed
+            .send(Request::Hello {
+                version: VERSION,
+                role: Role::Client,
+            })
+            .await?;
+        let welcome = match framed.next().await {
+            Some(Ok(Ok(Response::Welcome {
+                version,
+                node_id,
+                leader_addr,
+                ..
+            }))) => {
+                if version != VERSION {
+                    return Err(Error::Protocol(format!(
+                        "{addr} speaks protocol version {version}, this client {VERSION}"
+                    )));
+                }
+                Welcome {
+                    node_id,
+                    leader_addr,
+                }
+            }
+            Some(Ok(Ok(Response::Error { code, message, .. }))) => {
+                return Err(Error::from_code(code, message))
+            }
+            Some(Ok(Ok(other))) => {
+                return Err(Error::Protocol(format!(
+                    "expected Welcome from {addr}, got {other:?}"
+                )))
+            }
+            Some(Ok(Err(bad))) => return Err(Error::Protocol(bad.to_string())),
+            Some(Err(e)) => return Err(e.into()),
+            None => {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{addr} closed the connection during the handshake"),
+                )))
+            }
+        };
+
+        let (mut sink, mut stream) = framed.split();
+        let shared = Arc::new(Shared::default());
+        let (tx, mut rx) = mpsc::channel::<Request>(WRITE_QUEUE);
+
+        let writer_shared = shared.clone();
+        let writer_addr = addr.to_string();
+        let writer = tokio::spawn(async move {
+            while let Some(request) = rx.recv().await {
+                if let Err(error) = sink.send(request).await {
+                    tracing::debug!(addr = %writer_addr, %error, "write failed");
+                    break;
+                }
+            }
+            writer_shared.close();
+        });
+
+        let reader_shared = shared.clone();
+        let reader_addr = addr.to_string();
+        let reader = tokio::spawn(async move {
+            while let Some(frame) = stream.next().await {
+                let (id, reply) = match frame {
+                    Ok(Ok(response)) => (response.id(), Ok(response)),
+                    Ok(Err(bad)) => (bad.id(), Err(bad.to_string())),
+                    Err(error) => {
+                        tracing::debug!(addr = %reader_addr, %error, "read failed");
+                        break;
+                    }
+                };
+                if id == 0 {
+                    // A connection-level error: the daemon closes the connection next.
+                    tracing::warn!(addr = %reader_addr, ?reply, "connection-level error");
+                    continue;
+                }
+                let interim = matches!(reply, Ok(Response::Queued { .. }));
+                let mut pending = reader_shared.lock();
+                let route = if interim {
+                    pending.routes.get(&id).cloned()
+                } else {
+                    pending.routes.remove(&id)
+                };
+                drop(pending);
+                match route {
+                    // The requester may have given up (timeout); then nobody listens.
+                    Some(route) => {
+                        let _ = route.send(reply);
+                    }
+                    None => tracing::debug!(addr = %reader_addr, id, "answer to no request"),
+                }
+            }
+            reader_shared.close();
+        });
+
+        Ok(Conn {
+            addr: addr.to_string(),
+            generation,
+            welcome,
+            tx,
+            shared,
+            reader,
+            writer,
+        })
+    }
+
+    /// True once the connection is broken.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().closed
+    }
+
+    /// Sends `request` (whose id is `id`) and returns where its answers arrive. `None` if the
+    /// connection is already broken.
+    pub async fn send(&self, id: u64, request: Request) -> Option<PendingReply> {
+        let (route, rx) = mpsc::unbounded_channel();
+        {
+            let mut pending = self.shared.lock();
+            if pending.closed {
+                return None;
+            }
+            pending.routes.insert(id, route);
+        }
+        let reply = PendingReply {
+            id,
+            rx,
+            shared: self.shared.clone(),
+        };
+        self.tx.send(request).await.ok()?;
+        Some(reply)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+        self.shared.close();
+    }
+}
