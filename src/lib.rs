@@ -1,5 +1,6 @@
 //! raftlock: a distributed lock manager replicated with Raft.
 
+pub mod bench;
 pub mod client;
 pub mod lockspace;
 pub mod protocol;

@@ -123,6 +123,8 @@ Example:
     /// Show the node's status: role, term, leader, commit/applied indexes, members.
     #[command(after_help = "Example:\n  raftlock --servers 10.0.0.1:7400 status")]
     Status,
+    /// Measure throughput and latency of a cluster (or of local daemons it starts).
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Arguments of `lock`.
@@ -286,6 +288,9 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Bench(args) = &cli.command {
+        return crate::bench::main(args, &cli.servers, cli.json);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -332,6 +337,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Read(args) => read(&client, args, json).await,
         Command::Locks(args) => locks(&client, args, json).await,
         Command::Status => status(&client, json).await,
+        Command::Bench(_) => unreachable!("bench is dispatched before connecting"),
     }
 }
 
