@@ -312,6 +312,17 @@ pub fn self_cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// The machine's 1-minute load average (`/proc/loadavg`), if readable: on a shared machine it
+/// tells how much the other processes competed for the cores during a run.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// This process's resident memory in KiB.
 pub fn self_rss_kib() -> u64 {
     rss_kib(std::process::id()).unwrap_or(0)

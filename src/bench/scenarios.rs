@@ -280,6 +280,7 @@ fn node_samples(
 /// Measures the timed phase of a run: node and client CPU before, the workload, then after.
 struct Meter {
     start: Instant,
+    load: Option<f64>,
     nodes: BTreeMap<u64, (u32, Duration)>,
     client_cpu: Duration,
 }
@@ -287,6 +288,7 @@ struct Meter {
 impl Meter {
     fn start(cluster: Option<&Cluster>) -> Meter {
         Meter {
+            load: local::load_average(),
             nodes: node_cpu(cluster),
             client_cpu: local::self_cpu_time(),
             start: Instant::now(),
@@ -301,6 +303,13 @@ impl Meter {
     ) -> RunReport {
         let elapsed = self.start.elapsed();
         let client_cpu = local::self_cpu_time().saturating_sub(self.client_cpu);
+        let mut notes = shared.notes();
+        if let (Some(start), Some(end)) = (self.load, local::load_average()) {
+            let cores = std::thread::available_parallelism().map_or(0, usize::from);
+            notes.push(format!(
+                "machine load average (1 min): {start:.2} at the start, {end:.2} at the end, {cores} cores"
+            ));
+        }
         RunReport {
             ops: shared.done.load(Ordering::Relaxed),
             errors: shared.errors.load(Ordering::Relaxed),
@@ -311,7 +320,7 @@ impl Meter {
             client_rss_kib: local::self_rss_kib(),
             gaps: Vec::new(),
             counters: Vec::new(),
-            notes: shared.notes(),
+            notes,
         }
     }
 }
