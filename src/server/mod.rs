@@ -1,1 +1,3 @@
 //! The tokio daemon around the pure core.
+
+pub mod transport;
