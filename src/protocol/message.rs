@@ -268,6 +268,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// An unexpected server-side failure.
     Internal,
+    /// Peer connections only: the two nodes state different cluster ids. The connection is
+    /// closed.
+    WrongCluster,
+    /// Peer connections only: the cluster key proof (MAC) is missing or wrong. The connection
+    /// is closed.
+    Unauthorized,
 }
 
 impl Request {
@@ -363,6 +369,8 @@ impl ErrorCode {
                 | ErrorCode::HandshakeTimeout
                 | ErrorCode::UnsupportedVersion
                 | ErrorCode::TooManyConnections
+                | ErrorCode::WrongCluster
+                | ErrorCode::Unauthorized
         )
     }
 }
