@@ -21,6 +21,7 @@ mod connection;
 mod driver;
 mod leases;
 pub mod notify;
+pub mod transport;
 mod writer;
 
 use std::future::Future;
