@@ -220,7 +220,7 @@ async fn envelopes_flow_both_ways_between_three_nodes() {
         }
     }
     for node in &mut nodes {
-        let mut got = vec![node.recv().await, node.recv().await];
+        let mut got = [node.recv().await, node.recv().await];
         got.sort_by_key(|e| e.from);
         let others: Vec<u64> = (1..=3).filter(|&n| n != node.id).collect();
         for (envelope, from) in got.iter().zip(&others) {
