@@ -1086,7 +1086,13 @@ async fn cluster_status(client: &Client, servers: &[String], json: bool) -> Resu
 }
 
 /// One row of `cluster status`: node, address, kind, its own status, match index.
-type MemberRow<'a> = (u64, String, &'static str, Option<&'a StatusInfo>, Option<u64>);
+type MemberRow<'a> = (
+    u64,
+    String,
+    &'static str,
+    Option<&'a StatusInfo>,
+    Option<u64>,
+);
 
 fn addrs_of(members: &[MemberStatus], node: u64) -> String {
     members
