@@ -304,6 +304,18 @@ impl Client {
         }
     }
 
+    /// Asserts the server closes the connection, skipping any frames before (which need not
+    /// be client responses: a peer handshake answers with peer frames).
+    pub async fn expect_closed_skipping(&mut self) {
+        loop {
+            match tokio::time::timeout(DEADLINE, self.framed.next()).await {
+                Err(_) => panic!("the connection stayed open for {DEADLINE:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// The next response; panics if the connection closed.
     pub async fn recv(&mut self) -> Response {
         self.next().await.expect("connection closed by the server")
