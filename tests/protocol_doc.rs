@@ -88,6 +88,34 @@ fn examples() -> Vec<(&'static str, Example)> {
             }),
         ),
         (
+            "AddMember",
+            Example::Request(Request::AddMember {
+                id: 4,
+                node_id: 4,
+                addr: "10.0.0.4:7400".into(),
+            }),
+        ),
+        (
+            "MembershipChanged",
+            Example::Response(Response::MembershipChanged {
+                id: 4,
+                index: 9,
+                members: vec![raftlock::protocol::MemberStatus {
+                    node_id: 4,
+                    addr: "10.0.0.4:7400".into(),
+                    voter: true,
+                    match_index: None,
+                }],
+            }),
+        ),
+        (
+            "TransferLeader",
+            Example::Request(Request::TransferLeader {
+                id: 5,
+                node_id: None,
+            }),
+        ),
+        (
             "Error",
             Example::Response(Response::Error {
                 id: 3,
