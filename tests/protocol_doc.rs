@@ -5,9 +5,10 @@
 use bytes::BytesMut;
 use raftlock::lockspace::LockMode;
 use raftlock::protocol::{
-    ClientCodec, ErrorCode, Request, Response, Role, ServerCodec, REQUEST_TYPES, RESPONSE_TYPES,
-    VERSION,
+    mac, ClientCodec, ErrorCode, PeerCodec, PeerMessage, Request, Response, Role, ServerCodec,
+    Side, PEER_MAX_FRAME, PEER_TYPES, REQUEST_TYPES, RESPONSE_TYPES, VERSION,
 };
+use raftlock::raft::{Entry, EntryData, Envelope, Message as RaftMessage};
 use tokio_util::codec::{Decoder, Encoder};
 
 const DOC: &str = include_str!("../protocol.md");
@@ -84,6 +85,34 @@ fn examples() -> Vec<(&'static str, Example)> {
                 lock: "build-cache".into(),
                 fence: 3,
                 data: b"ok\n".to_vec(),
+            }),
+        ),
+        (
+            "AddMember",
+            Example::Request(Request::AddMember {
+                id: 4,
+                node_id: 4,
+                addr: "10.0.0.4:7400".into(),
+            }),
+        ),
+        (
+            "MembershipChanged",
+            Example::Response(Response::MembershipChanged {
+                id: 4,
+                index: 9,
+                members: vec![raftlock::protocol::MemberStatus {
+                    node_id: 4,
+                    addr: "10.0.0.4:7400".into(),
+                    voter: true,
+                    match_index: None,
+                }],
+            }),
+        ),
+        (
+            "TransferLeader",
+            Example::Request(Request::TransferLeader {
+                id: 5,
+                node_id: None,
             }),
         ),
         (
@@ -187,7 +216,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
             BadRequest | UnknownType | FrameTooLarge | HandshakeRequired | HandshakeTimeout
             | UnsupportedVersion | TooManyConnections | TooManyRequests | NotLeader
             | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | StaleFence
-            | SequenceTooOld | NotFound | Timeout | ShuttingDown | Internal => {}
+            | SequenceTooOld | NotFound | Timeout | ShuttingDown | Internal | WrongCluster
+            | Unauthorized => {}
         }
     }
     let all = vec![
@@ -211,6 +241,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
         Timeout,
         ShuttingDown,
         Internal,
+        WrongCluster,
+        Unauthorized,
     ];
     all.iter().copied().for_each(listed);
     all
@@ -270,4 +302,183 @@ fn limits_table_matches_the_constants() {
             "limits row `{name}` should say {value}: {row}"
         );
     }
+}
+
+/// The peer protocol section (§16), where the peer messages are documented.
+fn peer_section() -> &'static str {
+    let start = DOC
+        .find("## 16. Peer protocol")
+        .expect("protocol.md has a `## 16. Peer protocol` section");
+    &DOC[start..]
+}
+
+/// The cluster key, nonces and ids of the peer worked example.
+const PEER_KEY: &[u8] = b"0123456789abcdef";
+const PEER_CLUSTER: &str = "prod";
+
+fn dialer_nonce() -> Vec<u8> {
+    (0x00..0x20).collect()
+}
+
+fn acceptor_nonce() -> Vec<u8> {
+    (0x20..0x40).collect()
+}
+
+fn peer_examples() -> Vec<(&'static str, PeerMessage)> {
+    vec![
+        (
+            "PeerHello",
+            PeerMessage::PeerHello {
+                cluster_id: PEER_CLUSTER.into(),
+                node_id: 2,
+                nonce: Some(dialer_nonce()),
+            },
+        ),
+        (
+            "PeerWelcome",
+            PeerMessage::PeerWelcome {
+                cluster_id: PEER_CLUSTER.into(),
+                node_id: 1,
+                nonce: Some(acceptor_nonce()),
+                mac: Some(mac(
+                    PEER_KEY,
+                    Side::Acceptor,
+                    &dialer_nonce(),
+                    PEER_CLUSTER,
+                    1,
+                )),
+            },
+        ),
+        (
+            "PeerAuth",
+            PeerMessage::PeerAuth {
+                mac: Some(mac(
+                    PEER_KEY,
+                    Side::Dialer,
+                    &acceptor_nonce(),
+                    PEER_CLUSTER,
+                    2,
+                )),
+            },
+        ),
+        ("PeerAccepted", PeerMessage::PeerAccepted {}),
+        (
+            "Raft (Heartbeat)",
+            PeerMessage::Raft {
+                envelope: Envelope {
+                    from: 2,
+                    to: 1,
+                    term: 5,
+                    message: RaftMessage::Heartbeat {
+                        commit: 7,
+                        read_seq: 3,
+                    },
+                },
+            },
+        ),
+        (
+            "Raft (Append)",
+            PeerMessage::Raft {
+                envelope: Envelope {
+                    from: 2,
+                    to: 1,
+                    term: 5,
+                    message: RaftMessage::Append {
+                        prev_index: 7,
+                        prev_term: 5,
+                        entries: vec![Entry {
+                            index: 8,
+                            term: 5,
+                            data: EntryData::Command(vec![0x81, 0xa1, 0x78, 0x01]),
+                        }],
+                        commit: 7,
+                    },
+                },
+            },
+        ),
+        (
+            "Error (peer)",
+            PeerMessage::error(ErrorCode::WrongCluster, "cluster mismatch"),
+        ),
+    ]
+}
+
+/// Each peer example's frame appears in §16 exactly as the peer codec writes it, and decodes
+/// back.
+#[test]
+fn peer_example_hex_matches_the_codec() {
+    let mut missing = Vec::new();
+    for (name, message) in peer_examples() {
+        let mut buf = BytesMut::new();
+        PeerCodec::new(PEER_MAX_FRAME)
+            .encode(message.clone(), &mut buf)
+            .expect("encode peer message");
+        let back = PeerCodec::new(PEER_MAX_FRAME)
+            .decode(&mut buf.clone())
+            .expect("decode");
+        assert_eq!(back, Some(Ok(message)));
+        let block = format!("```text\n{}\n```", hex_block(&buf));
+        if !peer_section().contains(&block) {
+            missing.push(format!("{name}:\n{block}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "protocol.md §16 lacks these frames:\n{}",
+        missing.join("\n")
+    );
+}
+
+/// The MAC values quoted in §16 are the ones the documented construction gives.
+#[test]
+fn peer_mac_examples_match() {
+    let acceptor = mac(PEER_KEY, Side::Acceptor, &dialer_nonce(), PEER_CLUSTER, 1);
+    let dialer = mac(PEER_KEY, Side::Dialer, &acceptor_nonce(), PEER_CLUSTER, 2);
+    for (name, value) in [("acceptor", acceptor), ("dialer", dialer)] {
+        let hex: String = value.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            peer_section().contains(&hex),
+            "protocol.md §16 lacks the {name} MAC {hex}"
+        );
+    }
+}
+
+/// Every peer message type has a section in §16.
+#[test]
+fn every_peer_message_type_has_a_section() {
+    for name in PEER_TYPES {
+        let heading = format!("### `{name}`");
+        assert!(
+            peer_section().contains(&heading),
+            "protocol.md §16 lacks a `{heading}` section"
+        );
+    }
+}
+
+/// §16 quotes the peer frame limits the code enforces.
+#[test]
+fn peer_limits_match_the_constants() {
+    use raftlock::protocol::{PEER_HANDSHAKE_MAX_FRAME, PEER_NONCE_LEN};
+    fn with_commas(n: usize) -> String {
+        let digits = n.to_string();
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
+    for (what, n) in [
+        ("handshake frame", PEER_HANDSHAKE_MAX_FRAME),
+        ("peer frame", PEER_MAX_FRAME),
+    ] {
+        let text = format!("**{} bytes**", with_commas(n));
+        assert!(
+            peer_section().contains(&text),
+            "§16 lacks the {what} limit {text}"
+        );
+    }
+    assert!(peer_section().contains(&format!("**{PEER_NONCE_LEN}-byte**")));
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use raftlock::server::{error_chain, Args, Server};
+use raftlock::server::{error_chain, Args, DaemonCommand, DevClusterArgs, Server};
 use tokio::net::{lookup_host, TcpListener, TcpSocket};
 use tracing_subscriber::EnvFilter;
 
@@ -41,7 +41,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let work = async {
+        match args.command.clone() {
+            Some(DaemonCommand::DevCluster(dev)) => dev_cluster(&args, dev).await,
+            None => run(args).await,
+        }
+    };
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("raftlockd: {error}");
@@ -60,10 +66,107 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| error_chain(&e))?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("raftlockd listening on {}", server.local_addr());
+    tracing::info!(id = args.id, advertise = server.advertise(), cluster = %args.cluster_id, "node address");
     server
         .serve(shutdown_signal())
         .await
         .map_err(|e| error_chain(&e))
+}
+
+/// `raftlockd dev-cluster`: N nodes of this binary on consecutive local ports, stopped together.
+async fn dev_cluster(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
+    use std::process::Stdio;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    let addr = |n: u64| -> Result<String, String> {
+        let port = u64::from(dev.base_port) + n - 1;
+        if port > u64::from(u16::MAX) {
+            return Err(format!(
+                "--base-port {} leaves no room for {} nodes",
+                dev.base_port, dev.nodes
+            ));
+        }
+        Ok(format!("{}:{port}", dev.host))
+    };
+    let mut peers = Vec::new();
+    for n in 1..=dev.nodes {
+        peers.push(format!("{n}={}", addr(n)?));
+    }
+    let peers = peers.join(",");
+    let mut children = Vec::new();
+    for n in 1..=dev.nodes {
+        let dir = dev.data_dir.join(format!("node{n}"));
+        let child = std::process::Command::new(&exe)
+            .arg("--id")
+            .arg(n.to_string())
+            .arg("--listen")
+            .arg(addr(n)?)
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--peer")
+            .arg(&peers)
+            .arg("--cluster-id")
+            .arg(&args.cluster_id)
+            .arg("--log-level")
+            .arg(&args.log_level)
+            .env_remove("RAFTLOCKD_PEERS")
+            .env_remove("RAFTLOCKD_ID")
+            .env_remove("RAFTLOCKD_JOIN")
+            .env_remove("RAFTLOCKD_ADVERTISE")
+            .env_remove("RAFTLOCKD_LISTEN")
+            .env_remove("RAFTLOCKD_DATA_DIR")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start node {n}: {e}"))?;
+        println!("node {n}: {} data {}", addr(n)?, dir.display());
+        children.push((n, child));
+    }
+    let servers: Vec<String> = (1..=dev.nodes).map(addr).collect::<Result<_, _>>()?;
+    println!("RAFTLOCK_SERVERS={}", servers.join(","));
+    println!("dev cluster running; Ctrl-C stops every node");
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut poll = tokio::time::interval(std::time::Duration::from_millis(200));
+    let outcome = loop {
+        tokio::select! {
+            _ = &mut signal => break Ok(()),
+            _ = poll.tick() => {}
+        }
+        let exited = children
+            .iter_mut()
+            .find_map(|(n, child)| child.try_wait().ok().flatten().map(|status| (*n, status)));
+        if let Some((n, status)) = exited {
+            break Err(format!("node {n} exited ({status}); stopped the others"));
+        }
+    };
+    for (_, child) in &children {
+        // SAFETY: kill(2) on our own child's pid: a graceful stop.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    for (n, child) in &mut children {
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => {
+                    println!("node {n} stopped");
+                    break;
+                }
+                Ok(None) if tokio::time::Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    println!("node {n} killed (did not stop within 10 s)");
+                    break;
+                }
+                Ok(None) => {
+                    poll.tick().await;
+                }
+            }
+        }
+    }
+    outcome
 }
 
 /// Binds with address reuse (a restarted daemon gets its port back at once) and a deep backlog.

@@ -11,7 +11,7 @@ use super::duration::{self, Span};
 use super::json::Json;
 use super::{error_chain, Client, ClientOptions, Error, Session, SessionCredentials, Wait};
 use crate::lockspace::{Fence, LockMode, SessionId};
-use crate::protocol::{LockState, StatusInfo, MAX_READ};
+use crate::protocol::{LockState, MemberStatus, StatusInfo, MAX_READ};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -125,6 +125,48 @@ Example:
     Status,
     /// Measure throughput and latency of a cluster (or of local daemons it starts).
     Bench(crate::bench::BenchArgs),
+    /// Cluster administration: status of every member, add, remove, transfer leadership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `raftlock cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every member's role, term, commit and applied index, and lag behind the leader.
+    #[command(after_help = "\
+Asks any reachable --servers member for the membership, then every member for its own status.
+A member that does not answer is listed as unreachable.
+
+Example:
+  raftlock --servers 10.0.0.1:7400 cluster status")]
+    Status,
+    /// Add a node: start it first with an empty data directory and --join, then run this.
+    #[command(after_help = "\
+The leader adds the node as a learner, waits until it has caught up with the log, promotes
+it to voter and answers once the promotion is committed.
+
+Example:
+  raftlockd --id 4 --listen 10.0.0.4:7400 --join --peer 1=10.0.0.1:7400,2=10.0.0.2:7400,3=10.0.0.3:7400
+  raftlock --servers 10.0.0.1:7400 cluster add 4 10.0.0.4:7400")]
+    Add {
+        /// The new node's id (its --id).
+        id: u64,
+        /// The address peers and clients reach it at (its --advertise or --listen).
+        addr: String,
+    },
+    /// Remove a member (then stop it).
+    #[command(after_help = "Example:\n  raftlock cluster remove 4")]
+    Remove {
+        /// The member's id.
+        id: u64,
+    },
+    /// Hand leadership to ID (default: the most up-to-date follower).
+    #[command(after_help = "Example:\n  raftlock cluster transfer-leader 2")]
+    TransferLeader {
+        /// The voter to hand over to.
+        id: Option<u64>,
+    },
 }
 
 /// Arguments of `lock`.
@@ -338,6 +380,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Locks(args) => locks(&client, args, json).await,
         Command::Status => status(&client, json).await,
         Command::Bench(_) => unreachable!("bench is dispatched before connecting"),
+        Command::Cluster(command) => cluster(&client, &servers, command, json).await,
     }
 }
 
@@ -834,6 +877,234 @@ async fn status(client: &Client, json: bool) -> Result<u8, Failure> {
     say("");
     print_table(["NODE", "ADDR", "KIND", "MATCH"], &rows);
     Ok(EXIT_OK)
+}
+
+async fn cluster(
+    client: &Client,
+    servers: &[String],
+    command: ClusterCommand,
+    json: bool,
+) -> Result<u8, Failure> {
+    let changed = |index: u64, members: &[MemberStatus]| {
+        if json {
+            say(Json::object([
+                ("index", Json::Uint(index)),
+                (
+                    "members",
+                    Json::Array(members.iter().map(member_json).collect()),
+                ),
+            ]));
+        } else {
+            let rows: Vec<[String; 3]> = members
+                .iter()
+                .map(|m| [m.node_id.to_string(), m.addr.clone(), kind(m).to_string()])
+                .collect();
+            print_table(["NODE", "ADDR", "KIND"], &rows);
+        }
+    };
+    match command {
+        ClusterCommand::Status => cluster_status(client, servers, json).await,
+        ClusterCommand::Add { id, addr } => {
+            let (index, members) = client.add_member(id, &addr).await?;
+            changed(index, &members);
+            Ok(EXIT_OK)
+        }
+        ClusterCommand::Remove { id } => {
+            let (index, members) = client.remove_member(id).await?;
+            changed(index, &members);
+            Ok(EXIT_OK)
+        }
+        ClusterCommand::TransferLeader { id } => {
+            let (leader, addr) = client.transfer_leader(id).await?;
+            if json {
+                say(Json::object([
+                    ("leader", Json::Uint(leader)),
+                    ("leader_addr", Json::opt_str(addr)),
+                ]));
+            } else {
+                say(format!(
+                    "leader: {leader}{}",
+                    addr.map(|a| format!(" ({a})")).unwrap_or_default()
+                ));
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn kind(member: &MemberStatus) -> &'static str {
+    if member.voter {
+        "voter"
+    } else {
+        "learner"
+    }
+}
+
+fn member_json(member: &MemberStatus) -> Json {
+    Json::object([
+        ("node_id", Json::Uint(member.node_id)),
+        ("addr", Json::str(&member.addr)),
+        ("voter", Json::Bool(member.voter)),
+        ("match_index", Json::opt_uint(member.match_index)),
+    ])
+}
+
+/// `cluster status`: the membership from any member, then every member's own status.
+async fn cluster_status(client: &Client, servers: &[String], json: bool) -> Result<u8, Failure> {
+    let first = client.status().await?;
+    let mut members = first.members.clone();
+    // Ask each member (and any configured server outside the membership) for itself.
+    let options = ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(1),
+        retry_timeout: Duration::from_millis(1500),
+        ..client.options().clone()
+    };
+    let mut addrs: Vec<String> = members.iter().map(|m| m.addr.clone()).collect();
+    for server in servers {
+        if !addrs.contains(server) {
+            addrs.push(server.clone());
+        }
+    }
+    let asks = addrs.iter().map(|addr| {
+        let options = options.clone();
+        let addr = addr.clone();
+        async move {
+            let answer = async {
+                let member = Client::connect(vec![addr.clone()], options).await?;
+                member.status().await
+            }
+            .await;
+            (addr, answer.ok())
+        }
+    });
+    let answers: Vec<(String, Option<StatusInfo>)> = futures::future::join_all(asks).await;
+    let leader = answers
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .filter(|s| s.role == "leader")
+        .max_by_key(|s| s.term)
+        .cloned();
+    if let Some(leader) = &leader {
+        members.clone_from(&leader.members);
+    }
+    let rows: Vec<MemberRow<'_>> = answers
+        .iter()
+        .map(|(addr, status)| {
+            let member = members.iter().find(|m| &m.addr == addr);
+            let node = status
+                .as_ref()
+                .map(|s| s.node_id)
+                .or(member.map(|m| m.node_id))
+                .unwrap_or(0);
+            let kind = member.map_or("not a member", kind);
+            let matched = member.and_then(|m| m.match_index);
+            (node, addr.clone(), kind, status.as_ref(), matched)
+        })
+        .filter(|(node, _, kind, status, _)| {
+            // A configured server that is not a member and did not answer says nothing useful.
+            *node != 0 && (*kind != "not a member" || status.is_some())
+        })
+        .collect();
+    let lag = |status: Option<&StatusInfo>| -> Option<u64> {
+        let leader = leader.as_ref()?;
+        Some(leader.commit_index.saturating_sub(status?.applied_index))
+    };
+    if json {
+        say(Json::object([
+            ("leader", Json::opt_uint(leader.as_ref().map(|l| l.node_id))),
+            ("term", Json::opt_uint(leader.as_ref().map(|l| l.term))),
+            (
+                "members",
+                Json::Array(
+                    rows.iter()
+                        .map(|(node, addr, kind, status, matched)| {
+                            Json::object([
+                                ("node_id", Json::Uint(*node)),
+                                ("addr", Json::str(addr)),
+                                ("kind", Json::str(*kind)),
+                                ("reachable", Json::Bool(status.is_some())),
+                                ("role", Json::opt_str(status.map(|s| s.role.clone()))),
+                                ("term", Json::opt_uint(status.map(|s| s.term))),
+                                (
+                                    "commit_index",
+                                    Json::opt_uint(status.map(|s| s.commit_index)),
+                                ),
+                                (
+                                    "applied_index",
+                                    Json::opt_uint(status.map(|s| s.applied_index)),
+                                ),
+                                ("match_index", Json::opt_uint(*matched)),
+                                ("lag", Json::opt_uint(lag(*status))),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ]));
+        return Ok(EXIT_OK);
+    }
+    match &leader {
+        Some(l) => say(format!(
+            "leader: {} ({}), term {}",
+            l.node_id,
+            addrs_of(&members, l.node_id),
+            l.term
+        )),
+        None => say("leader: none reachable (election in progress, or no quorum)"),
+    }
+    say("");
+    let dash = || "-".to_string();
+    let table: Vec<[String; 9]> = rows
+        .iter()
+        .map(|(node, addr, kind, status, matched)| match status {
+            Some(s) => [
+                node.to_string(),
+                addr.clone(),
+                kind.to_string(),
+                s.role.clone(),
+                s.term.to_string(),
+                s.commit_index.to_string(),
+                s.applied_index.to_string(),
+                matched.map_or_else(dash, |m| m.to_string()),
+                lag(Some(s)).map_or_else(dash, |l| l.to_string()),
+            ],
+            None => [
+                node.to_string(),
+                addr.clone(),
+                kind.to_string(),
+                "unreachable".to_string(),
+                dash(),
+                dash(),
+                dash(),
+                matched.map_or_else(dash, |m| m.to_string()),
+                dash(),
+            ],
+        })
+        .collect();
+    print_table(
+        [
+            "NODE", "ADDR", "KIND", "ROLE", "TERM", "COMMIT", "APPLIED", "MATCH", "LAG",
+        ],
+        &table,
+    );
+    Ok(EXIT_OK)
+}
+
+/// One row of `cluster status`: node, address, kind, its own status, match index.
+type MemberRow<'a> = (
+    u64,
+    String,
+    &'static str,
+    Option<&'a StatusInfo>,
+    Option<u64>,
+);
+
+fn addrs_of(members: &[MemberStatus], node: u64) -> String {
+    members
+        .iter()
+        .find(|m| m.node_id == node)
+        .map_or_else(|| "?".to_string(), |m| m.addr.clone())
 }
 
 fn status_json(status: &StatusInfo) -> Json {

@@ -50,7 +50,7 @@ use tokio::time::Instant;
 use self::conn::{Conn, Reply};
 pub use self::error::{Error, Result};
 pub use self::session::{LockGuard, LockRef, Session, SessionCredentials, SessionState, Wait};
-use crate::protocol::{ErrorCode, LockState, Request, Response, StatusInfo};
+use crate::protocol::{ErrorCode, LockState, MemberStatus, Request, Response, StatusInfo};
 
 /// Timeouts and retry policy of a [`Client`].
 #[derive(Clone, Debug)]
@@ -303,6 +303,57 @@ impl Client {
         match response {
             Response::Status(info) => Ok(*info),
             other => Err(unexpected("Status", &other)),
+        }
+    }
+
+    /// Admin: adds node `node_id` at `addr` (started with `--join`) as a learner, and returns
+    /// the membership once the leader has promoted it to voter after it caught up. Re-sent
+    /// across timeouts and failovers until the retry deadline (the request is idempotent).
+    pub async fn add_member(&self, node_id: u64, addr: &str) -> Result<(u64, Vec<MemberStatus>)> {
+        let response = self
+            .call(
+                |id| Request::AddMember {
+                    id,
+                    node_id,
+                    addr: addr.to_string(),
+                },
+                Patience::Normal,
+            )
+            .await?;
+        match response {
+            Response::MembershipChanged { index, members, .. } => Ok((index, members)),
+            other => Err(unexpected("AddMember", &other)),
+        }
+    }
+
+    /// Admin: removes member `node_id`; returns the committed membership entry's index (0 if
+    /// it was not a member) and the members after the change.
+    pub async fn remove_member(&self, node_id: u64) -> Result<(u64, Vec<MemberStatus>)> {
+        let response = self
+            .call(|id| Request::RemoveMember { id, node_id }, Patience::Normal)
+            .await?;
+        match response {
+            Response::MembershipChanged { index, members, .. } => Ok((index, members)),
+            other => Err(unexpected("RemoveMember", &other)),
+        }
+    }
+
+    /// Admin: hands leadership to `node_id` (or the most up-to-date voter); returns the new
+    /// leader's id and address.
+    pub async fn transfer_leader(&self, node_id: Option<u64>) -> Result<(u64, Option<String>)> {
+        let response = self
+            .call(
+                |id| Request::TransferLeader { id, node_id },
+                Patience::Normal,
+            )
+            .await?;
+        match response {
+            Response::LeaderTransferred {
+                leader,
+                leader_addr,
+                ..
+            } => Ok((leader, leader_addr)),
+            other => Err(unexpected("TransferLeader", &other)),
         }
     }
 

@@ -126,6 +126,9 @@ pub const REQUEST_TYPES: &[&str] = &[
     "Read",
     "Locks",
     "Status",
+    "AddMember",
+    "RemoveMember",
+    "TransferLeader",
 ];
 
 /// Every `type` of a daemon [`Response`], in declaration order.
@@ -141,6 +144,8 @@ pub const RESPONSE_TYPES: &[&str] = &[
     "Data",
     "LockList",
     "Status",
+    "MembershipChanged",
+    "LeaderTransferred",
     "Error",
 ];
 
@@ -432,6 +437,20 @@ mod tests {
                 stale: true,
             },
             Request::Status { id: 11 },
+            Request::AddMember {
+                id: 12,
+                node_id: 4,
+                addr: "10.0.0.4:7400".into(),
+            },
+            Request::RemoveMember { id: 13, node_id: 4 },
+            Request::TransferLeader {
+                id: 14,
+                node_id: Some(2),
+            },
+            Request::TransferLeader {
+                id: 15,
+                node_id: None,
+            },
         ]
     }
 
@@ -510,6 +529,21 @@ mod tests {
                     match_index: Some(11),
                 }],
             })),
+            Response::MembershipChanged {
+                id: 12,
+                index: 40,
+                members: vec![MemberStatus {
+                    node_id: 4,
+                    addr: "10.0.0.4:7400".into(),
+                    voter: true,
+                    match_index: None,
+                }],
+            },
+            Response::LeaderTransferred {
+                id: 14,
+                leader: 2,
+                leader_addr: Some("10.0.0.2:7400".into()),
+            },
             Response::error(10, ErrorCode::StaleFence, "fence 3 is not current"),
             Response::Error {
                 id: 11,

@@ -126,6 +126,15 @@ pub enum Invalid {
         /// The limit.
         max: u64,
     },
+    /// Node ids start at 1.
+    #[error("node_id must be non-zero")]
+    ZeroNode,
+    /// A member address is not `host:port` (or is longer than 256 bytes).
+    #[error("addr {addr:?} is not host:port")]
+    BadAddr {
+        /// The address given.
+        addr: String,
+    },
     /// A hold limit of 0 would revoke the grant at once.
     #[error("hold_ms must be at least 1 (use nil for no limit)")]
     ZeroHold,
@@ -222,6 +231,19 @@ impl Limits {
                 }
             }
             Request::Status { id } => check_id(*id),
+            Request::AddMember { id, node_id, addr } => {
+                check_id(*id)?;
+                check_node(*node_id)?;
+                check_addr(addr)
+            }
+            Request::RemoveMember { id, node_id } => {
+                check_id(*id)?;
+                check_node(*node_id)
+            }
+            Request::TransferLeader { id, node_id } => {
+                check_id(*id)?;
+                node_id.map_or(Ok(()), check_node)
+            }
         }
     }
 
@@ -263,6 +285,30 @@ fn check_session(session: u64) -> Result<(), Invalid> {
         return Err(Invalid::ZeroSession);
     }
     Ok(())
+}
+
+fn check_node(node_id: u64) -> Result<(), Invalid> {
+    if node_id == 0 {
+        Err(Invalid::ZeroNode)
+    } else {
+        Ok(())
+    }
+}
+
+/// A member address: `host:port` with a non-empty host and a numeric port, at most
+/// [`MAX_NAME_LEN`] bytes.
+fn check_addr(addr: &str) -> Result<(), Invalid> {
+    let ok = addr.len() <= MAX_NAME_LEN
+        && addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::BadAddr {
+            addr: addr.chars().take(64).collect(),
+        })
+    }
 }
 
 #[cfg(test)]

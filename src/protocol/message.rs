@@ -101,6 +101,27 @@ pub enum Request {
     },
     /// The node's view of itself and the cluster.
     Status { id: u64 },
+    /// Admin (leader only): adds a node to the cluster. It joins as a learner, the leader
+    /// waits until it has caught up with the log, then promotes it to voter; the answer
+    /// (`MembershipChanged`) comes once the promotion is committed. Idempotent: resending it for
+    /// a node that is already a learner resumes the wait, for a voter answers at once.
+    AddMember {
+        id: u64,
+        /// The new node's id (never 0).
+        node_id: u64,
+        /// The address peers and clients reach it at (`host:port`).
+        addr: String,
+    },
+    /// Admin (leader only): removes a member; answered with `MembershipChanged` once the change
+    /// is committed. Removing a node that is not a member answers at once.
+    RemoveMember { id: u64, node_id: u64 },
+    /// Admin (leader only): hands leadership to `node_id` (nil: the most up-to-date voter);
+    /// answered with `LeaderTransferred` once this node has seen another leader take over.
+    TransferLeader {
+        id: u64,
+        #[serde(default)]
+        node_id: Option<u64>,
+    },
 }
 
 /// A message from the daemon to a client.
@@ -159,6 +180,20 @@ pub enum Response {
         locks: Vec<LockState>,
     },
     Status(Box<StatusInfo>),
+    /// Answers `AddMember` and `RemoveMember`: the membership now committed.
+    MembershipChanged {
+        id: u64,
+        /// The log index of the committed membership entry (0 if nothing had to change).
+        index: u64,
+        /// Every member after the change (`match_index` nil).
+        members: Vec<MemberStatus>,
+    },
+    /// Answers `TransferLeader`: the new leader.
+    LeaderTransferred {
+        id: u64,
+        leader: u64,
+        leader_addr: Option<String>,
+    },
     /// A failed request, or (with `id` 0) a connection-level error sent before closing.
     Error {
         id: u64,
@@ -268,6 +303,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// An unexpected server-side failure.
     Internal,
+    /// Peer connections only: the two nodes state different cluster ids. The connection is
+    /// closed.
+    WrongCluster,
+    /// Peer connections only: the cluster key proof (MAC) is missing or wrong. The connection
+    /// is closed.
+    Unauthorized,
 }
 
 impl Request {
@@ -283,7 +324,10 @@ impl Request {
             | Request::Append { id, .. }
             | Request::Read { id, .. }
             | Request::Locks { id, .. }
-            | Request::Status { id } => *id,
+            | Request::Status { id }
+            | Request::AddMember { id, .. }
+            | Request::RemoveMember { id, .. }
+            | Request::TransferLeader { id, .. } => *id,
         }
     }
 
@@ -300,6 +344,9 @@ impl Request {
             Request::Read { .. } => "Read",
             Request::Locks { .. } => "Locks",
             Request::Status { .. } => "Status",
+            Request::AddMember { .. } => "AddMember",
+            Request::RemoveMember { .. } => "RemoveMember",
+            Request::TransferLeader { .. } => "TransferLeader",
         }
     }
 }
@@ -330,6 +377,8 @@ impl Response {
             | Response::Appended { id, .. }
             | Response::Data { id, .. }
             | Response::LockList { id, .. }
+            | Response::MembershipChanged { id, .. }
+            | Response::LeaderTransferred { id, .. }
             | Response::Error { id, .. } => *id,
         }
     }
@@ -348,6 +397,8 @@ impl Response {
             Response::Data { .. } => "Data",
             Response::LockList { .. } => "LockList",
             Response::Status(_) => "Status",
+            Response::MembershipChanged { .. } => "MembershipChanged",
+            Response::LeaderTransferred { .. } => "LeaderTransferred",
             Response::Error { .. } => "Error",
         }
     }
@@ -363,6 +414,8 @@ impl ErrorCode {
                 | ErrorCode::HandshakeTimeout
                 | ErrorCode::UnsupportedVersion
                 | ErrorCode::TooManyConnections
+                | ErrorCode::WrongCluster
+                | ErrorCode::Unauthorized
         )
     }
 }

@@ -6,6 +6,7 @@
 mod codec;
 mod limits;
 mod message;
+mod peer;
 
 pub use codec::{
     decode_body, encode_frame, ClientCodec, Error, FrameError, Message, MsgPackCodec, ServerCodec,
@@ -18,6 +19,10 @@ pub use limits::{
 pub use message::{
     ErrorCode, HolderState, LockState, MemberStatus, Request, Response, Role, StatusInfo,
     WaiterState,
+};
+pub use peer::{
+    mac, verify_mac, PeerCodec, PeerMessage, Side, MAX_CLUSTER_ID_LEN, PEER_HANDSHAKE_MAX_FRAME,
+    PEER_MAC_LEN, PEER_MAX_FRAME, PEER_NONCE_LEN, PEER_TYPES,
 };
 
 /// The protocol version this build speaks.

@@ -2,12 +2,14 @@
 //! environment variable, so systemd's `EnvironmentFile=` can configure it) and the validated
 //! [`ServerConfig`] the server runs with.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-use crate::protocol::Limits;
+use super::transport::{ClusterKey, KeyError};
+use crate::protocol::{Limits, MAX_CLUSTER_ID_LEN};
 use crate::raft::{self, NodeId};
 
 /// A flag combination that cannot work.
@@ -32,6 +34,91 @@ pub enum ConfigError {
         /// `--election-ticks-max`.
         max: u32,
     },
+    /// The cluster key file cannot be used.
+    #[error("cannot use --cluster-key-file")]
+    ClusterKey(#[source] KeyError),
+    /// The cluster id is empty or too long.
+    #[error("--cluster-id must be 1..={max} bytes")]
+    ClusterId {
+        /// The longest allowed.
+        max: usize,
+    },
+    /// Two `--peer` entries name the same node with different addresses.
+    #[error("--peer lists node {id} twice with different addresses")]
+    DuplicatePeer {
+        /// The node id.
+        id: NodeId,
+    },
+    /// `--join` with no `--peer` to reach the cluster through.
+    #[error("--join needs the current members as --peer ID=HOST:PORT (to answer the leader)")]
+    JoinWithoutPeers,
+}
+
+/// One `--peer ID=HOST:PORT` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerArg {
+    /// The member's node id.
+    pub id: NodeId,
+    /// The address peers and clients reach it at.
+    pub addr: String,
+}
+
+impl std::str::FromStr for PeerArg {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PeerArg, String> {
+        let (id, addr) = text
+            .trim()
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} is not a node id"))?;
+        if id == 0 {
+            return Err("node ids start at 1".into());
+        }
+        let addr = addr.trim();
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(format!("{addr:?} is not HOST:PORT")),
+        }
+        Ok(PeerArg {
+            id,
+            addr: addr.to_string(),
+        })
+    }
+}
+
+/// `raftlockd`'s subcommands (none: run one node).
+#[derive(Clone, Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Run a local test cluster: N nodes as child processes on consecutive ports.
+    #[command(after_help = "\
+Each node is this same binary with --id N --listen 127.0.0.1:BASE+N-1 --data-dir DIR/nodeN and
+the full --peer list. Ctrl-C or SIGTERM stops all of them.
+
+Example:
+  raftlockd dev-cluster --nodes 3
+  RAFTLOCK_SERVERS=127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403 raftlock cluster status")]
+    DevCluster(DevClusterArgs),
+}
+
+/// Arguments of `raftlockd dev-cluster`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DevClusterArgs {
+    /// How many nodes (ids 1..=N).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+    pub nodes: u64,
+    /// Port of node 1; node N listens on BASE+N-1.
+    #[arg(long, default_value_t = 7401)]
+    pub base_port: u16,
+    /// Parent of the nodes' data directories (DIR/node1, DIR/node2, ...).
+    #[arg(long, default_value = "./raftlock-dev")]
+    pub data_dir: PathBuf,
+    /// Host the nodes listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
 }
 
 /// `raftlockd`'s flags. With none it serves one node on 127.0.0.1:7400 with its data in
@@ -86,6 +173,30 @@ pub struct Args {
     /// Milliseconds a graceful shutdown waits for in-flight proposals before it stops anyway.
     #[arg(long, env = "RAFTLOCKD_SHUTDOWN_TIMEOUT_MS", default_value_t = 5_000)]
     pub shutdown_timeout_ms: u64,
+    /// The cluster's name. Stored in the data directory on first start; a node whose stored
+    /// id differs refuses to start, and peers of another cluster are refused.
+    #[arg(long, env = "RAFTLOCKD_CLUSTER_ID", default_value = "raftlock")]
+    pub cluster_id: String,
+    /// A member of the cluster, `ID=HOST:PORT` (repeat the flag, or comma-separate in the
+    /// variable). A node with an empty data directory bootstraps the membership {itself + every
+    /// --peer}: give every node the same list (it may include the node itself).
+    #[arg(long = "peer", env = "RAFTLOCKD_PEERS", value_delimiter = ',')]
+    pub peers: Vec<PeerArg>,
+    /// A file holding the cluster key (at least 16 bytes; trailing whitespace ignored). Peers
+    /// must prove they hold the same key.
+    #[arg(long, env = "RAFTLOCKD_CLUSTER_KEY_FILE")]
+    pub cluster_key_file: Option<PathBuf>,
+    /// The address other nodes and clients reach this node at (default: its --peer entry,
+    /// else the bound listen address).
+    #[arg(long, env = "RAFTLOCKD_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Start with an empty data directory and wait to be added (`raftlock cluster add`)
+    /// instead of bootstrapping. Give the current members as --peer.
+    #[arg(long, env = "RAFTLOCKD_JOIN")]
+    pub join: bool,
+    /// A subcommand instead of running a node.
+    #[command(subcommand)]
+    pub command: Option<DaemonCommand>,
 }
 
 impl Args {
@@ -117,6 +228,26 @@ impl Args {
                 max: self.election_ticks_max,
             });
         }
+        if self.cluster_id.is_empty() || self.cluster_id.len() > MAX_CLUSTER_ID_LEN {
+            return Err(ConfigError::ClusterId {
+                max: MAX_CLUSTER_ID_LEN,
+            });
+        }
+        let mut peers = BTreeMap::new();
+        for peer in &self.peers {
+            if let Some(old) = peers.insert(peer.id, peer.addr.clone()) {
+                if old != peer.addr {
+                    return Err(ConfigError::DuplicatePeer { id: peer.id });
+                }
+            }
+        }
+        if self.join && peers.keys().all(|id| *id == self.id) {
+            return Err(ConfigError::JoinWithoutPeers);
+        }
+        let cluster_key = match &self.cluster_key_file {
+            Some(path) => Some(ClusterKey::from_file(path).map_err(ConfigError::ClusterKey)?),
+            None => None,
+        };
         let limits = Limits {
             max_frame: self.max_frame_bytes,
             max_connections: self.max_connections,
@@ -134,6 +265,11 @@ impl Args {
             election_ticks_max: self.election_ticks_max,
             snapshot_threshold: self.snapshot_threshold,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
+            cluster_id: self.cluster_id.clone(),
+            peers,
+            cluster_key,
+            advertise: self.advertise.clone(),
+            join: self.join,
         })
     }
 }
@@ -159,6 +295,16 @@ pub struct ServerConfig {
     pub snapshot_threshold: u64,
     /// How long a graceful shutdown waits for in-flight proposals.
     pub shutdown_timeout: Duration,
+    /// The cluster's name (stored in the data directory, stated to peers).
+    pub cluster_id: String,
+    /// `--peer` entries: members to bootstrap with and to reach before the log names them.
+    pub peers: BTreeMap<NodeId, String>,
+    /// The cluster key peers must prove they hold.
+    pub cluster_key: Option<ClusterKey>,
+    /// The address others reach this node at, if set explicitly.
+    pub advertise: Option<String>,
+    /// Wait to be added instead of bootstrapping an empty disk.
+    pub join: bool,
 }
 
 impl ServerConfig {
@@ -171,6 +317,27 @@ impl ServerConfig {
         config.id = id;
         config.data_dir = data_dir.into();
         config
+    }
+
+    /// The address other nodes and clients reach this node at: `--advertise`, else its own
+    /// `--peer` entry, else the bound listen address.
+    pub fn advertise_addr(&self, local_addr: std::net::SocketAddr) -> String {
+        self.advertise
+            .clone()
+            .or_else(|| self.peers.get(&self.id).cloned())
+            .unwrap_or_else(|| local_addr.to_string())
+    }
+
+    /// The membership a node with an empty disk starts from: `None` with `--join` (it waits to
+    /// be added), else itself plus every `--peer`, all voters.
+    pub fn bootstrap_membership(&self, advertise: &str) -> Option<raft::Membership> {
+        if self.join {
+            return None;
+        }
+        let mut membership = raft::Membership::default();
+        membership.voters.clone_from(&self.peers);
+        membership.voters.insert(self.id, advertise.to_string());
+        Some(membership)
     }
 
     /// The Raft core's configuration for this node (without bootstrap membership).
@@ -220,5 +387,50 @@ mod tests {
             parse(&["--max-connections", "7", "--handshake-timeout-ms", "250"]).expect("valid");
         assert_eq!(config.limits.max_connections, 7);
         assert_eq!(config.limits.handshake_timeout, Duration::from_millis(250));
+        assert!(matches!(
+            parse(&["--peer", "2=a:1", "--peer", "2=b:1"]),
+            Err(ConfigError::DuplicatePeer { id: 2 })
+        ));
+        assert!(matches!(
+            parse(&["--join"]),
+            Err(ConfigError::JoinWithoutPeers)
+        ));
+        assert!(matches!(
+            parse(&["--cluster-id", ""]),
+            Err(ConfigError::ClusterId { .. })
+        ));
+        assert!(Args::try_parse_from(["raftlockd", "--peer", "0=a:1"]).is_err());
+        assert!(Args::try_parse_from(["raftlockd", "--peer", "2=nohost"]).is_err());
+    }
+
+    #[test]
+    fn peers_give_the_bootstrap_membership_and_the_advertised_address() {
+        let args = Args::try_parse_from([
+            "raftlockd",
+            "--id",
+            "2",
+            "--peer",
+            "1=10.0.0.1:7400,2=10.0.0.2:7400",
+            "--peer",
+            "3=10.0.0.3:7400",
+        ])
+        .expect("flags parse");
+        let config = args.to_config().expect("valid");
+        let local = "0.0.0.0:7400".parse().expect("addr");
+        let advertise = config.advertise_addr(local);
+        assert_eq!(advertise, "10.0.0.2:7400");
+        let membership = config.bootstrap_membership(&advertise).expect("bootstraps");
+        assert_eq!(
+            membership.voters.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(membership.learners.is_empty());
+
+        let join = Args::try_parse_from(["raftlockd", "--id", "4", "--join", "--peer", "1=h:1"])
+            .expect("flags parse")
+            .to_config()
+            .expect("valid");
+        assert_eq!(join.bootstrap_membership("h:4"), None);
+        assert_eq!(join.advertise_addr(local), "0.0.0.0:7400");
     }
 }

@@ -22,7 +22,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::driver::{Event, LeaderInfo};
-use crate::protocol::{self, ErrorCode, Limits, Request, Response, Role, ServerCodec};
+use super::transport::PeerAcceptor;
+use crate::protocol::{
+    self, ErrorCode, FrameError, Limits, Request, Response, Role, ServerCodec, PEER_TYPES,
+};
 use crate::raft::NodeId;
 
 /// How long one write to a client may block before the client is considered gone.
@@ -46,7 +49,6 @@ pub(crate) enum Outgoing {
 }
 
 /// What every connection task shares with the server.
-#[derive(Debug)]
 pub(crate) struct Shared {
     /// Frame, in-flight and handshake limits.
     pub limits: Limits,
@@ -58,6 +60,8 @@ pub(crate) struct Shared {
     pub leader: watch::Receiver<LeaderInfo>,
     /// Cancelled when the daemon has finished its work and closes every connection.
     pub closing: CancellationToken,
+    /// Serves connections that open with a peer `Hello` (Raft traffic from another node).
+    pub acceptor: PeerAcceptor<Event>,
 }
 
 /// The driver's way to answer a connection: a bounded queue it never waits on.
@@ -137,6 +141,10 @@ enum Exit {
 
 /// Serves one accepted connection until it closes. `_permit` holds one of the connection slots
 /// for the connection's life.
+///
+/// The first frame decides what the connection is: a client `Hello` starts the client protocol
+/// (reader loop + writer task); a peer `Hello` hands the connection to the transport's acceptor
+/// (peer handshake, then Raft messages into the driver's inbox).
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -146,51 +154,169 @@ pub(crate) async fn serve(
     let span = tracing::debug_span!("connection", %peer);
     async move {
         let codec = ServerCodec::new(shared.limits.max_frame);
-        let (sink, mut frames) = Framed::new(stream, codec).split();
-        // Room for an interim and a final answer per request in flight, plus reader errors.
-        let capacity = shared
-            .limits
-            .max_in_flight
-            .saturating_mul(2)
-            .saturating_add(16);
-        let (outgoing, queue) = mpsc::channel(capacity);
-        let conn = ConnHandle {
-            outgoing,
-            close: shared.closing.child_token(),
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            peer,
-        };
-        // The reader's own answers (handshake, bad frames, limits) use a second, small queue
-        // that the reader waits on: a client that sends faster than it reads slows down its
-        // own reader instead of filling the driver's queue.
-        let (local, local_queue) = mpsc::channel(LOCAL_QUEUE);
-        let writer = tokio::spawn(write_loop(sink, queue, local_queue, conn.close.clone()));
-        let exit = read_loop(&mut frames, &conn, &local, &shared).await;
-        let linger = match exit {
-            Exit::Drop => {
-                conn.close.cancel();
-                false
-            }
-            Exit::CloseWith(response) => {
-                tracing::debug!(code = ?error_code(&response), "closing connection with an error");
-                let told = say(&local, &conn.close, response).await
-                    && say_close(&local, &conn.close).await;
-                if !told {
-                    conn.close.cancel();
+        let mut framed = Framed::new(stream, codec);
+        match handshake(&mut framed, &shared).await {
+            Handshake::Client(welcome) => serve_client(framed, welcome, peer, &shared).await,
+            Handshake::Peer => {
+                let cancel = shared.closing.child_token();
+                if let Err(error) = shared.acceptor.serve_peer(framed, peer, &cancel).await {
+                    tracing::debug!(%error, "peer connection ended");
                 }
-                told
             }
-        };
-        let sink = writer.await;
-        if let (true, Ok(sink)) = (linger, sink) {
-            if let Ok(framed) = sink.reunite(frames) {
-                drain(framed.into_inner()).await;
+            Handshake::Drop => {}
+            Handshake::CloseWith(response) => {
+                tracing::debug!(code = ?error_code(&response), "closing connection with an error");
+                let told = timeout(WRITE_TIMEOUT, async {
+                    framed.send(response).await?;
+                    framed.close().await
+                })
+                .await;
+                if matches!(told, Ok(Ok(()))) {
+                    drain(framed.into_inner()).await;
+                }
             }
         }
         tracing::debug!("connection closed");
     }
     .instrument(span)
     .await
+}
+
+/// What the first frames of a connection made of it.
+enum Handshake {
+    /// A client: send it this `Welcome` and serve requests.
+    Client(Response),
+    /// Another node of the cluster.
+    Peer,
+    /// Gone (closed, cancelled, or a socket error).
+    Drop,
+    /// Refused: send this error frame, then close.
+    CloseWith(Response),
+}
+
+/// Reads frames until a `Hello`, within the handshake deadline. A bad frame is answered and
+/// the wait goes on; a request before `Hello` closes the connection.
+async fn handshake(framed: &mut Framed<TcpStream, ServerCodec>, shared: &Shared) -> Handshake {
+    let deadline = Instant::now() + shared.limits.handshake_timeout;
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = shared.closing.cancelled() => return Handshake::Drop,
+            item = timeout_at(deadline, framed.next()) => item,
+        };
+        let request = match item {
+            Err(_elapsed) => {
+                return Handshake::CloseWith(Response::error(
+                    0,
+                    ErrorCode::HandshakeTimeout,
+                    format!(
+                        "no Hello within {} ms",
+                        shared.limits.handshake_timeout.as_millis()
+                    ),
+                ))
+            }
+            Ok(None) => return Handshake::Drop,
+            Ok(Some(Err(error))) => {
+                return match fatal(error) {
+                    Exit::Drop => Handshake::Drop,
+                    Exit::CloseWith(response) => Handshake::CloseWith(response),
+                }
+            }
+            Ok(Some(Ok(Err(bad_frame)))) => {
+                let answered = timeout_at(deadline, framed.send(bad_frame.to_response())).await;
+                if !matches!(answered, Ok(Ok(()))) {
+                    return Handshake::Drop;
+                }
+                continue;
+            }
+            Ok(Some(Ok(Ok(request)))) => request,
+        };
+        return match request {
+            Request::Hello { version, .. } if version != protocol::VERSION => {
+                Handshake::CloseWith(Response::error(
+                    0,
+                    ErrorCode::UnsupportedVersion,
+                    format!(
+                        "protocol version {version} is not supported; this server speaks {}",
+                        protocol::VERSION
+                    ),
+                ))
+            }
+            Request::Hello {
+                role: Role::Peer, ..
+            } => Handshake::Peer,
+            Request::Hello { .. } => {
+                let leader = shared.leader.borrow().clone();
+                Handshake::Client(Response::Welcome {
+                    version: protocol::VERSION,
+                    node_id: shared.node_id,
+                    leader: leader.leader,
+                    leader_addr: leader.addr,
+                })
+            }
+            other => Handshake::CloseWith(Response::error(
+                0,
+                ErrorCode::HandshakeRequired,
+                format!("{} before Hello", other.type_name()),
+            )),
+        };
+    }
+}
+
+/// Serves a handshaken client connection: the reader loop here, a writer task for answers.
+async fn serve_client(
+    mut framed: Framed<TcpStream, ServerCodec>,
+    welcome: Response,
+    peer: SocketAddr,
+    shared: &Shared,
+) {
+    if !matches!(
+        timeout(WRITE_TIMEOUT, framed.send(welcome)).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let (sink, mut frames) = framed.split();
+    // Room for an interim and a final answer per request in flight, plus reader errors.
+    let capacity = shared
+        .limits
+        .max_in_flight
+        .saturating_mul(2)
+        .saturating_add(16);
+    let (outgoing, queue) = mpsc::channel(capacity);
+    let conn = ConnHandle {
+        outgoing,
+        close: shared.closing.child_token(),
+        in_flight: Arc::new(AtomicUsize::new(0)),
+        peer,
+    };
+    // The reader's own answers (bad frames, limits) use a second, small queue that the reader
+    // waits on: a client that sends faster than it reads slows down its own reader instead of
+    // filling the driver's queue.
+    let (local, local_queue) = mpsc::channel(LOCAL_QUEUE);
+    let writer = tokio::spawn(write_loop(sink, queue, local_queue, conn.close.clone()));
+    let exit = read_loop(&mut frames, &conn, &local, shared).await;
+    let linger = match exit {
+        Exit::Drop => {
+            conn.close.cancel();
+            false
+        }
+        Exit::CloseWith(response) => {
+            tracing::debug!(code = ?error_code(&response), "closing connection with an error");
+            let told =
+                say(&local, &conn.close, response).await && say_close(&local, &conn.close).await;
+            if !told {
+                conn.close.cancel();
+            }
+            told
+        }
+    };
+    let sink = writer.await;
+    if let (true, Ok(sink)) = (linger, sink) {
+        if let Ok(framed) = sink.reunite(frames) {
+            drain(framed.into_inner()).await;
+        }
+    }
 }
 
 /// Queues one of the reader's own answers, waiting (bounded) for room. False if the
@@ -234,82 +360,13 @@ fn error_code(response: &Response) -> Option<ErrorCode> {
     }
 }
 
-/// The handshake, then requests until the connection ends.
+/// Reads requests until the connection ends (after the handshake).
 async fn read_loop(
     frames: &mut FrameStream,
     conn: &ConnHandle,
     local: &mpsc::Sender<Outgoing>,
     shared: &Shared,
 ) -> Exit {
-    let deadline = Instant::now() + shared.limits.handshake_timeout;
-    loop {
-        let item = tokio::select! {
-            biased;
-            _ = conn.close.cancelled() => return Exit::Drop,
-            item = timeout_at(deadline, frames.next()) => item,
-        };
-        let item = match item {
-            Err(_elapsed) => {
-                return Exit::CloseWith(Response::error(
-                    0,
-                    ErrorCode::HandshakeTimeout,
-                    format!(
-                        "no Hello within {} ms",
-                        shared.limits.handshake_timeout.as_millis()
-                    ),
-                ))
-            }
-            Ok(None) => return Exit::Drop,
-            Ok(Some(Err(error))) => return fatal(error),
-            Ok(Some(Ok(Err(bad_frame)))) => {
-                if !say(local, &conn.close, bad_frame.to_response()).await {
-                    return Exit::Drop;
-                }
-                continue;
-            }
-            Ok(Some(Ok(Ok(request)))) => request,
-        };
-        match item {
-            Request::Hello { version, role } => {
-                if version != protocol::VERSION {
-                    return Exit::CloseWith(Response::error(
-                        0,
-                        ErrorCode::UnsupportedVersion,
-                        format!(
-                            "protocol version {version} is not supported; this server speaks {}",
-                            protocol::VERSION
-                        ),
-                    ));
-                }
-                if role == Role::Peer {
-                    return Exit::CloseWith(Response::error(
-                        0,
-                        ErrorCode::BadRequest,
-                        "peer connections need cluster configuration",
-                    ));
-                }
-                let leader = shared.leader.borrow().clone();
-                let welcome = Response::Welcome {
-                    version: protocol::VERSION,
-                    node_id: shared.node_id,
-                    leader: leader.leader,
-                    leader_addr: leader.addr,
-                };
-                if !say(local, &conn.close, welcome).await {
-                    return Exit::Drop;
-                }
-                break;
-            }
-            other => {
-                return Exit::CloseWith(Response::error(
-                    0,
-                    ErrorCode::HandshakeRequired,
-                    format!("{} before Hello", other.type_name()),
-                ))
-            }
-        }
-    }
-
     loop {
         let item = tokio::select! {
             biased;
@@ -319,6 +376,17 @@ async fn read_loop(
         let request = match item {
             None => return Exit::Drop,
             Some(Err(error)) => return fatal(error),
+            Some(Ok(Err(FrameError::UnknownType { type_name, .. })))
+                if PEER_TYPES.contains(&type_name.as_str()) =>
+            {
+                // Raft traffic on a client connection: never let it near the core.
+                tracing::warn!(peer = %conn.peer, type_name, "peer message on a client connection");
+                return Exit::CloseWith(Response::error(
+                    0,
+                    ErrorCode::BadRequest,
+                    format!("{type_name} is a peer message; this is a client connection"),
+                ));
+            }
             Some(Ok(Err(bad_frame))) => {
                 if !say(local, &conn.close, bad_frame.to_response()).await {
                     return Exit::Drop;

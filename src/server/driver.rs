@@ -19,6 +19,7 @@
 //! table ([`Leases`]) and proposes `ExpireSession` / `ExpireWait` / `ExpireHold` for what passed.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 use super::config::ServerConfig;
 use super::connection::Reply;
 use super::leases::{Key, Leases, What};
+use super::transport::Transport;
 use super::writer::{Done, Job, Writer};
 use super::Error;
 use crate::lockspace::{
@@ -36,10 +38,18 @@ use crate::lockspace::{
 use crate::protocol::{
     ErrorCode, HolderState, LockState, MemberStatus, Request, Response, StatusInfo, WaiterState,
 };
-use crate::raft::{Entry, EntryData, Envelope, Index, Node, NodeId, Role, Snapshot, Term};
+use crate::raft::{
+    Entry, EntryData, Envelope, Index, Membership, MembershipError, Node, NodeId, Role, Snapshot,
+    Term,
+};
 
 /// Most events handled in one turn before the node's output is processed.
 const MAX_BATCH: usize = 1024;
+/// How far behind the commit index a learner may be when it is promoted (under steady load the
+/// commit index never waits for it).
+const CATCH_UP_SLACK: Index = 64;
+/// Longest a graceful shutdown waits for another node to take over leadership.
+const HANDOFF_LIMIT: Duration = Duration::from_secs(3);
 /// Most consecutive `Ready`s processed without a write before returning to the inbox.
 const MAX_READY_ROUNDS: usize = 16;
 
@@ -55,8 +65,31 @@ pub(crate) enum Event {
         /// Where the answer goes.
         reply: Reply,
     },
-    /// Graceful shutdown: refuse new requests, finish in-flight ones, sync, stop.
+    /// A Raft message from a peer (from the transport's inbound side).
+    Peer(Envelope),
+    /// Graceful shutdown: hand leadership over, refuse new requests, finish in-flight ones,
+    /// sync, stop.
     Shutdown,
+}
+
+impl From<Envelope> for Event {
+    fn from(envelope: Envelope) -> Event {
+        Event::Peer(envelope)
+    }
+}
+
+/// A member being added: a learner until it has caught up, then promoted.
+#[derive(Debug)]
+struct Adding {
+    /// Clients waiting for the promotion to commit.
+    replies: Vec<Reply>,
+}
+
+/// A `TransferLeader` waiting to see another leader.
+#[derive(Debug)]
+struct TransferWait {
+    reply: Reply,
+    deadline: Instant,
 }
 
 /// The leader as this node sees it, published to the connections (for `Welcome`).
@@ -103,7 +136,6 @@ enum Wake {
 }
 
 /// The driver task's state.
-#[derive(Debug)]
 pub(crate) struct Driver {
     config: ServerConfig,
     node: Node,
@@ -132,11 +164,25 @@ pub(crate) struct Driver {
     applied_since_snapshot: u64,
     /// Set at shutdown: the time after which in-flight proposals are abandoned.
     shutdown_deadline: Option<Instant>,
+    /// At shutdown, while this node still leads: when to give up handing leadership over, and
+    /// when to ask the core for a transfer again.
+    handoff: Option<(Instant, Instant)>,
     token_rng: StdRng,
+    /// The peer transport (outbound queues; its acceptor feeds this driver's inbox).
+    transport: Transport<Event>,
+    /// The membership the transport was last configured from.
+    transport_membership: Option<Membership>,
+    /// Leader only: nodes being added (learner, then voter), by id.
+    adding: BTreeMap<NodeId, Adding>,
+    /// Leader only: clients waiting for a membership entry to commit, by its index.
+    config_waiters: BTreeMap<Index, (Term, Vec<Reply>)>,
+    /// Clients waiting for a leadership transfer to complete.
+    transfers: Vec<TransferWait>,
 }
 
 impl Driver {
     /// A driver around a recovered node and state machine.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: ServerConfig,
         node: Node,
@@ -145,6 +191,7 @@ impl Driver {
         writer: Writer,
         inbox: mpsc::Receiver<Event>,
         leader_tx: watch::Sender<LeaderInfo>,
+        transport: Transport<Event>,
     ) -> Driver {
         Driver {
             config,
@@ -165,7 +212,13 @@ impl Driver {
             last_applied_term,
             applied_since_snapshot: 0,
             shutdown_deadline: None,
+            handoff: None,
             token_rng: StdRng::from_entropy(),
+            transport,
+            transport_membership: None,
+            adding: BTreeMap::new(),
+            config_waiters: BTreeMap::new(),
+            transfers: Vec::new(),
         }
     }
 
@@ -215,6 +268,8 @@ impl Driver {
             }
             self.advance()?;
             self.observe_role();
+            self.cluster_upkeep();
+            self.advance()?;
             self.maybe_snapshot();
             if self.shutdown_done() {
                 return self.final_sync().await;
@@ -229,7 +284,9 @@ impl Driver {
             Event::Tick => {
                 self.node.tick();
                 self.expire_deadlines();
+                self.continue_handoff();
             }
+            Event::Peer(envelope) => self.node.step(envelope),
             Event::Client { request, reply } => self.on_request(request, reply),
             Event::Shutdown => self.begin_shutdown(),
         }
@@ -267,6 +324,9 @@ impl Driver {
                 }
             }
             _ if !self.is_leader() => reply.finish(self.not_leader(id)),
+            Request::AddMember { node_id, addr, .. } => self.add_member(node_id, addr, reply),
+            Request::RemoveMember { node_id, .. } => self.remove_member(node_id, reply),
+            Request::TransferLeader { node_id, .. } => self.transfer_leader(node_id, reply),
             Request::OpenSession { nonce, ttl_ms, .. } => {
                 let token = self.token_rng.gen();
                 self.propose(
@@ -455,7 +515,14 @@ impl Driver {
             waiters = self.waiters.len(),
             "shutting down: finishing in-flight proposals"
         );
-        self.shutdown_deadline = Some(Instant::now() + self.config.shutdown_timeout);
+        let now = Instant::now();
+        self.shutdown_deadline = Some(now + self.config.shutdown_timeout);
+        if self.is_leader() && self.has_other_voter() {
+            // Hand leadership to an up-to-date follower first, so clients barely notice.
+            let limit = now + self.config.shutdown_timeout.min(HANDOFF_LIMIT);
+            self.handoff = Some((limit, now));
+            self.continue_handoff();
+        }
         // Queued acquires may wait forever: tell them now; they retry elsewhere with their seq.
         for (_, replies) in std::mem::take(&mut self.waiters) {
             for reply in replies {
@@ -469,10 +536,46 @@ impl Driver {
         }
     }
 
+    /// At shutdown, while this node still leads: (re)asks the core to transfer leadership,
+    /// once per election timeout, until the hand-off limit.
+    fn continue_handoff(&mut self) {
+        let Some((limit, next)) = self.handoff else {
+            return;
+        };
+        let now = Instant::now();
+        if !self.is_leader() || now >= limit {
+            if self.is_leader() {
+                tracing::warn!("no follower took over in time; stopping as leader");
+            }
+            self.handoff = None;
+            return;
+        }
+        if now >= next {
+            tracing::info!("shutting down: transferring leadership");
+            if self.node.transfer_leadership(None).is_err() {
+                self.handoff = None;
+                return;
+            }
+            let retry = self.config.tick * self.config.election_ticks_max;
+            self.handoff = Some((limit, now + retry));
+        }
+    }
+
+    fn has_other_voter(&self) -> bool {
+        self.node
+            .membership()
+            .voters
+            .keys()
+            .any(|id| *id != self.config.id)
+    }
+
     fn shutdown_done(&mut self) -> bool {
         let Some(deadline) = self.shutdown_deadline else {
             return false;
         };
+        if self.handoff.is_some() && self.is_leader() && Instant::now() < deadline {
+            return false;
+        }
         let idle =
             self.pending.is_empty() && self.reads.is_empty() && self.confirmed_reads.is_empty();
         if !idle && Instant::now() < deadline {
@@ -524,6 +627,233 @@ impl Driver {
         }
     }
 
+    // --- Cluster administration -------------------------------------------------------------
+
+    /// `AddMember` on the leader: propose the node as a learner (or resume waiting for it).
+    fn add_member(&mut self, node_id: NodeId, addr: String, reply: Reply) {
+        let id = reply.id();
+        let membership = self.node.membership().clone();
+        if let Some(known) = membership.address(node_id) {
+            if known != addr {
+                let message = format!("node {node_id} is a member at {known}, not {addr}");
+                reply.finish(Response::error(id, ErrorCode::BadRequest, message));
+                return;
+            }
+            if membership.voters.contains_key(&node_id) {
+                reply.finish(self.membership_changed(id, 0));
+            } else {
+                self.adding
+                    .entry(node_id)
+                    .or_insert(Adding {
+                        replies: Vec::new(),
+                    })
+                    .replies
+                    .push(reply);
+            }
+            return;
+        }
+        let mut next = membership;
+        next.learners.insert(node_id, addr.clone());
+        match self.node.propose_membership(next) {
+            Ok((index, _)) => {
+                tracing::info!(node_id, %addr, index, "adding a member as a learner");
+                self.adding.insert(
+                    node_id,
+                    Adding {
+                        replies: vec![reply],
+                    },
+                );
+            }
+            Err(error) => reply.finish(self.membership_error(id, error)),
+        }
+    }
+
+    /// `RemoveMember` on the leader.
+    fn remove_member(&mut self, node_id: NodeId, reply: Reply) {
+        let id = reply.id();
+        let mut next = self.node.membership().clone();
+        if !next.contains(node_id) {
+            reply.finish(self.membership_changed(id, 0));
+            return;
+        }
+        next.voters.remove(&node_id);
+        next.learners.remove(&node_id);
+        match self.node.propose_membership(next) {
+            Ok((index, term)) => {
+                tracing::info!(node_id, index, "removing a member");
+                if let Some(adding) = self.adding.remove(&node_id) {
+                    for reply in adding.replies {
+                        let id = reply.id();
+                        let message = format!("node {node_id} was removed while being added");
+                        reply.finish(Response::error(id, ErrorCode::Conflict, message));
+                    }
+                }
+                self.config_waiters
+                    .entry(index)
+                    .or_insert((term, Vec::new()))
+                    .1
+                    .push(reply);
+            }
+            Err(error) => reply.finish(self.membership_error(id, error)),
+        }
+    }
+
+    /// `TransferLeader` on the leader.
+    fn transfer_leader(&mut self, to: Option<NodeId>, reply: Reply) {
+        let id = reply.id();
+        if to == Some(self.config.id) {
+            reply.finish(self.leader_transferred(id, self.config.id));
+            return;
+        }
+        let voters = &self.node.membership().voters;
+        let valid = match to {
+            Some(to) => voters.contains_key(&to),
+            None => self.has_other_voter(),
+        };
+        if !valid {
+            let message = match to {
+                Some(to) => format!("node {to} is not a voter"),
+                None => "there is no other voter to transfer to".to_string(),
+            };
+            reply.finish(Response::error(id, ErrorCode::BadRequest, message));
+            return;
+        }
+        if self.node.transfer_leadership(to).is_err() {
+            reply.finish(self.not_leader(id));
+            return;
+        }
+        // The core gives up after an election timeout; allow a few.
+        let deadline = Instant::now() + self.config.tick * self.config.election_ticks_max * 3;
+        self.transfers.push(TransferWait { reply, deadline });
+    }
+
+    /// Work that follows the node's state after each turn: the transport's peer list, learners
+    /// to promote, and transfers that completed or timed out.
+    fn cluster_upkeep(&mut self) {
+        if self.transport_membership.as_ref() != Some(self.node.membership()) {
+            let membership = self.node.membership().clone();
+            let mut peers = self.config.peers.clone();
+            for (id, addr) in membership.voters.iter().chain(membership.learners.iter()) {
+                peers.insert(*id, addr.clone());
+            }
+            peers.remove(&self.config.id);
+            tracing::info!(?peers, "peer set");
+            self.transport.set_peers(peers);
+            self.transport_membership = Some(membership);
+        }
+        if !self.adding.is_empty() && self.is_leader() {
+            self.promote_caught_up();
+        }
+        if !self.transfers.is_empty() {
+            let now = Instant::now();
+            let leader = self.node.leader().filter(|l| *l != self.config.id);
+            for wait in std::mem::take(&mut self.transfers) {
+                let id = wait.reply.id();
+                if let Some(leader) = leader {
+                    wait.reply.finish(self.leader_transferred(id, leader));
+                } else if now >= wait.deadline {
+                    wait.reply.finish(Response::error(
+                        id,
+                        ErrorCode::Timeout,
+                        "leadership did not move in time; retry",
+                    ));
+                } else {
+                    self.transfers.push(wait);
+                }
+            }
+        }
+    }
+
+    /// Promotes learners being added once they have caught up with the commit index.
+    fn promote_caught_up(&mut self) {
+        let status = self.node.status();
+        let ids: Vec<NodeId> = self.adding.keys().copied().collect();
+        for node_id in ids {
+            if status.membership.voters.contains_key(&node_id) {
+                // Promoted meanwhile (by an earlier leader): nothing left to wait for.
+                if let Some(adding) = self.adding.remove(&node_id) {
+                    for reply in adding.replies {
+                        let id = reply.id();
+                        reply.finish(self.membership_changed(id, 0));
+                    }
+                }
+                continue;
+            }
+            let Some(addr) = status.membership.learners.get(&node_id) else {
+                continue;
+            };
+            let matched = status
+                .match_index
+                .iter()
+                .find(|(id, _)| *id == node_id)
+                .map_or(0, |(_, m)| *m);
+            if matched.saturating_add(CATCH_UP_SLACK) < status.commit_index {
+                continue;
+            }
+            let mut next = status.membership.clone();
+            next.learners.remove(&node_id);
+            next.voters.insert(node_id, addr.clone());
+            match self.node.propose_membership(next) {
+                Ok((index, term)) => {
+                    tracing::info!(node_id, index, "learner caught up; promoting it to voter");
+                    let adding = self.adding.remove(&node_id).expect("id from keys");
+                    let waiters = &mut self
+                        .config_waiters
+                        .entry(index)
+                        .or_insert((term, Vec::new()))
+                        .1;
+                    waiters.extend(adding.replies);
+                    // One change at a time: the next learner waits for this one to commit.
+                    return;
+                }
+                Err(MembershipError::ChangeInProgress) => return,
+                Err(error) => {
+                    tracing::warn!(node_id, %error, "cannot promote the learner");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn membership_error(&self, id: u64, error: MembershipError) -> Response {
+        match error {
+            MembershipError::NotLeader(_) => self.not_leader(id),
+            MembershipError::ChangeInProgress => Response::error(
+                id,
+                ErrorCode::Timeout,
+                "another membership change is in progress; retry",
+            ),
+            MembershipError::Invalid(reason) => Response::error(id, ErrorCode::BadRequest, reason),
+        }
+    }
+
+    fn membership_changed(&self, id: u64, index: Index) -> Response {
+        let membership = self.node.membership();
+        let voters = membership.voters.iter().map(|(n, a)| (n, a, true));
+        let learners = membership.learners.iter().map(|(n, a)| (n, a, false));
+        Response::MembershipChanged {
+            id,
+            index,
+            members: voters
+                .chain(learners)
+                .map(|(node_id, addr, voter)| MemberStatus {
+                    node_id: *node_id,
+                    addr: addr.clone(),
+                    voter,
+                    match_index: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn leader_transferred(&self, id: u64, leader: NodeId) -> Response {
+        Response::LeaderTransferred {
+            id,
+            leader,
+            leader_addr: self.node.membership().address(leader).map(String::from),
+        }
+    }
+
     // --- Ready --------------------------------------------------------------------------------
 
     /// Processes the node's output until it has none, or a write is in flight.
@@ -568,13 +898,10 @@ impl Driver {
         Ok(())
     }
 
-    /// Sends messages to peers. A single node has none; the cluster transport plugs in here.
+    /// Queues messages to peers on the transport (never blocks; Raft retries what is lost).
     fn send(&mut self, messages: Vec<Envelope>) {
         for message in messages {
-            tracing::debug!(
-                to = message.to,
-                "no transport to peer; message dropped (Raft retries)"
-            );
+            self.transport.send(message);
         }
     }
 
@@ -637,6 +964,13 @@ impl Driver {
             let id = pending.reply.id();
             pending.reply.finish(timeout_error(id));
         }
+        let later = self.config_waiters.split_off(&(snapshot.meta.index + 1));
+        for (_, (_, replies)) in std::mem::replace(&mut self.config_waiters, later) {
+            for reply in replies {
+                let id = reply.id();
+                reply.finish(timeout_error(id));
+            }
+        }
         Ok(())
     }
 
@@ -663,6 +997,18 @@ impl Driver {
         self.last_applied_term = entry.term;
         self.applied_since_snapshot += 1;
         let pending = self.pending.remove(&index);
+        if let Some((term, replies)) = self.config_waiters.remove(&index) {
+            let committed = term == entry.term && matches!(entry.data, EntryData::Config(_));
+            for reply in replies {
+                let id = reply.id();
+                let response = if committed {
+                    self.membership_changed(id, index)
+                } else {
+                    timeout_error(id)
+                };
+                reply.finish(response);
+            }
+        }
         let EntryData::Command(bytes) = entry.data else {
             self.lockspace.skip(index);
             if let Some(pending) = pending {
@@ -836,11 +1182,19 @@ impl Driver {
             let pending = std::mem::take(&mut self.pending);
             let reads = std::mem::take(&mut self.reads).into_values();
             let waiters = std::mem::take(&mut self.waiters).into_values().flatten();
+            let adding = std::mem::take(&mut self.adding)
+                .into_values()
+                .flat_map(|a| a.replies);
+            let configs = std::mem::take(&mut self.config_waiters)
+                .into_values()
+                .flat_map(|(_, r)| r);
             let replies = pending
                 .into_values()
                 .map(|p| p.reply)
                 .chain(reads.map(|(_, r)| r))
-                .chain(waiters);
+                .chain(waiters)
+                .chain(adding)
+                .chain(configs);
             for reply in replies.collect::<Vec<_>>() {
                 let response = self.not_leader(reply.id());
                 reply.finish(response);

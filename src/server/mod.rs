@@ -21,6 +21,7 @@ mod connection;
 mod driver;
 mod leases;
 pub mod notify;
+pub mod transport;
 mod writer;
 
 use std::future::Future;
@@ -35,14 +36,18 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{Args, ConfigError, ServerConfig};
+pub use config::{Args, ConfigError, DaemonCommand, DevClusterArgs, PeerArg, ServerConfig};
 
 use crate::lockspace::{self, LockSpace};
-use crate::raft::{HardState, Membership, Node};
+use crate::raft::{HardState, Node};
 use crate::storage::{self, Storage};
 use connection::Shared;
 use driver::{Driver, Event, LeaderInfo};
+use transport::{PeerAcceptor, Transport, TransportConfig};
 use writer::Writer;
+
+/// The file in the data directory that records which cluster the node belongs to.
+const CLUSTER_ID_FILE: &str = "cluster-id";
 
 /// Capacity of the driver's inbox; senders wait when it is full (backpressure).
 const INBOX_CAPACITY: usize = 4096;
@@ -78,6 +83,17 @@ pub enum Error {
     /// The driver task panicked.
     #[error("the driver task panicked")]
     DriverPanicked,
+    /// The data directory belongs to another cluster.
+    #[error("the data directory belongs to cluster {stored:?}, not {configured:?} (--cluster-id)")]
+    WrongCluster {
+        /// The id stored in the data directory.
+        stored: String,
+        /// The id this node was started with.
+        configured: String,
+    },
+    /// The peer transport refused its configuration.
+    #[error("cannot start the peer transport")]
+    Transport(#[source] transport::ConfigError),
     /// A socket or thread operation failed.
     #[error("{op} failed")]
     Io {
@@ -89,7 +105,6 @@ pub enum Error {
 }
 
 /// A recovered node ready to serve: returned by [`Server::start`], run by [`Server::serve`].
-#[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
     listener: TcpListener,
@@ -97,6 +112,18 @@ pub struct Server {
     inbox: mpsc::Sender<Event>,
     leader: watch::Receiver<LeaderInfo>,
     driver: JoinHandle<Result<(), Error>>,
+    acceptor: PeerAcceptor<Event>,
+    advertise: String,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("id", &self.config.id)
+            .field("local_addr", &self.local_addr)
+            .field("advertise", &self.advertise)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -115,6 +142,7 @@ impl Server {
             op: "reading the listen address",
             source,
         })?;
+        check_cluster_id(&config).await?;
         let data_dir = config.data_dir.clone();
         let (storage, recovered) = tokio::task::spawn_blocking(move || Storage::open(&data_dir))
             .await
@@ -142,11 +170,18 @@ impl Server {
         let empty = recovered.snapshot.is_none()
             && recovered.entries.is_empty()
             && recovered.hard_state == HardState::default();
+        let advertise = config.advertise_addr(local_addr);
         if empty {
-            let mut membership = Membership::default();
-            membership.voters.insert(config.id, local_addr.to_string());
-            tracing::info!(id = config.id, addr = %local_addr, "empty data directory: bootstrapping a new single-node cluster");
-            raft_config.bootstrap = Some(membership);
+            match config.bootstrap_membership(&advertise) {
+                Some(membership) => {
+                    tracing::info!(id = config.id, members = ?membership.voters, "empty data directory: bootstrapping a new cluster");
+                    raft_config.bootstrap = Some(membership);
+                }
+                None => tracing::info!(
+                    id = config.id,
+                    "empty data directory and --join: waiting to be added by the leader"
+                ),
+            }
         }
         let seed: u64 = rand::random();
         tracing::info!(seed, "raft node seeded from OS entropy");
@@ -157,6 +192,11 @@ impl Server {
         })?;
 
         let (inbox, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+        let mut transport_config = TransportConfig::new(config.id, config.cluster_id.clone());
+        transport_config.key = config.cluster_key.clone();
+        let transport = Transport::new(transport_config, Default::default(), inbox.clone())
+            .map_err(Error::Transport)?;
+        let acceptor = transport.acceptor();
         let (leader_tx, leader) = watch::channel(LeaderInfo::default());
         let driver = Driver::new(
             config.clone(),
@@ -166,6 +206,7 @@ impl Server {
             writer,
             inbox_rx,
             leader_tx,
+            transport,
         );
         let driver = tokio::spawn(driver.run());
         Ok(Server {
@@ -175,7 +216,14 @@ impl Server {
             inbox,
             leader,
             driver,
+            acceptor,
+            advertise,
         })
+    }
+
+    /// The address other nodes and clients reach this node at.
+    pub fn advertise(&self) -> &str {
+        &self.advertise
     }
 
     /// The address the server listens on.
@@ -192,6 +240,8 @@ impl Server {
             inbox,
             leader,
             mut driver,
+            acceptor,
+            advertise: _,
         } = self;
         let tracker = TaskTracker::new();
         let closing = CancellationToken::new();
@@ -202,6 +252,7 @@ impl Server {
             inbox: inbox.clone(),
             leader,
             closing: closing.clone(),
+            acceptor,
         });
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
@@ -272,6 +323,46 @@ impl Server {
         }
         result
     }
+}
+
+/// Records the cluster id in the data directory on first start; refuses to start when the
+/// stored one differs, so a node can never join the wrong cluster.
+async fn check_cluster_id(config: &ServerConfig) -> Result<(), Error> {
+    let dir = config.data_dir.clone();
+    let configured = config.cluster_id.clone();
+    let io = |op| move |source| Error::Io { op, source };
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(io("creating the data directory"))?;
+        let path = dir.join(CLUSTER_ID_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(stored) => {
+                let stored = stored.trim_end().to_string();
+                if stored != configured {
+                    return Err(Error::WrongCluster { stored, configured });
+                }
+                Ok(())
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let tmp = dir.join(format!("{CLUSTER_ID_FILE}.tmp"));
+                std::fs::write(&tmp, format!("{configured}\n"))
+                    .map_err(io("writing the cluster id"))?;
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io("syncing the cluster id"))?;
+                std::fs::rename(&tmp, &path).map_err(io("writing the cluster id"))?;
+                std::fs::File::open(&dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("syncing the data directory"))?;
+                Ok(())
+            }
+            Err(source) => Err(Error::Io {
+                op: "reading the cluster id",
+                source,
+            }),
+        }
+    })
+    .await
+    .map_err(|_| Error::WriterStopped)?
 }
 
 /// Sends a `Tick` every `tick` until the driver is gone. Late ticks are delayed, not bunched.

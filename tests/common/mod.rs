@@ -47,6 +47,53 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts a daemon listening on `listen` (a fixed address, e.g. pre-allocated for a
+    /// cluster) with a fresh data directory and extra `args`.
+    pub fn start_at(listen: &str, args: &[String]) -> Daemon {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let log_path = data_dir.path().with_extension("log");
+        let (child, addr) = spawn(data_dir.path(), listen, args, &log_path);
+        Daemon {
+            child: Some(child),
+            addr,
+            data_dir,
+            log_path,
+            args: args.to_vec(),
+        }
+    }
+
+    /// True while the process runs (it may be stopped with SIGSTOP).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Sends `signal` to the process (SIGSTOP, SIGCONT...).
+    pub fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("daemon running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, signal);
+        }
+    }
+
+    /// Replaces the extra arguments used by later restarts.
+    pub fn set_args(&mut self, args: Vec<String>) {
+        self.args = args;
+    }
+
+    /// Deletes everything in the data directory (the node must be stopped).
+    pub fn wipe(&mut self) {
+        assert!(self.child.is_none(), "wipe a stopped node only");
+        for entry in std::fs::read_dir(self.data_dir.path()).expect("read data dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).expect("remove dir");
+            } else {
+                std::fs::remove_file(&path).expect("remove file");
+            }
+        }
+    }
+
     /// Starts a daemon on an ephemeral port with a fresh data directory and extra `args`.
     pub fn start(args: &[&str]) -> Daemon {
         let data_dir = tempfile::tempdir().expect("tempdir");
@@ -82,6 +129,12 @@ impl Daemon {
         let (child, addr) = spawn(self.data_dir.path(), &listen, &self.args, &self.log_path);
         assert_eq!(addr, self.addr, "restarted on another address");
         self.child = Some(child);
+    }
+
+    /// Starts the daemon again (after `terminate` or `kill`) on the same directory and port.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        self.restart();
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
@@ -251,6 +304,18 @@ impl Client {
         }
     }
 
+    /// Asserts the server closes the connection, skipping any frames before (which need not
+    /// be client responses: a peer handshake answers with peer frames).
+    pub async fn expect_closed_skipping(&mut self) {
+        loop {
+            match tokio::time::timeout(DEADLINE, self.framed.next()).await {
+                Err(_) => panic!("the connection stayed open for {DEADLINE:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+
     /// The next response; panics if the connection closed.
     pub async fn recv(&mut self) -> Response {
         self.next().await.expect("connection closed by the server")
@@ -353,4 +418,198 @@ pub async fn assert_served(addr: SocketAddr, lock: &str) {
         lock: lock.into(),
     };
     assert_eq!(client.call(release).await, Response::Released { id });
+}
+
+/// Pre-allocates `n` free loopback ports: binds port 0 and releases it (peers need each
+/// other's addresses before any of them starts).
+pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr"))
+        .collect()
+}
+
+/// A node's `Status`, or `None` if it does not answer within `within` (killed, paused,
+/// restarting).
+pub async fn try_status(addr: SocketAddr, within: Duration) -> Option<StatusInfo> {
+    let attempt = async {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let mut framed = Framed::new(stream, ClientCodec::new(raftlock::protocol::MAX_FRAME));
+        framed
+            .send(Request::Hello {
+                version: VERSION,
+                role: Role::Client,
+            })
+            .await
+            .ok()?;
+        framed.send(Request::Status { id: 1 }).await.ok()?;
+        while let Some(Ok(Ok(response))) = framed.next().await {
+            if let Response::Status(status) = response {
+                return Some(*status);
+            }
+        }
+        None
+    };
+    tokio::time::timeout(within, attempt).await.ok().flatten()
+}
+
+/// A cluster of real `raftlockd` processes on pre-allocated loopback ports, ids 1..=n
+/// (node `id` is `nodes[id - 1]`), each with its own temporary data directory.
+pub struct Cluster {
+    /// The nodes, index = id - 1.
+    pub nodes: Vec<Daemon>,
+    /// Arguments every node gets (besides id, peers and listen).
+    pub common: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes that bootstrap one cluster, with `extra` arguments each.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let addrs = free_addrs(n);
+        let peers: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect();
+        let common: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let nodes = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| {
+                let mut args = vec![
+                    "--id".to_string(),
+                    (i + 1).to_string(),
+                    "--peer".to_string(),
+                    peers.join(","),
+                ];
+                args.extend(common.iter().cloned());
+                Daemon::start_at(&addr.to_string(), &args)
+            })
+            .collect();
+        Cluster { nodes, common }
+    }
+
+    /// Starts one more node with id `nodes.len() + 1` and `--join`, knowing the current nodes
+    /// as peers; it waits to be added.
+    pub fn start_joiner(&mut self) -> (u64, SocketAddr) {
+        let id = self.nodes.len() as u64 + 1;
+        let addr = free_addrs(1)[0];
+        let args = self.joiner_args(id);
+        self.nodes.push(Daemon::start_at(&addr.to_string(), &args));
+        (id, addr)
+    }
+
+    /// The arguments of node `id` restarted empty with `--join`.
+    pub fn joiner_args(&self, id: u64) -> Vec<String> {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u64 + 1 != id)
+            .map(|(i, d)| format!("{}={}", i + 1, d.addr))
+            .collect();
+        let mut args = vec![
+            "--id".to_string(),
+            id.to_string(),
+            "--join".to_string(),
+            "--peer".to_string(),
+            peers.join(","),
+        ];
+        args.extend(self.common.iter().cloned());
+        args
+    }
+
+    /// Node `id`.
+    pub fn node(&mut self, id: u64) -> &mut Daemon {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// The address of node `id`.
+    pub fn addr(&self, id: u64) -> SocketAddr {
+        self.nodes[id as usize - 1].addr
+    }
+
+    /// Every node's address as `host:port` strings (for the client library).
+    pub fn servers(&self) -> Vec<String> {
+        self.nodes.iter().map(|d| d.addr.to_string()).collect()
+    }
+
+    /// The statuses of the running nodes that answer, by id.
+    pub async fn statuses(&self) -> Vec<(u64, StatusInfo)> {
+        let asks = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.is_running())
+            .map(|(i, d)| {
+                let addr = d.addr;
+                async move {
+                    (
+                        i as u64 + 1,
+                        try_status(addr, Duration::from_millis(300)).await,
+                    )
+                }
+            });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .filter_map(|(id, s)| s.map(|s| (id, s)))
+            .collect()
+    }
+
+    /// Waits (bounded by [`DEADLINE`]) until some node leads and every answering node agrees
+    /// on it in the leader's term, excluding `except`; returns the leader's id.
+    pub async fn wait_leader_except(&self, except: &[u64]) -> u64 {
+        let start = Instant::now();
+        loop {
+            let statuses = self.statuses().await;
+            let leader = statuses
+                .iter()
+                .filter(|(id, s)| s.role == "leader" && !except.contains(id))
+                .max_by_key(|(_, s)| s.term);
+            if let Some((id, leader)) = leader {
+                let agreed = statuses
+                    .iter()
+                    .filter(|(other, _)| !except.contains(other))
+                    .all(|(_, s)| s.term == leader.term && s.leader == Some(*id));
+                if agreed {
+                    return *id;
+                }
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no agreed leader within {DEADLINE:?}: {statuses:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for an agreed leader among the answering nodes.
+    pub async fn wait_leader(&self) -> u64 {
+        self.wait_leader_except(&[]).await
+    }
+
+    /// Waits until node `id` has applied at least the leader's commit index (read once the
+    /// leader is known), and returns that index.
+    pub async fn wait_caught_up(&self, id: u64) -> u64 {
+        let start = Instant::now();
+        loop {
+            let statuses = self.statuses().await;
+            let leader = statuses.iter().find(|(_, s)| s.role == "leader");
+            let node = statuses.iter().find(|(n, _)| *n == id);
+            if let (Some((_, leader)), Some((_, node))) = (leader, node) {
+                if node.applied_index >= leader.commit_index && node.term == leader.term {
+                    return node.applied_index;
+                }
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "node {id} did not catch up within {DEADLINE:?}: {statuses:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
