@@ -282,7 +282,13 @@ impl Plan {
         Ok(Plan {
             scenario,
             workers,
-            clients: workers.min(args.connections),
+            // The sessions scenario has no workers: its sessions spread over every connection.
+            clients: match scenario {
+                Scenario::Sessions => args
+                    .connections
+                    .min(sessions.try_into().unwrap_or(usize::MAX)),
+                _ => workers.min(args.connections),
+            },
             bound,
             runs: args.runs,
             local: args.local,

@@ -64,6 +64,7 @@ fn arguments_parse_with_per_scenario_defaults() {
     assert_eq!(p.sessions, 20, "--ops stands for --sessions");
     let p = plan(&["bench", "sessions", "--sessions", "100000", "--hold", "1s"]).expect("valid");
     assert_eq!(p.sessions, 100_000);
+    assert_eq!(p.clients, 8, "sessions spread over every connection");
     assert_eq!(p.hold, Duration::from_secs(1));
 
     let p = plan(&["bench", "failover", "--local", "3", "--kills", "5"]).expect("valid");
