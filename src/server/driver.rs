@@ -39,8 +39,8 @@ use crate::protocol::{
     ErrorCode, HolderState, LockState, MemberStatus, Request, Response, StatusInfo, WaiterState,
 };
 use crate::raft::{
-    Entry, EntryData, Envelope, Index, Membership, MembershipError, Node, NodeId, Role, Snapshot,
-    Term,
+    Entry, EntryData, Envelope, HardState, Index, Membership, MembershipError, Node, NodeId, Ready,
+    Role, Snapshot, Term,
 };
 
 /// Most events handled in one turn before the node's output is processed.
@@ -178,6 +178,11 @@ pub(crate) struct Driver {
     config_waiters: BTreeMap<Index, (Term, Vec<Reply>)>,
     /// Clients waiting for a leadership transfer to complete.
     transfers: Vec<TransferWait>,
+    /// The hard state last handed to the writer (`None` until the first write).
+    written_hard_state: Option<HardState>,
+    /// A hard state whose only change is the commit index, not yet written. It rides along with
+    /// the next write instead of costing an fsync of its own (see `advance`).
+    deferred_hard_state: Option<HardState>,
 }
 
 impl Driver {
@@ -201,6 +206,8 @@ impl Driver {
             inbox,
             leader_tx,
             in_flight: None,
+            written_hard_state: None,
+            deferred_hard_state: None,
             pending: BTreeMap::new(),
             waiters: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -617,7 +624,17 @@ impl Driver {
                 Err(_) => return Err(Error::WriterStopped),
             }
         }
-        match self.writer.submit(Job::Sync).await {
+        // The last commit index goes to disk with the final sync, if it was deferred.
+        let job = match self.deferred_hard_state.take() {
+            Some(hard_state) => Job::Persist {
+                snapshot: None,
+                truncate_from: None,
+                append: Vec::new(),
+                hard_state: Some(hard_state),
+            },
+            None => Job::Sync,
+        };
+        match self.writer.submit(job).await {
             Ok(Ok(())) => {
                 tracing::info!(applied = self.lockspace.applied_index(), "final sync done");
                 Ok(())
@@ -862,7 +879,14 @@ impl Driver {
             if self.in_flight.is_some() {
                 return Ok(());
             }
-            let ready = self.node.ready();
+            let mut ready = self.node.ready();
+            // A hard state that only moves the commit index need not be durable before the
+            // committed entries are applied: the entries themselves are already fsynced, and
+            // Raft recovers the commit index from the leader (a restart merely re-learns it).
+            // Deferring it to the next write halves the fsyncs per operation.
+            if self.is_commit_only(&ready) {
+                self.deferred_hard_state = ready.hard_state.take();
+            }
             let has_writes = ready.snapshot.is_some()
                 || ready.truncate_from.is_some()
                 || !ready.append.is_empty()
@@ -884,11 +908,17 @@ impl Driver {
                 reads: ready.reads,
             };
             if has_writes {
+                // A newer hard state in this batch supersedes the deferred one.
+                let deferred = self.deferred_hard_state.take();
+                let hard_state = ready.hard_state.or(deferred);
+                if hard_state.is_some() {
+                    self.written_hard_state = hard_state;
+                }
                 let done = self.writer.submit(Job::Persist {
                     snapshot: ready.snapshot,
                     truncate_from: ready.truncate_from,
                     append: ready.append,
-                    hard_state: ready.hard_state,
+                    hard_state,
                 });
                 self.in_flight = Some(InFlight { done, after });
                 return Ok(());
@@ -896,6 +926,20 @@ impl Driver {
             self.after_write(after)?;
         }
         Ok(())
+    }
+
+    /// True if the only write `ready` asks for is a hard state whose term and vote equal the
+    /// last written ones (a commit index update). Term and vote changes are always written and
+    /// fsynced before anything that depends on them is sent.
+    fn is_commit_only(&self, ready: &Ready) -> bool {
+        let (Some(new), Some(written)) = (ready.hard_state, self.written_hard_state) else {
+            return false;
+        };
+        ready.snapshot.is_none()
+            && ready.truncate_from.is_none()
+            && ready.append.is_empty()
+            && new.term == written.term
+            && new.vote == written.vote
     }
 
     /// Queues messages to peers on the transport (never blocks; Raft retries what is lost).
