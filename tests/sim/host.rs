@@ -216,6 +216,8 @@ impl Host {
     pub fn crash(&mut self, ctx: &mut Ctx<'_>, down_for: u64) -> Result<(), String> {
         let torn = self.params.torn_writes;
         let lost = self.disk.crash(&mut self.rng, torn)?;
+        // A torn write may have kept a received snapshot: committed state, now durable.
+        self.highest_applied = self.highest_applied.max(self.disk.durable().snap_index());
         ctx.check.counters.crashes += 1;
         if lost > 0 {
             ctx.check.counters.lost_writes += 1;
@@ -586,6 +588,10 @@ impl Host {
             return self.crash_now(ctx);
         }
         self.disk.fsync()?;
+        if let Some(s) = &snapshot {
+            // A received snapshot is committed state: once durable, the node is at least there.
+            self.highest_applied = self.highest_applied.max(s.meta.index);
+        }
         if writes && self.armed(CrashPoint::AfterFsync) {
             return self.crash_now(ctx);
         }
@@ -612,7 +618,6 @@ impl Host {
                     self.space.applied_index()
                 ));
             }
-            self.highest_applied = self.highest_applied.max(s.meta.index);
             if let Some(lead) = self.lead.as_mut() {
                 lead.caught_up = false;
             }

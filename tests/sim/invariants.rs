@@ -161,6 +161,9 @@ pub struct Checker {
     chains: BTreeMap<(Index, Term), u64>,
     /// Committed entries as observed on any node: (term, chain) for index i at i-1.
     pub committed: Vec<(Term, u64)>,
+    /// The term in which each committed entry was first seen committed (the term of the node
+    /// that saw it first: the leader that committed it), non-decreasing.
+    commit_terms: Vec<Term>,
     /// State machine safety: the chain of the entry applied at each index.
     applied: Vec<u64>,
     /// The LockSpace snapshot hash after each index.
@@ -322,6 +325,7 @@ impl Checker {
     pub fn observe_commit(
         &mut self,
         host: NodeId,
+        host_term: Term,
         shadow: &Shadow,
         from: Index,
         commit: Index,
@@ -340,6 +344,8 @@ impl Checker {
                 }
             } else if i == len + 1 {
                 self.committed.push((term, c));
+                let t = self.commit_terms.last().copied().unwrap_or(0).max(host_term);
+                self.commit_terms.push(t);
                 self.counters.committed += 1;
             } else {
                 return Err(format!(
@@ -351,15 +357,16 @@ impl Checker {
     }
 
     /// Leader Completeness (Raft §5.4, figure 3): every entry committed (as seen on any node)
-    /// with a term up to T is in the log of the leader of term T.
+    /// in a term before T is in the log of the leader of term T. (An entry of an old term
+    /// committed later by a newer leader need not be in the log of a leader in between.)
     pub fn leader_completeness(
         &self,
         host: NodeId,
         term: Term,
         shadow: &Shadow,
     ) -> Result<(), String> {
-        // Terms never decrease along the committed log: find the last one of term <= T.
-        let n = self.committed.partition_point(|(t, _)| *t <= term);
+        // Commit terms never decrease along the committed log: the last one before T.
+        let n = self.commit_terms.partition_point(|t| *t < term);
         if n == 0 {
             return Ok(());
         }
@@ -428,7 +435,9 @@ impl Checker {
     }
 
     /// Applied-index continuity across a restart (reliability.md R6): a node restarts from its
-    /// durable snapshot, which never covers more than it applied before (nor less than 0), and
+    /// durable snapshot, which never covers more than it applied before or received durably
+    /// from a leader (a received snapshot is committed state), whose state is the one every
+    /// node had at that index, and
     /// re-applying from there must reproduce, index by index, the states it had (checked by
     /// `state_machine_safety` against the global state hash of each index).
     pub fn restart_continuity(

@@ -50,7 +50,7 @@ impl Params {
         Params {
             nodes,
             clients: rng.gen_range(2..=6),
-            chaos_ms: rng.gen_range(4_000..=8_000),
+            chaos_ms: rng.gen_range(10_000..=25_000),
             net: NetFaults {
                 drop: if drop { rng.gen_range(0.0..0.3) } else { 0.0 },
                 dup: if dup { rng.gen_range(0.0..0.1) } else { 0.0 },
@@ -547,7 +547,7 @@ impl World {
                 ));
             }
             self.check
-                .observe_commit(h.id, &h.shadow, h.seen_commit, commit)?;
+                .observe_commit(h.id, node.term(), &h.shadow, h.seen_commit, commit)?;
             h.seen_commit = commit;
             h.seen_applied = applied;
             let leading = h.leading();
