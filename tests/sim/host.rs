@@ -566,6 +566,12 @@ impl Host {
             truncate_from,
             &append,
         )?;
+        // Observe the commit index now: a crash later in this Ready must not hide it.
+        let node = self.node.as_ref().expect("up");
+        let (term, commit) = (node.term(), node.commit_index());
+        ctx.check
+            .observe_commit(self.id, term, &self.shadow, self.seen_commit, commit)?;
+        self.seen_commit = self.seen_commit.max(commit);
         if truncate_from.is_some() {
             ctx.check.counters.truncations += 1;
             ctx.trace

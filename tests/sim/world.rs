@@ -116,6 +116,8 @@ pub struct World {
     healing: bool,
     leader_at: Option<u64>,
     pub events: u64,
+    /// Committed indexes checked durable on a quorum.
+    durable_checked: usize,
     out: Vec<(Addr, Addr, Payload)>,
 }
 
@@ -184,6 +186,7 @@ impl World {
             healing: false,
             leader_at: None,
             events: 0,
+            durable_checked: 0,
             out: Vec::new(),
         }
     }
@@ -519,7 +522,6 @@ impl World {
 
     /// The checks after every step.
     fn after_step(&mut self) -> Result<(), String> {
-        let before = self.check.committed.len();
         for h in &mut self.hosts {
             let Some(node) = h.node.as_ref() else {
                 continue;
@@ -559,11 +561,12 @@ impl World {
                 .leader_append_only(h.id, leading, &h.shadow, false)?;
         }
         let after = self.check.committed.len();
-        if after > before {
+        if after > self.durable_checked {
             let disks: Vec<&Durable> = self.hosts.iter().map(|h| h.disk.durable()).collect();
-            for i in before + 1..=after {
+            for i in self.durable_checked + 1..=after {
                 self.check.commit_durable(i as u64, &disks)?;
             }
+            self.durable_checked = after;
         }
         for s in std::mem::take(&mut self.check.expired_now) {
             if self
