@@ -18,7 +18,7 @@ use super::{Entry, EntryData, HardState, Index, Membership, NodeId, Snapshot, Sn
 
 /// Heartbeat answers without progress before a pipelining follower falls back to probing (its
 /// appends were probably lost).
-const REPLICATE_STALLS: u32 = 2;
+const REPLICATE_STALLS: u32 = 1;
 /// Heartbeat answers without progress before an InstallSnapshot is sent again.
 const SNAPSHOT_STALLS: u32 = 10;
 
@@ -535,14 +535,18 @@ impl Node {
         if target == self.id || !self.membership.voters.contains_key(&target) {
             return Ok(());
         }
-        let Some(pr) = ls.progress.get(&target) else {
-            return Ok(());
-        };
         ls.transferee = Some(target);
         ls.transfer_elapsed = 0;
+        let Some(pr) = ls.progress.get_mut(&target) else {
+            return Ok(());
+        };
         if pr.matched == last {
             self.send(target, Message::TimeoutNow);
         } else {
+            // Catch the target up now rather than wait for lost appends to time out.
+            if pr.state == State::Replicate {
+                pr.become_probe();
+            }
             self.send_append(target, false);
         }
         Ok(())
@@ -711,6 +715,15 @@ impl Node {
     /// The membership in force (the latest appended config).
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// Test hook: campaigns at once, as after a `TimeoutNow` (no pre-vote, bypassing leader
+    /// stickiness), so scripts can pick the next leader.
+    #[cfg(test)]
+    pub(crate) fn campaign_now(&mut self) {
+        if self.is_voter() && !matches!(self.role, RoleState::Leader(_)) {
+            self.campaign(false, true);
+        }
     }
 
     // ---- roles -------------------------------------------------------------------------------
