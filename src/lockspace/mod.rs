@@ -17,7 +17,7 @@
 //!
 //! # Locks, modes and FIFO
 //!
-//! A lock is a small list of holders and a FIFO queue of waiters ([`lock`]); it exists in memory
+//! A lock is a small list of holders and a FIFO queue of waiters (`lock.rs`); it exists in memory
 //! only while someone holds it or waits for it. An exclusive acquire is granted at once only if
 //! there are no holders and nobody waits; a shared one if no exclusive grant exists and nobody
 //! waits. The "nobody waits" clause means a queued writer blocks readers that arrive after it,
@@ -42,7 +42,7 @@
 //! # Exactly once
 //!
 //! Each session remembers the outcomes of its last [`DEDUP_WINDOW`] requests by sequence number
-//! ([`dedup`]). A request whose seq is remembered answers the stored outcome and changes nothing,
+//! (`dedup.rs`). A request whose seq is remembered answers the stored outcome and changes nothing,
 //! so a retry after a timeout or failover is never applied twice; a queued acquire's entry is
 //! rewritten when it resolves, and while it still waits a retry answers its current queue
 //! position (a reconnecting waiter is re-attached to its place). The lowest seqs are evicted
@@ -169,7 +169,7 @@ pub struct HoldInfo {
 /// The whole replicated state.
 ///
 /// Invariants (checked on restore):
-/// - every lock is held or has waiters, and satisfies the [`lock`] invariants;
+/// - every lock is held or has waiters, and satisfies the invariants in `lock.rs`;
 /// - every holder and waiter belongs to a live session, and each session's lock list names
 ///   exactly the locks it holds or waits for;
 /// - `nonces` maps exactly the live sessions' nonces to their ids;
