@@ -5,10 +5,10 @@
 //! again, to the next node, with the SAME seq. Sometimes a holder pauses longer than its TTL and
 //! then appends with its old fence.
 
-use rand::rngs::SmallRng;
-use rand::Rng;
 use raftlock::lockspace::{Command, Fence, LockMode, Outcome, Seq, SessionId};
 use raftlock::raft::NodeId;
+use rand::rngs::SmallRng;
+use rand::Rng;
 
 use crate::network::{Addr, Payload};
 
@@ -72,10 +72,16 @@ pub struct AckAppend {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Kind {
     Open,
-    Acquire { lock: String, mode: LockMode },
+    Acquire {
+        lock: String,
+        mode: LockMode,
+    },
     /// `stale`: the fence is deliberately not the grant's; `foreign`: the fence was granted to
     /// another (expired) session of this client.
-    Append { stale: bool, foreign: bool },
+    Append {
+        stale: bool,
+        foreign: bool,
+    },
     Release,
     Close,
 }
@@ -212,7 +218,7 @@ impl Client {
                     t = t.min(s);
                 }
             }
-            None if !(self.quiesce && !self.busy()) => t = t.min(self.next_action),
+            None if !self.quiesce || self.busy() => t = t.min(self.next_action),
             None => {}
         }
         t
@@ -276,7 +282,7 @@ impl Client {
                 self.next_keepalive = u64::MAX;
             }
         }
-        if self.op.is_none() && now >= self.next_action && !(self.quiesce && !self.busy()) {
+        if self.op.is_none() && now >= self.next_action && (!self.quiesce || self.busy()) {
             self.next_step(now);
         }
         let timeout = self.op.as_ref().map(|op| self.timeout_for(op));
@@ -499,8 +505,7 @@ impl Client {
                 });
                 if self.session == Some(session) {
                     self.held = Some(Held { lock, mode, fence });
-                    if mode == LockMode::Exclusive && self.rng.gen_bool(self.params.pause_holder)
-                    {
+                    if mode == LockMode::Exclusive && self.rng.gen_bool(self.params.pause_holder) {
                         // Pause longer than the lease, still believing we hold the lock.
                         let ms = self.params.ttl_ms * self.rng.gen_range(12..30) / 10;
                         self.paused_until = Some(now + ms * US);

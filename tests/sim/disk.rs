@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use raftlock::raft::{Entry, HardState, Index, Recovered, Snapshot, Term};
 use rand::rngs::SmallRng;
 use rand::Rng;
-use raftlock::raft::{Entry, HardState, Index, Recovered, Snapshot, Term};
 
 /// One write, in the order the host issued it.
 #[derive(Clone, Debug)]
@@ -136,11 +136,6 @@ impl Disk {
         }
     }
 
-    /// True if writes wait for an fsync.
-    pub fn dirty(&self) -> bool {
-        !self.unsynced.is_empty()
-    }
-
     /// Makes every buffered write durable.
     pub fn fsync(&mut self) -> Result<(), String> {
         for w in std::mem::take(&mut self.unsynced) {
@@ -176,15 +171,11 @@ impl Disk {
     /// it up to the first gap (there is none unless the contract was broken).
     pub fn recover(&self) -> Recovered {
         let snap = self.durable.snap_index();
-        let mut entries = Vec::new();
-        let mut next = snap + 1;
-        for (i, e) in self.durable.entries.range(next..) {
-            if *i != next {
-                break;
-            }
-            entries.push(e.clone());
-            next += 1;
-        }
+        let entries = (snap + 1..)
+            .zip(self.durable.entries.range(snap + 1..))
+            .take_while(|(want, (i, _))| *want == **i)
+            .map(|(_, (_, e))| e.clone())
+            .collect();
         Recovered {
             hard_state: self.durable.hard_state,
             snapshot: self.durable.snapshot.clone(),

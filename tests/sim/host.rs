@@ -4,12 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use raftlock::lockspace::{Command, Fence, LockMode, LockSpace, Outcome, Seq, SessionId};
 use raftlock::raft::{
     Config, EntryData, Index, Membership, Node, NodeId, Ready, Role, Snapshot, Term,
 };
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use crate::client::{Request, Response};
 use crate::disk::Disk;
@@ -207,7 +207,10 @@ impl Host {
         self.inbox.clear();
         self.next_tick = ctx.now + self.rng.gen_range(0..self.tick_us());
         ctx.trace.log(ctx.now, || {
-            format!("n{} start: snapshot {snap_index}, commit {}", self.id, self.seen_commit)
+            format!(
+                "n{} start: snapshot {snap_index}, commit {}",
+                self.id, self.seen_commit
+            )
         });
         self.drive(ctx)
     }
@@ -223,7 +226,11 @@ impl Host {
             ctx.check.counters.lost_writes += 1;
         }
         ctx.trace.log(ctx.now, || {
-            format!("n{} CRASH ({lost} unsynced writes lost), down {} ms", self.id, down_for / US)
+            format!(
+                "n{} CRASH ({lost} unsynced writes lost), down {} ms",
+                self.id,
+                down_for / US
+            )
         });
         self.node = None;
         self.lead = None;
@@ -242,8 +249,9 @@ impl Host {
             Life::Down { until } if until <= ctx.now => return self.start(ctx),
             Life::Paused { until } if until <= ctx.now => {
                 self.life = Life::Up;
-                ctx.trace
-                    .log(ctx.now, || format!("n{} resumes ({} queued)", self.id, self.inbox.len()));
+                ctx.trace.log(ctx.now, || {
+                    format!("n{} resumes ({} queued)", self.id, self.inbox.len())
+                });
                 for p in std::mem::take(&mut self.inbox) {
                     self.deliver(ctx, p)?;
                     if self.life != Life::Up {
@@ -298,7 +306,8 @@ impl Host {
         };
         match p.payload {
             Payload::Raft(env) => {
-                ctx.trace.log(ctx.now, || format!("n{} <- {:?}", self.id, env));
+                ctx.trace
+                    .log(ctx.now, || format!("n{} <- {:?}", self.id, env));
                 node.step(env);
             }
             Payload::Request { op, req } => {
@@ -313,8 +322,9 @@ impl Host {
     }
 
     fn respond(&self, ctx: &mut Ctx<'_>, client: u64, op: u64, resp: Response) {
-        ctx.trace
-            .log(ctx.now, || format!("n{} -> c{client} op {op}: {resp:?}", self.id));
+        ctx.trace.log(ctx.now, || {
+            format!("n{} -> c{client} op {op}: {resp:?}", self.id)
+        });
         ctx.net.send(
             ctx.now,
             Packet {
@@ -368,7 +378,10 @@ impl Host {
         match node.propose(bytes) {
             Ok((index, term)) => {
                 ctx.trace.log(ctx.now, || {
-                    format!("n{} propose ({index}, {term}) for c{client} op {op}: {cmd:?}", self.id)
+                    format!(
+                        "n{} propose ({index}, {term}) for c{client} op {op}: {cmd:?}",
+                        self.id
+                    )
                 });
                 lead.pending.insert(index, (term, client, op));
             }
@@ -492,8 +505,9 @@ impl Host {
             return Ok(());
         }
         if let Some(old) = self.lead.take() {
-            ctx.trace
-                .log(ctx.now, || format!("n{} steps down from term {}", self.id, old.term));
+            ctx.trace.log(ctx.now, || {
+                format!("n{} steps down from term {}", self.id, old.term)
+            });
             for (_, (_, client, op)) in old.pending {
                 self.respond(ctx, client, op, Response::NotLeader(hint));
             }
@@ -502,8 +516,9 @@ impl Host {
             }
         }
         if let Some(term) = leading {
-            ctx.trace
-                .log(ctx.now, || format!("n{} becomes LEADER of term {term}", self.id));
+            ctx.trace.log(ctx.now, || {
+                format!("n{} becomes LEADER of term {term}", self.id)
+            });
             if ctx.check.election_safety(self.id, term)?
                 && self.space.locks(None).iter().any(|l| !l.holders.is_empty())
             {
@@ -519,7 +534,8 @@ impl Host {
 
     fn send_all(&self, ctx: &mut Ctx<'_>, msgs: Vec<raftlock::raft::Envelope>) {
         for m in msgs {
-            ctx.trace.log(ctx.now, || format!("n{} -> {:?}", self.id, m));
+            ctx.trace
+                .log(ctx.now, || format!("n{} -> {:?}", self.id, m));
             ctx.net.send(
                 ctx.now,
                 Packet {
@@ -574,13 +590,17 @@ impl Host {
         self.seen_commit = self.seen_commit.max(commit);
         if truncate_from.is_some() {
             ctx.check.counters.truncations += 1;
-            ctx.trace
-                .log(ctx.now, || format!("n{} truncates from {truncate_from:?}", self.id));
+            ctx.trace.log(ctx.now, || {
+                format!("n{} truncates from {truncate_from:?}", self.id)
+            });
         }
         if let Some(s) = &snapshot {
             ctx.check.counters.snapshot_installs += 1;
             ctx.trace.log(ctx.now, || {
-                format!("n{} installs snapshot ({}, {})", self.id, s.meta.index, s.meta.term)
+                format!(
+                    "n{} installs snapshot ({}, {})",
+                    self.id, s.meta.index, s.meta.term
+                )
             });
         }
         // 2. Write, then fsync.
@@ -647,10 +667,7 @@ impl Host {
                 self.shadow.last()
             )
         })?;
-        let expected_chain = chain(
-            self.shadow.at(index - 1).map_or(0, |x| x.1),
-            &entry,
-        );
+        let expected_chain = chain(self.shadow.at(index - 1).map_or(0, |x| x.1), &entry);
         if self.shadow.at(index - 1).is_some() && expected_chain != entry_chain {
             return Err(format!(
                 "n{}: committed entry {index} differs from the one it persisted",

@@ -116,11 +116,17 @@ impl Counters {
     /// The anti-vacuity counters, named.
     pub fn required(&self) -> [(&'static str, u64); 5] {
         [
-            ("leader change while a lock was held", self.leader_change_holding),
+            (
+                "leader change while a lock was held",
+                self.leader_change_holding,
+            ),
             ("truncation of uncommitted entries", self.truncations),
             ("snapshot installed on a follower", self.snapshot_installs),
             ("stale fence rejected", self.stale_fences),
-            ("session expired while its holder was paused", self.expired_paused_holders),
+            (
+                "session expired while its holder was paused",
+                self.expired_paused_holders,
+            ),
         ]
     }
 }
@@ -344,7 +350,12 @@ impl Checker {
                 }
             } else if i == len + 1 {
                 self.committed.push((term, c));
-                let t = self.commit_terms.last().copied().unwrap_or(0).max(host_term);
+                let t = self
+                    .commit_terms
+                    .last()
+                    .copied()
+                    .unwrap_or(0)
+                    .max(host_term);
                 self.commit_terms.push(t);
                 self.counters.committed += 1;
             } else {
@@ -492,9 +503,9 @@ impl Checker {
                     }
                     other => {
                         return Err(format!(
-                            "n{host}: lock {} holder ({s}, {f}) matches no applied grant ({other:?})",
-                            lock.name
-                        ))
+                        "n{host}: lock {} holder ({s}, {f}) matches no applied grant ({other:?})",
+                        lock.name
+                    ))
                     }
                 }
             }
@@ -512,7 +523,11 @@ impl Checker {
         let mut grants: Vec<(SessionId, Seq, Fence)> = Vec::new();
         if let (
             Command::Acquire {
-                session, seq, lock, mode, ..
+                session,
+                seq,
+                lock,
+                mode,
+                ..
             },
             Outcome::Granted { fence },
         ) = (a.command, &a.applied.outcome)
@@ -522,7 +537,11 @@ impl Checker {
                 .or_insert_with(|| (lock.clone(), *mode));
             grants.push((*session, *seq, *fence));
         } else if let Command::Acquire {
-            session, seq, lock, mode, ..
+            session,
+            seq,
+            lock,
+            mode,
+            ..
         } = a.command
         {
             self.acquires
@@ -770,8 +789,7 @@ impl Checker {
         }
         for c in clients {
             for a in &c.acked_appends {
-                let Some((bytes, _)) = space.read(&a.file, a.offset, a.payload.len() as u64)
-                else {
+                let Some((bytes, _)) = space.read(&a.file, a.offset, a.payload.len() as u64) else {
                     return Err(format!("acknowledged append to missing file {}", a.file));
                 };
                 if bytes != a.payload.as_slice() || seen.get(&a.payload) != Some(&1) {

@@ -68,13 +68,7 @@ struct Batch {
 
 fn run_batch(seeds: &[u64]) -> Batch {
     let chunks: Vec<Vec<u64>> = (0..THREADS)
-        .map(|t| {
-            seeds
-                .iter()
-                .copied()
-                .filter(|s| s % THREADS == t)
-                .collect()
-        })
+        .map(|t| seeds.iter().copied().filter(|s| s % THREADS == t).collect())
         .collect();
     let parts: Vec<Batch> = std::thread::scope(|scope| {
         let handles: Vec<_> = chunks

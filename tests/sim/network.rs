@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use raftlock::raft::{Envelope, NodeId};
 use rand::rngs::SmallRng;
 use rand::Rng;
-use raftlock::raft::{Envelope, NodeId};
 
 use crate::client::{Request, Response};
 
@@ -120,14 +120,6 @@ impl Net {
             return None;
         }
         Some(p)
-    }
-
-    /// Number of client messages in flight.
-    pub fn client_traffic(&self) -> usize {
-        self.in_flight
-            .values()
-            .filter(|p| !matches!(p.payload, Payload::Raft(_)))
-            .count()
     }
 
     /// Heals every partition.

@@ -2,9 +2,9 @@
 //! chaos phase, then a healing phase (faults off, every node up) until quiet, checking the
 //! invariants after every step and the end-of-run properties at the end.
 
+use raftlock::raft::{Membership, NodeId, Role};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use raftlock::raft::{Membership, NodeId, Role};
 
 use crate::client::{Client, ClientParams};
 use crate::disk::Durable;
@@ -58,7 +58,13 @@ impl Params {
                 max_delay_us: rng.gen_range(0..=2 * ELECTION_MAX_MS) * US,
             },
             rates: (0..nodes)
-                .map(|_| if skew { rng.gen_range(900..=1_100) } else { 1_000 })
+                .map(|_| {
+                    if skew {
+                        rng.gen_range(900..=1_100)
+                    } else {
+                        1_000
+                    }
+                })
                 .collect(),
             host: HostParams {
                 snapshot_every: rng.gen_range(4..=40),
@@ -252,8 +258,9 @@ impl World {
     fn flush(&mut self, out: &mut Vec<(Addr, Addr, Payload)>) {
         for (from, to, payload) in out.drain(..) {
             let now = self.now;
-            self.trace
-                .log(now, || format!("{} -> {}: {payload:?}", short(from), short(to)));
+            self.trace.log(now, || {
+                format!("{} -> {}: {payload:?}", short(from), short(to))
+            });
             self.net.send(now, Packet { from, to, payload });
         }
     }
@@ -349,9 +356,7 @@ impl World {
                 }) else {
                     return Ok(());
                 };
-                let ms = self
-                    .rng
-                    .gen_range(50..=self.params.client.ttl_ms * 5 / 2);
+                let ms = self.rng.gen_range(50..=self.params.client.ttl_ms * 5 / 2);
                 let (hosts, mut ctx) = self.ctx_parts();
                 hosts[i].pause(&mut ctx, now + ms * MS);
             }
@@ -601,8 +606,11 @@ impl World {
                 ));
             }
         }
-        self.check.counters.acked_appends +=
-            self.clients.iter().map(|c| c.acked_appends.len() as u64).sum::<u64>();
+        self.check.counters.acked_appends += self
+            .clients
+            .iter()
+            .map(|c| c.acked_appends.len() as u64)
+            .sum::<u64>();
         let now = self.now;
         let c = self.check.counters.clone();
         self.trace.log(now, || format!("END {c:?}"));
