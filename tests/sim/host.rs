@@ -26,6 +26,9 @@ pub enum CrashPoint {
     AfterFsync,
     /// After the persisted messages, before applying.
     BeforeApply,
+    /// Before the fsync of a Ready that grants a vote to another node; the node then restarts
+    /// at once (a vote must survive that: it must be durable before it is sent).
+    VoteBeforeFsync,
 }
 
 /// Up, down (crashed, restarts at a time) or paused (stopped, resumes at a time).
@@ -48,6 +51,9 @@ pub struct Ctx<'a> {
 #[derive(Clone, Debug)]
 pub struct HostParams {
     pub snapshot_every: u64,
+    /// Most entries per AppendEntries (small values make leaders count old-term entries
+    /// one by one, the figure-8 shape).
+    pub max_entries: usize,
     pub torn_writes: bool,
 }
 
@@ -164,7 +170,7 @@ impl Host {
     fn config(&self) -> Config {
         let mut c = Config::new(self.id);
         c.bootstrap = Some(self.membership.clone());
-        c.max_entries_per_append = 64;
+        c.max_entries_per_append = self.params.max_entries;
         c
     }
 
@@ -264,8 +270,10 @@ impl Host {
             Life::Up => {}
             _ => return Ok(()),
         }
-        if let Some((_, deadline)) = self.crash_armed {
-            if deadline <= ctx.now {
+        if let Some((point, deadline)) = self.crash_armed {
+            if deadline <= ctx.now && point == CrashPoint::VoteBeforeFsync {
+                self.crash_armed = None;
+            } else if deadline <= ctx.now {
                 let down = self.rng.gen_range(100..2_000) * US;
                 return self.crash(ctx, down);
             }
@@ -612,6 +620,15 @@ impl Host {
             .write(snapshot.as_ref(), truncate_from, &append, hard_state);
         if writes && self.armed(CrashPoint::BeforeFsync) {
             return self.crash_now(ctx);
+        }
+        let durable = self.disk.durable().hard_state;
+        let grants_vote = hard_state.is_some_and(|hs| {
+            hs.vote.is_some_and(|v| v != self.id)
+                && (hs.term, hs.vote) != (durable.term, durable.vote)
+        });
+        if grants_vote && self.armed(CrashPoint::VoteBeforeFsync) {
+            let down = self.rng.gen_range(1..30) * US;
+            return self.crash(ctx, down);
         }
         self.disk.fsync()?;
         if let Some(s) = &snapshot {

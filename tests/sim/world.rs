@@ -68,6 +68,11 @@ impl Params {
                 .collect(),
             host: HostParams {
                 snapshot_every: rng.gen_range(4..=40),
+                max_entries: if rng.gen_bool(0.5) {
+                    rng.gen_range(1..=4)
+                } else {
+                    64
+                },
                 torn_writes: rng.gen_bool(0.5),
             },
             client: ClientParams {
@@ -326,7 +331,25 @@ impl World {
         let now = self.now;
         match kinds[self.rng.gen_range(0..kinds.len())] {
             0 => {
-                // Crash: often the leader; sometimes inside its next Ready.
+                // Crash: often the leader; sometimes inside its next Ready; sometimes the
+                // leader now and a voter in the election that follows, before its vote is
+                // durable.
+                if self.rng.gen_bool(0.25) {
+                    if let Some(l) = self.leader() {
+                        let down = self.rng.gen_range(100..3_000) * MS;
+                        let (hosts, mut ctx) = self.ctx_parts();
+                        hosts[l].crash(&mut ctx, down)?;
+                        for (i, h) in self.hosts.iter_mut().enumerate() {
+                            if i != l && h.life == Life::Up && self.rng.gen_bool(0.5) {
+                                h.crash_armed =
+                                    Some((CrashPoint::VoteBeforeFsync, now + 2_000 * MS));
+                            }
+                        }
+                        self.trace
+                            .log(now, || "voters armed to crash on their vote".into());
+                        return Ok(());
+                    }
+                }
                 let target = if self.rng.gen_bool(0.4) {
                     self.leader()
                 } else {
