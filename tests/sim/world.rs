@@ -1,0 +1,642 @@
+//! One seeded run: draws the cluster and its fault rates from the seed (swarm testing), runs a
+//! chaos phase, then a healing phase (faults off, every node up) until quiet, checking the
+//! invariants after every step and the end-of-run properties at the end.
+
+use raftlock::raft::{Membership, NodeId, Role};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::client::{Client, ClientParams};
+use crate::disk::Durable;
+use crate::host::{CrashPoint, Ctx, Host, HostParams, Life};
+use crate::invariants::{Checker, Counters};
+use crate::network::{short, Addr, Net, NetFaults, Packet, Payload};
+use crate::trace::{Mode, Trace};
+
+const US: u64 = 1_000;
+const MS: u64 = 1_000;
+/// The longest election timeout (60 ticks of 10 ms).
+const ELECTION_MAX_MS: u64 = 600;
+
+/// The fault plan of a seed.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub nodes: usize,
+    pub clients: usize,
+    pub chaos_ms: u64,
+    pub net: NetFaults,
+    pub rates: Vec<u64>,
+    pub host: HostParams,
+    pub client: ClientParams,
+    /// Mean time between faults (None: a calm seed).
+    pub fault_every_ms: Option<u64>,
+    pub crash: bool,
+    pub crash_in_ready: f64,
+    pub pause: bool,
+    pub partition: bool,
+    pub transfer: bool,
+}
+
+impl Params {
+    /// Draws a plan from the seed: some seeds calm, some brutal.
+    pub fn draw(rng: &mut SmallRng) -> Params {
+        let nodes = if rng.gen_bool(0.5) { 3 } else { 5 };
+        let calm = rng.gen_bool(0.1);
+        let mut p = |x: f64| !calm && rng.gen_bool(x);
+        let (drop, dup, delay) = (p(0.6), p(0.5), p(0.6));
+        let (crash, pause, partition, transfer) = (p(0.75), p(0.5), p(0.7), p(0.3));
+        let skew = rng.gen_bool(0.7);
+        let ttl_ms = rng.gen_range(600..=2_000);
+        Params {
+            nodes,
+            clients: rng.gen_range(2..=6),
+            chaos_ms: rng.gen_range(10_000..=25_000),
+            net: NetFaults {
+                drop: if drop { rng.gen_range(0.0..0.3) } else { 0.0 },
+                dup: if dup { rng.gen_range(0.0..0.1) } else { 0.0 },
+                delay: if delay { rng.gen_range(0.0..0.3) } else { 0.0 },
+                max_delay_us: rng.gen_range(0..=2 * ELECTION_MAX_MS) * US,
+            },
+            rates: (0..nodes)
+                .map(|_| {
+                    if skew {
+                        rng.gen_range(900..=1_100)
+                    } else {
+                        1_000
+                    }
+                })
+                .collect(),
+            host: HostParams {
+                snapshot_every: rng.gen_range(4..=40),
+                max_entries: if rng.gen_bool(0.5) {
+                    rng.gen_range(1..=4)
+                } else {
+                    64
+                },
+                torn_writes: rng.gen_bool(0.5),
+            },
+            client: ClientParams {
+                ttl_ms,
+                locks: rng.gen_range(1..=3),
+                pause_holder: if rng.gen_bool(0.6) {
+                    rng.gen_range(0.02..0.2)
+                } else {
+                    0.0
+                },
+                stale_fence: rng.gen_range(0.0..0.15),
+                hold_limit: if rng.gen_bool(0.4) {
+                    rng.gen_range(0.0..0.3)
+                } else {
+                    0.0
+                },
+            },
+            fault_every_ms: (!calm && (crash || pause || partition || transfer))
+                .then(|| rng.gen_range(150..=2_000)),
+            crash,
+            crash_in_ready: rng.gen_range(0.0..1.0),
+            pause,
+            partition,
+            transfer,
+        }
+    }
+}
+
+/// What a run yields.
+#[derive(Debug)]
+pub struct Outcome {
+    pub error: Option<String>,
+    pub counters: Counters,
+    pub trace_hash: u64,
+    pub events: u64,
+    pub sim_ms: u64,
+    pub params: Params,
+}
+
+/// The simulated world.
+pub struct World {
+    pub now: u64,
+    rng: SmallRng,
+    pub params: Params,
+    hosts: Vec<Host>,
+    clients: Vec<Client>,
+    net: Net,
+    pub check: Checker,
+    pub trace: Trace,
+    next_fault: u64,
+    heal_at: u64,
+    healing: bool,
+    leader_at: Option<u64>,
+    pub events: u64,
+    /// Committed indexes checked durable on a quorum.
+    durable_checked: usize,
+    out: Vec<(Addr, Addr, Payload)>,
+}
+
+/// Runs one seed.
+pub fn run(seed: u64, mode: Mode) -> Outcome {
+    let mut w = World::new(seed, mode);
+    let error = w.run().err();
+    Outcome {
+        error,
+        counters: w.check.counters.clone(),
+        trace_hash: w.trace.hash,
+        events: w.events,
+        sim_ms: w.now / US,
+        params: w.params.clone(),
+    }
+}
+
+impl World {
+    fn new(seed: u64, mode: Mode) -> World {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let params = Params::draw(&mut rng);
+        let ids: Vec<NodeId> = (1..=params.nodes as NodeId).collect();
+        let membership = Membership {
+            voters: ids.iter().map(|i| (*i, format!("n{i}"))).collect(),
+            learners: Default::default(),
+        };
+        let hosts = ids
+            .iter()
+            .map(|id| {
+                Host::new(
+                    *id,
+                    params.rates[*id as usize - 1],
+                    membership.clone(),
+                    params.host.clone(),
+                    rng.gen(),
+                )
+            })
+            .collect();
+        let clients = (1..=params.clients as u64)
+            .map(|c| {
+                Client::new(
+                    c,
+                    SmallRng::seed_from_u64(rng.gen()),
+                    params.client.clone(),
+                    ids.clone(),
+                )
+            })
+            .collect();
+        let net = Net::new(SmallRng::seed_from_u64(rng.gen()), params.net.clone());
+        let next_fault = params
+            .fault_every_ms
+            .map_or(u64::MAX, |f| rng.gen_range(0..=f) * MS);
+        let mut trace = Trace::new(mode);
+        trace.log(0, || format!("seed {seed}: {params:?}"));
+        World {
+            now: 0,
+            rng,
+            heal_at: params.chaos_ms * MS,
+            params,
+            hosts,
+            clients,
+            net,
+            check: Checker::default(),
+            trace,
+            next_fault,
+            healing: false,
+            leader_at: None,
+            events: 0,
+            durable_checked: 0,
+            out: Vec::new(),
+        }
+    }
+
+    fn ctx_parts(&mut self) -> (&mut Vec<Host>, Ctx<'_>) {
+        (
+            &mut self.hosts,
+            Ctx {
+                now: self.now,
+                net: &mut self.net,
+                check: &mut self.check,
+                trace: &mut self.trace,
+            },
+        )
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        loop {
+            if !self.healing && self.now >= self.heal_at {
+                self.heal();
+            }
+            if self.healing && self.heal_done()? {
+                return self.final_checks();
+            }
+            // The next step: (time, rank, index); ties go to the network, hosts, clients,
+            // then faults, each in id order.
+            let mut next = (u64::MAX, 9usize, 0usize);
+            if let Some(t) = self.net.next_time() {
+                next = next.min((t, 0, 0));
+            }
+            for (i, h) in self.hosts.iter().enumerate() {
+                next = next.min((h.next_time(), 1, i));
+            }
+            for (i, c) in self.clients.iter().enumerate() {
+                next = next.min((c.next_time(), 2, i));
+            }
+            next = next.min((self.next_fault, 3, 0));
+            if !self.healing {
+                next = next.min((self.heal_at, 4, 0));
+            }
+            let (t, rank, i) = next;
+            self.now = self.now.max(t);
+            self.events += 1;
+            match rank {
+                0 => self.deliver()?,
+                1 => {
+                    let (hosts, mut ctx) = self.ctx_parts();
+                    hosts[i].wake(&mut ctx)?;
+                }
+                2 => {
+                    let mut out = std::mem::take(&mut self.out);
+                    self.clients[i].wake(self.now, &mut out);
+                    self.flush(&mut out);
+                    self.out = out;
+                }
+                3 => self.fault()?,
+                _ => continue,
+            }
+            self.after_step()?;
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<(Addr, Addr, Payload)>) {
+        for (from, to, payload) in out.drain(..) {
+            let now = self.now;
+            self.trace.log(now, || {
+                format!("{} -> {}: {payload:?}", short(from), short(to))
+            });
+            self.net.send(now, Packet { from, to, payload });
+        }
+    }
+
+    fn deliver(&mut self) -> Result<(), String> {
+        let Some(p) = self.net.pop() else {
+            return Ok(());
+        };
+        match p.to {
+            Addr::Node(n) => {
+                let (hosts, mut ctx) = self.ctx_parts();
+                hosts[n as usize - 1].deliver(&mut ctx, p)
+            }
+            Addr::Client(c) => {
+                if let Payload::Response { op, resp } = p.payload {
+                    let mut out = std::mem::take(&mut self.out);
+                    self.clients[c as usize - 1].on_response(self.now, op, resp, &mut out);
+                    self.flush(&mut out);
+                    self.out = out;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn random_up(&mut self) -> Option<usize> {
+        let up: Vec<usize> = (0..self.hosts.len())
+            .filter(|i| self.hosts[*i].life == Life::Up)
+            .collect();
+        (!up.is_empty()).then(|| up[self.rng.gen_range(0..up.len())])
+    }
+
+    fn leader(&self) -> Option<usize> {
+        self.hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.life == Life::Up)
+            .filter_map(|(i, h)| h.leading().map(|t| (t, i)))
+            .max()
+            .map(|(_, i)| i)
+    }
+
+    /// One fault, drawn among the kinds this seed enables.
+    fn fault(&mut self) -> Result<(), String> {
+        let every = self.params.fault_every_ms.unwrap_or(1_000);
+        self.next_fault = self.now + self.rng.gen_range(every / 2..=every * 3 / 2) * MS;
+        let mut kinds = Vec::new();
+        if self.params.crash {
+            kinds.push(0);
+        }
+        if self.params.pause {
+            kinds.push(1);
+        }
+        if self.params.partition {
+            kinds.extend([2, 2]);
+        }
+        if self.params.transfer {
+            kinds.push(3);
+        }
+        if kinds.is_empty() {
+            return Ok(());
+        }
+        let now = self.now;
+        match kinds[self.rng.gen_range(0..kinds.len())] {
+            0 => {
+                // Crash: often the leader; sometimes inside its next Ready; sometimes the
+                // leader now and a voter in the election that follows, before its vote is
+                // durable.
+                if self.rng.gen_bool(0.25) {
+                    if let Some(l) = self.leader() {
+                        let down = self.rng.gen_range(100..3_000) * MS;
+                        let (hosts, mut ctx) = self.ctx_parts();
+                        hosts[l].crash(&mut ctx, down)?;
+                        for (i, h) in self.hosts.iter_mut().enumerate() {
+                            if i != l && h.life == Life::Up && self.rng.gen_bool(0.5) {
+                                h.crash_armed =
+                                    Some((CrashPoint::VoteBeforeFsync, now + 2_000 * MS));
+                            }
+                        }
+                        self.trace
+                            .log(now, || "voters armed to crash on their vote".into());
+                        return Ok(());
+                    }
+                }
+                let target = if self.rng.gen_bool(0.4) {
+                    self.leader()
+                } else {
+                    self.random_up()
+                };
+                let Some(i) = target else { return Ok(()) };
+                let down = self.rng.gen_range(100..3_000) * MS;
+                if self.rng.gen_bool(self.params.crash_in_ready) {
+                    let point = match self.rng.gen_range(0..4) {
+                        0 | 1 => CrashPoint::BeforeFsync,
+                        2 => CrashPoint::AfterFsync,
+                        _ => CrashPoint::BeforeApply,
+                    };
+                    self.trace
+                        .log(now, || format!("n{} crash armed at {point:?}", i + 1));
+                    self.hosts[i].crash_armed = Some((point, now + 300 * MS));
+                } else {
+                    let (hosts, mut ctx) = self.ctx_parts();
+                    hosts[i].crash(&mut ctx, down)?;
+                }
+            }
+            1 => {
+                let Some(i) = (if self.rng.gen_bool(0.4) {
+                    self.leader()
+                } else {
+                    self.random_up()
+                }) else {
+                    return Ok(());
+                };
+                let ms = self.rng.gen_range(50..=self.params.client.ttl_ms * 5 / 2);
+                let (hosts, mut ctx) = self.ctx_parts();
+                hosts[i].pause(&mut ctx, now + ms * MS);
+            }
+            2 => self.partition(),
+            _ => {
+                if let Some(i) = self.leader() {
+                    self.trace
+                        .log(now, || format!("n{} transfers leadership", i + 1));
+                    if let Some(node) = self.hosts[i].node.as_mut() {
+                        let _ = node.transfer_leadership(None);
+                    }
+                    let (hosts, mut ctx) = self.ctx_parts();
+                    hosts[i].drive(&mut ctx)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the partition with a new one (or heals).
+    fn partition(&mut self) {
+        let n = self.hosts.len() as u64;
+        let node = |i: u64| Addr::Node(i);
+        self.net.heal();
+        match self.rng.gen_range(0..6) {
+            0 => {}
+            1 => {
+                // Symmetric split into two sides.
+                let side: Vec<bool> = (0..n).map(|_| self.rng.gen_bool(0.5)).collect();
+                for a in 1..=n {
+                    for b in 1..=n {
+                        if side[a as usize - 1] != side[b as usize - 1] {
+                            self.net.cut(node(a), node(b));
+                        }
+                    }
+                }
+            }
+            2 => {
+                // One-way cuts.
+                for _ in 0..self.rng.gen_range(1..=n) {
+                    let (a, b) = (self.rng.gen_range(1..=n), self.rng.gen_range(1..=n));
+                    if a != b {
+                        self.net.cut(node(a), node(b));
+                    }
+                }
+            }
+            3 => {
+                // Partial connectivity: some links down both ways, the graph stays connected
+                // through others (Howard's case: a node sees everyone, the others not each other).
+                let hub = self.rng.gen_range(1..=n);
+                for a in 1..=n {
+                    for b in (a + 1)..=n {
+                        if a != hub && b != hub && self.rng.gen_bool(0.7) {
+                            self.net.cut_both(node(a), node(b));
+                        }
+                    }
+                }
+            }
+            4 => {
+                // Isolate the leader.
+                if let Some(l) = self.leader() {
+                    for b in 1..=n {
+                        if b != l as u64 + 1 {
+                            self.net.cut_both(node(l as u64 + 1), node(b));
+                        }
+                    }
+                }
+            }
+            _ => {
+                // Cut a client from some nodes.
+                let c = self.rng.gen_range(1..=self.clients.len() as u64);
+                for b in 1..=n {
+                    if self.rng.gen_bool(0.5) {
+                        self.net.cut_both(Addr::Client(c), node(b));
+                    }
+                }
+            }
+        }
+        let now = self.now;
+        let d = self.net.describe();
+        self.trace.log(now, || format!("PARTITION [{d}]"));
+    }
+
+    /// Faults off, every node up, clients finish what they do.
+    fn heal(&mut self) {
+        self.healing = true;
+        self.heal_at = self.now;
+        self.next_fault = u64::MAX;
+        self.net.heal();
+        self.net.faults = NetFaults::default();
+        for h in &mut self.hosts {
+            h.crash_armed = None;
+            match h.life {
+                Life::Down { .. } => h.life = Life::Down { until: self.now },
+                Life::Paused { .. } => h.life = Life::Paused { until: self.now },
+                Life::Up => {}
+            }
+        }
+        for c in &mut self.clients {
+            c.quiesce = true;
+            if c.paused_until.is_some() {
+                c.paused_until = Some(self.now);
+            }
+        }
+        let now = self.now;
+        self.trace.log(now, || "HEAL".to_string());
+    }
+
+    /// Liveness after healing: a leader every node follows within 10 election timeouts;
+    /// every client's operation done, and every node applied the leader's whole log, within
+    /// 40 s.
+    fn heal_done(&mut self) -> Result<bool, String> {
+        let since = self.now - self.heal_at;
+        let Some(l) = self.leader() else {
+            if self.leader_at.is_none() && since > 10 * ELECTION_MAX_MS * MS {
+                return Err(format!(
+                    "Liveness: no leader {} ms after healing",
+                    since / MS
+                ));
+            }
+            return Ok(false);
+        };
+        let lead = self.hosts[l].node.as_ref().expect("leader is up");
+        let (term, last) = (lead.term(), lead.last_index());
+        let all_follow = self.hosts.iter().all(|h| {
+            h.node
+                .as_ref()
+                .is_some_and(|n| n.term() == term && n.leader() == Some(l as NodeId + 1))
+        });
+        if self.leader_at.is_none() {
+            if all_follow {
+                self.leader_at = Some(self.now);
+            } else if since > 10 * ELECTION_MAX_MS * MS {
+                return Err(format!(
+                    "Liveness: no leader followed by all {} ms after healing",
+                    since / MS
+                ));
+            }
+        }
+        let clients_done = self.clients.iter().all(|c| !c.busy());
+        let applied = self.hosts.iter().all(|h| {
+            h.node
+                .as_ref()
+                .is_some_and(|n| n.applied_index() == last && n.role() != Role::Candidate)
+        });
+        if all_follow && clients_done && applied {
+            return Ok(true);
+        }
+        if since > 40_000 * MS {
+            let pending: Vec<String> = self
+                .clients
+                .iter()
+                .filter(|c| c.busy())
+                .map(|c| format!("c{}: {}", c.id, c.pending()))
+                .collect();
+            return Err(format!(
+                "Liveness: {} ms after healing, pending: [{}], applied {:?} of {last}",
+                since / MS,
+                pending.join("; "),
+                self.hosts
+                    .iter()
+                    .map(|h| h.node.as_ref().map(|n| n.applied_index()))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        Ok(false)
+    }
+
+    /// The checks after every step.
+    fn after_step(&mut self) -> Result<(), String> {
+        for h in &mut self.hosts {
+            let Some(node) = h.node.as_ref() else {
+                continue;
+            };
+            if node.last_index() != h.shadow.last() {
+                return Err(format!(
+                    "n{}: log ends at {} but {} was handed out",
+                    h.id,
+                    node.last_index(),
+                    h.shadow.last()
+                ));
+            }
+            let (commit, applied) = (node.commit_index(), node.applied_index());
+            if commit < h.seen_commit || applied < h.seen_applied {
+                return Err(format!(
+                    "Monotonic indexes: n{}: commit {} -> {commit}, applied {} -> {applied}",
+                    h.id, h.seen_commit, h.seen_applied
+                ));
+            }
+            if applied > commit || (h.life == Life::Up && h.space.applied_index() != applied) {
+                return Err(format!(
+                    "n{}: applied {applied} (state at {}), commit {commit}",
+                    h.id,
+                    h.space.applied_index()
+                ));
+            }
+            self.check
+                .observe_commit(h.id, node.term(), &h.shadow, h.seen_commit, commit)?;
+            h.seen_commit = commit;
+            h.seen_applied = applied;
+            let leading = h.leading();
+            if let Some(term) = leading {
+                self.check.election_safety(h.id, term)?;
+                self.check.leader_completeness(h.id, term, &h.shadow)?;
+            }
+            self.check
+                .leader_append_only(h.id, leading, &h.shadow, false)?;
+        }
+        let after = self.check.committed.len();
+        if after > self.durable_checked {
+            let disks: Vec<&Durable> = self.hosts.iter().map(|h| h.disk.durable()).collect();
+            for i in self.durable_checked + 1..=after {
+                self.check.commit_durable(i as u64, &disks)?;
+            }
+            self.durable_checked = after;
+        }
+        for s in std::mem::take(&mut self.check.expired_now) {
+            if self
+                .clients
+                .iter()
+                .any(|c| c.paused_holder(self.now) == Some(s))
+            {
+                self.check.counters.expired_paused_holders += 1;
+            }
+        }
+        for c in &self.clients {
+            if let Some(v) = c.violations.first() {
+                return Err(v.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// End of run: client-visible consistency, files and states identical everywhere.
+    fn final_checks(&mut self) -> Result<(), String> {
+        self.check.acknowledged_grants(&self.clients)?;
+        self.check
+            .acknowledged_appends(&self.clients, &self.hosts[0].space)?;
+        let reference = self.hosts[0].space.snapshot();
+        for h in &self.hosts[1..] {
+            if h.space.snapshot() != reference {
+                return Err(format!(
+                    "Replicas differ: n{} and n1 have different states at {} / {}",
+                    h.id,
+                    h.space.applied_index(),
+                    self.hosts[0].space.applied_index()
+                ));
+            }
+        }
+        self.check.counters.acked_appends += self
+            .clients
+            .iter()
+            .map(|c| c.acked_appends.len() as u64)
+            .sum::<u64>();
+        let now = self.now;
+        let c = self.check.counters.clone();
+        self.trace.log(now, || format!("END {c:?}"));
+        Ok(())
+    }
+}
