@@ -105,6 +105,14 @@ fn execute(storage: &mut Storage, job: Job) -> Result<(), storage::Error> {
             append,
             hard_state,
         } => {
+            // The hard state goes first: `save_snapshot` syncs the log before it renames the
+            // snapshot into place, so a crash right after the rename (before the final sync
+            // below) still finds the term and vote that came with the snapshot. Without that,
+            // the node could restart from a new snapshot followed by stale entries under an
+            // old term, and accept an old leader's appends on top of it.
+            if let Some(hard_state) = &hard_state {
+                storage.save_hard_state(hard_state)?;
+            }
             if let Some(snapshot) = &snapshot {
                 storage.save_snapshot(snapshot)?;
             }
@@ -113,9 +121,6 @@ fn execute(storage: &mut Storage, job: Job) -> Result<(), storage::Error> {
             }
             if !append.is_empty() {
                 storage.append(&append)?;
-            }
-            if let Some(hard_state) = &hard_state {
-                storage.save_hard_state(hard_state)?;
             }
             storage.sync()
         }
