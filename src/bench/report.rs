@@ -1,102 +1,15 @@
 //! What a bench measured and how it is shown: latency percentiles from an HDR histogram, the
 //! per-run report, medians and spread over runs, text for people and JSON for machines.
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+pub use crate::client::json::Json;
+
 use super::floor::Floor;
 use super::Scenario;
-
-/// A JSON value with floating-point numbers (the bench's figures are rates and milliseconds).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Json {
-    /// `null`.
-    Null,
-    /// `true` / `false`.
-    Bool(bool),
-    /// An unsigned integer.
-    Uint(u64),
-    /// A number; non-finite values are written as `null`.
-    Num(f64),
-    /// A string.
-    Str(String),
-    /// An array.
-    Array(Vec<Json>),
-    /// An object; keys keep their insertion order.
-    Object(Vec<(String, Json)>),
-}
-
-impl Json {
-    /// An object from `(key, value)` pairs.
-    pub fn object<const N: usize>(fields: [(&str, Json); N]) -> Json {
-        Json::Object(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        )
-    }
-
-    /// The member `key` of an object.
-    pub fn get(&self, key: &str) -> Option<&Json> {
-        match self {
-            Json::Object(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Json {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Json::Null => f.write_str("null"),
-            Json::Bool(b) => write!(f, "{b}"),
-            Json::Uint(n) => write!(f, "{n}"),
-            Json::Num(x) if x.is_finite() => {
-                // Three decimals are below every measurement's noise; trim trailing zeros.
-                let text = format!("{x:.3}");
-                let text = text.trim_end_matches('0').trim_end_matches('.');
-                f.write_str(if text == "-0" { "0" } else { text })
-            }
-            Json::Num(_) => f.write_str("null"),
-            Json::Str(s) => {
-                f.write_char('"')?;
-                for c in s.chars() {
-                    match c {
-                        '"' => f.write_str("\\\"")?,
-                        '\\' => f.write_str("\\\\")?,
-                        '\n' => f.write_str("\\n")?,
-                        c if u32::from(c) < 0x20 => write!(f, "\\u{:04x}", u32::from(c))?,
-                        c => f.write_char(c)?,
-                    }
-                }
-                f.write_char('"')
-            }
-            Json::Array(items) => {
-                f.write_char('[')?;
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        f.write_char(',')?;
-                    }
-                    write!(f, "{item}")?;
-                }
-                f.write_char(']')
-            }
-            Json::Object(fields) => {
-                f.write_char('{')?;
-                for (i, (key, value)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        f.write_char(',')?;
-                    }
-                    write!(f, "{}:{value}", Json::Str(key.clone()))?;
-                }
-                f.write_char('}')
-            }
-        }
-    }
-}
 
 /// A new latency histogram in nanoseconds: 1 ns to 1 hour with 3 significant digits.
 pub fn histogram() -> Histogram<u64> {

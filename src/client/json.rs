@@ -1,4 +1,5 @@
-//! A minimal JSON writer for the CLI's `--json` output (the crate has no JSON dependency).
+//! A minimal JSON writer for the CLI's `--json` output and `raftlock bench --json` (the crate
+//! has no JSON dependency).
 
 use std::fmt::{self, Write};
 
@@ -11,6 +12,9 @@ pub enum Json {
     Bool(bool),
     /// An unsigned integer.
     Uint(u64),
+    /// A number (rates, milliseconds); written with three decimals, trailing zeros trimmed;
+    /// non-finite values are written as `null`.
+    Num(f64),
     /// A string.
     Str(String),
     /// An array.
@@ -28,6 +32,14 @@ impl Json {
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
         )
+    }
+
+    /// The member `key` of an object.
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Object(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
     }
 
     /// A string value.
@@ -68,6 +80,13 @@ impl fmt::Display for Json {
             Json::Null => f.write_str("null"),
             Json::Bool(b) => write!(f, "{b}"),
             Json::Uint(n) => write!(f, "{n}"),
+            Json::Num(x) if x.is_finite() => {
+                // Three decimals are below every measurement's noise; trim trailing zeros.
+                let text = format!("{x:.3}");
+                let text = text.trim_end_matches('0').trim_end_matches('.');
+                f.write_str(if text == "-0" { "0" } else { text })
+            }
+            Json::Num(_) => f.write_str("null"),
             Json::Str(s) => write_str(f, s),
             Json::Array(items) => {
                 f.write_char('[')?;

@@ -50,6 +50,7 @@ use tokio::time::Instant;
 use self::conn::{Conn, Reply};
 pub use self::error::{Error, Result};
 pub use self::session::{LockGuard, LockRef, Session, SessionCredentials, SessionState, Wait};
+pub use crate::error_chain;
 use crate::protocol::{ErrorCode, LockState, MemberStatus, Request, Response, StatusInfo};
 
 /// Timeouts and retry policy of a [`Client`].
@@ -532,18 +533,6 @@ fn unexpected(request: &str, response: &Response) -> Error {
             .to_string(),
     };
     Error::Protocol(format!("unexpected {kind} answer to {request}"))
-}
-
-/// An error and its sources on one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Microseconds since the Unix epoch (0 if the clock is before it).

@@ -38,6 +38,7 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{Args, ConfigError, DaemonCommand, DevClusterArgs, PeerArg, ServerConfig};
 
+pub use crate::error_chain;
 use crate::lockspace::{self, LockSpace};
 use crate::raft::{HardState, Node};
 use crate::storage::{self, Storage};
@@ -375,16 +376,4 @@ async fn ticker(inbox: mpsc::Sender<Event>, tick: Duration) {
             return;
         }
     }
-}
-
-/// An error and its sources, joined with ": ".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
