@@ -113,6 +113,7 @@ impl LocalCluster {
                     .into(),
             ];
             if n > 1 {
+                args.push("--bootstrap".into());
                 args.push("--cluster-id".into());
                 args.push(cluster_id.clone().into());
                 for (j, addr) in addrs.iter().enumerate() {

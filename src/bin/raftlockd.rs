@@ -104,6 +104,7 @@ async fn dev_cluster(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
             .arg(&dir)
             .arg("--peer")
             .arg(&peers)
+            .arg("--bootstrap")
             .arg("--cluster-id")
             .arg(&args.cluster_id)
             .arg("--log-level")

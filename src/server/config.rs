@@ -178,8 +178,9 @@ pub struct Args {
     #[arg(long, env = "RAFTLOCKD_CLUSTER_ID", default_value = "raftlock")]
     pub cluster_id: String,
     /// A member of the cluster, `ID=HOST:PORT` (repeat the flag, or comma-separate in the
-    /// variable). A node with an empty data directory bootstraps the membership {itself + every
-    /// --peer}: give every node the same list (it may include the node itself).
+    /// variable). Give every node the same list (it may include the node itself). With
+    /// --bootstrap, a node with an empty data directory creates the cluster {itself + every
+    /// --peer}; without it, it waits to be added.
     #[arg(long = "peer", env = "RAFTLOCKD_PEERS", value_delimiter = ',')]
     pub peers: Vec<PeerArg>,
     /// A file holding the cluster key (at least 16 bytes; trailing whitespace ignored). Peers
@@ -194,6 +195,13 @@ pub struct Args {
     /// instead of bootstrapping. Give the current members as --peer.
     #[arg(long, env = "RAFTLOCKD_JOIN")]
     pub join: bool,
+    /// Create a new cluster from the --peer list if the data directory is empty. Give it only
+    /// when creating the cluster: without it, a node of a multi-node cluster whose disk was
+    /// lost waits to be re-added and catches up instead of voting with an empty log (which
+    /// could elect a leader that lacks committed entries). A node without --peer always
+    /// bootstraps itself as a one-node cluster.
+    #[arg(long, env = "RAFTLOCKD_BOOTSTRAP", conflicts_with = "join")]
+    pub bootstrap: bool,
     /// A subcommand instead of running a node.
     #[command(subcommand)]
     pub command: Option<DaemonCommand>,
@@ -270,6 +278,7 @@ impl Args {
             cluster_key,
             advertise: self.advertise.clone(),
             join: self.join,
+            bootstrap: self.bootstrap,
         })
     }
 }
@@ -305,6 +314,8 @@ pub struct ServerConfig {
     pub advertise: Option<String>,
     /// Wait to be added instead of bootstrapping an empty disk.
     pub join: bool,
+    /// Create the cluster from `peers` when the disk is empty (needed when there are peers).
+    pub bootstrap: bool,
 }
 
 impl ServerConfig {
@@ -328,10 +339,12 @@ impl ServerConfig {
             .unwrap_or_else(|| local_addr.to_string())
     }
 
-    /// The membership a node with an empty disk starts from: `None` with `--join` (it waits to
-    /// be added), else itself plus every `--peer`, all voters.
+    /// The membership a node with an empty disk starts from: itself alone when it has no other
+    /// `--peer`, itself plus every `--peer` (all voters) with `--bootstrap`, else `None`: it
+    /// waits to be added (or re-added after losing its disk) and does not vote meanwhile.
     pub fn bootstrap_membership(&self, advertise: &str) -> Option<raft::Membership> {
-        if self.join {
+        let has_others = self.peers.keys().any(|id| *id != self.id);
+        if self.join || (has_others && !self.bootstrap) {
             return None;
         }
         let mut membership = raft::Membership::default();
@@ -413,6 +426,7 @@ mod tests {
             "1=10.0.0.1:7400,2=10.0.0.2:7400",
             "--peer",
             "3=10.0.0.3:7400",
+            "--bootstrap",
         ])
         .expect("flags parse");
         let config = args.to_config().expect("valid");
@@ -432,5 +446,32 @@ mod tests {
             .expect("valid");
         assert_eq!(join.bootstrap_membership("h:4"), None);
         assert_eq!(join.advertise_addr(local), "0.0.0.0:7400");
+    }
+
+    /// A node of a multi-node cluster with an empty disk (a lost disk, restarted with the same
+    /// flags) must not bootstrap, or it would vote with an empty log. A node with no other
+    /// peer is a one-node cluster and bootstraps itself.
+    #[test]
+    fn peers_without_bootstrap_wait_to_be_added() {
+        let wiped = Args::try_parse_from(["raftlockd", "--id", "2", "--peer", "1=h:1,2=h:2,3=h:3"])
+            .expect("flags parse")
+            .to_config()
+            .expect("valid");
+        assert_eq!(wiped.bootstrap_membership("h:2"), None);
+
+        let single = Args::try_parse_from(["raftlockd"])
+            .expect("flags parse")
+            .to_config()
+            .expect("valid");
+        let membership = single.bootstrap_membership("h:1").expect("bootstraps");
+        assert_eq!(
+            membership.voters.keys().copied().collect::<Vec<_>>(),
+            vec![1]
+        );
+
+        assert!(
+            Args::try_parse_from(["raftlockd", "--join", "--bootstrap", "--peer", "1=h:1"])
+                .is_err()
+        );
     }
 }

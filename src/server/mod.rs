@@ -180,7 +180,7 @@ impl Server {
                 }
                 None => tracing::info!(
                     id = config.id,
-                    "empty data directory and --join: waiting to be added by the leader"
+                    "empty data directory and no --bootstrap: waiting to be added by the leader"
                 ),
             }
         }

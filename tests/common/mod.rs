@@ -484,6 +484,7 @@ impl Cluster {
                     (i + 1).to_string(),
                     "--peer".to_string(),
                     peers.join(","),
+                    "--bootstrap".to_string(),
                 ];
                 args.extend(common.iter().cloned());
                 Daemon::start_at(&addr.to_string(), &args)
