@@ -431,19 +431,42 @@ fn exit_code(status: ExitStatus) -> u8 {
         .map_or(EXIT_ERROR, |c| u8::try_from(c & 0xff).unwrap_or(EXIT_ERROR))
 }
 
-async fn lock(client: &Client, servers: &[String], args: LockArgs) -> Result<u8, Failure> {
-    let session = client.open_session(args.ttl).await?;
-    let fence = match session
-        .acquire(&args.name, mode(args.shared), wait(args.wait), args.hold)
+/// Opens a session and acquires `name` in it. If the lock is not granted the session is closed
+/// (best effort: the lock's failure is what the user needs to see) and the failure returned.
+async fn open_and_acquire(
+    client: &Client,
+    ttl: Duration,
+    name: &str,
+    shared: bool,
+    wait_for: Span,
+    hold: Option<Duration>,
+) -> Result<(Session, Fence), Failure> {
+    let session = client.open_session(ttl).await?;
+    match session
+        .acquire(name, mode(shared), wait(wait_for), hold)
         .await
     {
-        Ok(fence) => fence,
+        Ok(fence) => Ok((session, fence)),
         Err(error) => {
             let failure = Failure::from(error);
-            let _ = session.close().await;
-            return Err(failure);
+            if let Err(close) = session.close().await {
+                tracing::debug!(error = %error_chain(&close), "closing the session after a failed acquire");
+            }
+            Err(failure)
         }
-    };
+    }
+}
+
+async fn lock(client: &Client, servers: &[String], args: LockArgs) -> Result<u8, Failure> {
+    let (session, fence) = open_and_acquire(
+        client,
+        args.ttl,
+        &args.name,
+        args.shared,
+        args.wait,
+        args.hold,
+    )
+    .await?;
     let credentials = session.credentials();
     let (program, rest) = args.cmd.split_first().ok_or_else(|| Failure {
         code: EXIT_USAGE,
@@ -579,18 +602,15 @@ async fn recv_signal(signal: &mut TerminateSignal) {
 }
 
 async fn acquire(client: &Client, args: AcquireArgs, json: bool) -> Result<u8, Failure> {
-    let session = client.open_session(args.ttl).await?;
-    let fence = match session
-        .acquire(&args.name, mode(args.shared), wait(args.wait), args.hold)
-        .await
-    {
-        Ok(fence) => fence,
-        Err(error) => {
-            let failure = Failure::from(error);
-            let _ = session.close().await;
-            return Err(failure);
-        }
-    };
+    let (session, fence) = open_and_acquire(
+        client,
+        args.ttl,
+        &args.name,
+        args.shared,
+        args.wait,
+        args.hold,
+    )
+    .await?;
     let c = session.credentials();
     if json {
         say(Json::object([
