@@ -5,20 +5,23 @@
 //!
 //! 1. take one event and drain what is already queued (bounded), stepping each into the node
 //!    (ticks, client requests turned into proposals or read-index requests);
-//! 2. take the node's `Ready`; send its `messages`; hand its writes to the storage writer. While
-//!    that write and its fsync run, the driver keeps receiving and stepping events but does not
-//!    take another `Ready`: the next write then carries everything that queued up meanwhile
-//!    (group commit);
-//! 3. when the writer answers: send `persisted_messages`, report `persisted` to the node, apply
-//!    the `committed` entries to the lock space, answer the clients whose proposals they were,
-//!    and serve the confirmed reads whose index has been applied.
+//! 2. take the node's `Ready`; send its `messages`; hand its writes to the storage writer and
+//!    queue the rest of the `Ready` behind them. Up to [`MAX_IN_FLIGHT`] writes may be in flight:
+//!    while earlier ones sync, the driver keeps stepping events and submitting new writes, and
+//!    the writer puts everything queued into one fsync (group commit). A `Ready` without writes
+//!    still queues behind the writes in flight (its committed entries or acknowledgements may
+//!    depend on them), unless nothing is in flight;
+//! 3. when a write is durable, strictly in submission order: send its `Ready`'s
+//!    `persisted_messages`, report `persisted` to the node, apply the `committed` entries to the
+//!    lock space, answer the clients whose proposals they were, and serve the confirmed reads
+//!    whose index has been applied.
 //!
 //! A proposal's answer is keyed by its (index, term): if the entry applied at that index has
 //! another term, the proposal was lost to a new leader and the outcome is unknown (`Timeout`,
 //! the client retries with the same seq). On the leader, every tick also checks the deadline
 //! table ([`Leases`]) and proposes `ExpireSession` / `ExpireWait` / `ExpireHold` for what passed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -30,7 +33,7 @@ use super::config::ServerConfig;
 use super::connection::Reply;
 use super::leases::{Key, Leases, What};
 use super::transport::Transport;
-use super::writer::{Done, Job, Writer};
+use super::writer::{self, Done, Job, Writer};
 use super::Error;
 use crate::lockspace::{
     Applied, Command, LockInfo, LockSpace, Notification, Outcome, Seq, SessionId,
@@ -52,6 +55,11 @@ const CATCH_UP_SLACK: Index = 64;
 const HANDOFF_LIMIT: Duration = Duration::from_secs(3);
 /// Most consecutive `Ready`s processed without a write before returning to the inbox.
 const MAX_READY_ROUNDS: usize = 16;
+/// Most `Ready`s (and snapshots) waiting for their writes at once. Deep enough to keep the disk
+/// busy while earlier batches sync; bounded so memory and answer latency stay bounded.
+const MAX_IN_FLIGHT: usize = 8;
+// The writer's queue must hold every job in flight plus the final sync, so a submit never blocks.
+const _: () = assert!(MAX_IN_FLIGHT < writer::CAPACITY);
 
 /// What the driver's inbox carries.
 #[derive(Debug)]
@@ -108,7 +116,7 @@ struct Pending {
     reply: Reply,
 }
 
-/// What to do once the write in flight is durable.
+/// What to do once a write (and every write before it) is durable.
 #[derive(Debug)]
 enum AfterWrite {
     /// The rest of a `Ready`, in its documented order.
@@ -123,9 +131,12 @@ enum AfterWrite {
     Snapshot(Snapshot),
 }
 
+/// A `Ready` (or snapshot) waiting in the in-flight queue.
 #[derive(Debug)]
 struct InFlight {
-    done: Done,
+    /// The writer's answer, or `None` for a `Ready` without writes, which is due as soon as
+    /// every write queued before it is durable.
+    done: Option<Done>,
     after: AfterWrite,
 }
 
@@ -143,7 +154,9 @@ pub(crate) struct Driver {
     writer: Writer,
     inbox: mpsc::Receiver<Event>,
     leader_tx: watch::Sender<LeaderInfo>,
-    in_flight: Option<InFlight>,
+    /// Writes handed to the writer and not yet processed, in submission order. Its front, if
+    /// any, always waits on a write (`done` is `Some`).
+    in_flight: VecDeque<InFlight>,
     /// Proposals by log index.
     pending: BTreeMap<Index, Pending>,
     /// Clients waiting on a queued acquire, by (session, seq). Several handles may wait on one
@@ -205,7 +218,7 @@ impl Driver {
             writer,
             inbox,
             leader_tx,
-            in_flight: None,
+            in_flight: VecDeque::with_capacity(MAX_IN_FLIGHT),
             written_hard_state: None,
             deferred_hard_state: None,
             pending: BTreeMap::new(),
@@ -241,9 +254,9 @@ impl Driver {
                 tokio::select! {
                     biased;
                     written = async {
-                        match in_flight {
-                            Some(in_flight) => (&mut in_flight.done).await,
-                            None => std::future::pending().await,
+                        match in_flight.front_mut() {
+                            Some(InFlight { done: Some(done), .. }) => done.await,
+                            _ => std::future::pending().await,
                         }
                     } => Wake::Written(written),
                     event = inbox.recv() => Wake::Event(event),
@@ -251,13 +264,10 @@ impl Driver {
             };
             match wake {
                 Wake::Written(result) => {
-                    let in_flight = self.in_flight.take().expect("a write was in flight");
-                    match result {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => return Err(Error::Persist(error)),
-                        Err(_) => return Err(Error::WriterStopped),
-                    }
+                    let in_flight = self.in_flight.pop_front().expect("a write was in flight");
+                    written(result)?;
                     self.after_write(in_flight.after)?;
+                    self.complete_due()?;
                 }
                 Wake::Event(None) => {
                     // Every sender is gone: nothing can reach us any more.
@@ -615,13 +625,11 @@ impl Driver {
         true
     }
 
-    /// Waits for the write in flight, then fsyncs once more.
+    /// Waits for every write in flight, then fsyncs once more.
     async fn final_sync(&mut self) -> Result<(), Error> {
-        if let Some(in_flight) = self.in_flight.take() {
-            match in_flight.done.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(Error::Persist(error)),
-                Err(_) => return Err(Error::WriterStopped),
+        while let Some(in_flight) = self.in_flight.pop_front() {
+            if let Some(done) = in_flight.done {
+                written(done.await)?;
             }
         }
         // The last commit index goes to disk with the final sync, if it was deferred.
@@ -873,10 +881,10 @@ impl Driver {
 
     // --- Ready --------------------------------------------------------------------------------
 
-    /// Processes the node's output until it has none, or a write is in flight.
+    /// Processes the node's output until it has none, or the in-flight queue is full.
     fn advance(&mut self) -> Result<(), Error> {
         for _ in 0..MAX_READY_ROUNDS {
-            if self.in_flight.is_some() {
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
                 return Ok(());
             }
             let mut ready = self.node.ready();
@@ -900,6 +908,10 @@ impl Driver {
                 return Ok(());
             }
             self.send(ready.messages);
+            let is_only_messages = !has_writes
+                && ready.persisted_messages.is_empty()
+                && ready.committed.is_empty()
+                && ready.reads.is_empty();
             let after = AfterWrite::Ready {
                 received_snapshot: ready.snapshot.clone(),
                 persisted_messages: ready.persisted_messages,
@@ -920,10 +932,36 @@ impl Driver {
                     append: ready.append,
                     hard_state,
                 });
-                self.in_flight = Some(InFlight { done, after });
-                return Ok(());
+                self.in_flight.push_back(InFlight {
+                    done: Some(done),
+                    after,
+                });
+            } else if self.in_flight.is_empty() {
+                self.after_write(after)?;
+            } else if !is_only_messages {
+                // Its committed entries, reads and acknowledgements may depend on a write still
+                // in flight: it is due when every earlier write is durable.
+                self.in_flight.push_back(InFlight { done: None, after });
             }
-            self.after_write(after)?;
+        }
+        Ok(())
+    }
+
+    /// Processes, in order, the queued `Ready`s that are due: those without writes at the front,
+    /// and those whose writes the writer has already answered (one fsync answers a whole group).
+    fn complete_due(&mut self) -> Result<(), Error> {
+        while let Some(front) = self.in_flight.front_mut() {
+            if let Some(done) = &mut front.done {
+                match done.try_recv() {
+                    Ok(result) => written(Ok(result))?,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        return Err(Error::WriterStopped)
+                    }
+                }
+            }
+            let front = self.in_flight.pop_front().expect("front exists");
+            self.after_write(front.after)?;
         }
         Ok(())
     }
@@ -1308,7 +1346,15 @@ impl Driver {
     }
 
     fn maybe_snapshot(&mut self) {
-        if self.in_flight.is_some() || self.applied_since_snapshot < self.config.snapshot_threshold
+        // Everything applied is durable, so a snapshot may queue behind later writes; but only
+        // one snapshot of ours at a time (the core learns of it when it is saved).
+        let snapshot_in_flight = self
+            .in_flight
+            .iter()
+            .any(|in_flight| matches!(in_flight.after, AfterWrite::Snapshot(_)));
+        if self.in_flight.len() >= MAX_IN_FLIGHT
+            || snapshot_in_flight
+            || self.applied_since_snapshot < self.config.snapshot_threshold
         {
             return;
         }
@@ -1332,8 +1378,8 @@ impl Driver {
         tracing::info!(index, bytes = snapshot.data.len(), "taking a snapshot");
         self.applied_since_snapshot = 0;
         let done = self.writer.submit(Job::SaveSnapshot(snapshot.clone()));
-        self.in_flight = Some(InFlight {
-            done,
+        self.in_flight.push_back(InFlight {
+            done: Some(done),
             after: AfterWrite::Snapshot(snapshot),
         });
     }
@@ -1438,6 +1484,17 @@ impl Driver {
 }
 
 /// The wire name of a role.
+/// Turns the writer's answer into the driver's error: storage errors are fatal.
+fn written(
+    result: Result<Result<(), crate::storage::Error>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<(), Error> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(Error::Persist(error)),
+        Err(_) => Err(Error::WriterStopped),
+    }
+}
+
 fn role_name(role: Role) -> &'static str {
     match role {
         Role::Leader => "leader",
