@@ -154,8 +154,8 @@ pub(crate) struct Driver {
     writer: Writer,
     inbox: mpsc::Receiver<Event>,
     leader_tx: watch::Sender<LeaderInfo>,
-    /// Writes handed to the writer and not yet processed, in submission order. Its front, if
-    /// any, always waits on a write (`done` is `Some`).
+    /// `Ready`s (and snapshots) whose writes were handed to the writer, or which wait behind
+    /// such writes, not yet processed; in submission order, at most [`MAX_IN_FLIGHT`].
     in_flight: VecDeque<InFlight>,
     /// Proposals by log index.
     pending: BTreeMap<Index, Pending>,
@@ -256,7 +256,10 @@ impl Driver {
                     written = async {
                         match in_flight.front_mut() {
                             Some(InFlight { done: Some(done), .. }) => done.await,
-                            _ => std::future::pending().await,
+                            // A `Ready` without writes at the front is due at once (`complete_due`
+                            // normally takes it before the loop comes back here).
+                            Some(InFlight { done: None, .. }) => Ok(Ok(())),
+                            None => std::future::pending().await,
                         }
                     } => Wake::Written(written),
                     event = inbox.recv() => Wake::Event(event),
@@ -1483,7 +1486,6 @@ impl Driver {
     }
 }
 
-/// The wire name of a role.
 /// Turns the writer's answer into the driver's error: storage errors are fatal.
 fn written(
     result: Result<Result<(), crate::storage::Error>, tokio::sync::oneshot::error::RecvError>,
@@ -1495,6 +1497,7 @@ fn written(
     }
 }
 
+/// The wire name of a role.
 fn role_name(role: Role) -> &'static str {
     match role {
         Role::Leader => "leader",
