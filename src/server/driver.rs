@@ -6,15 +6,19 @@
 //! 1. take one event and drain what is already queued (bounded), stepping each into the node
 //!    (ticks, client requests turned into proposals or read-index requests);
 //! 2. take the node's `Ready`; send its `messages`; hand its writes to the storage writer and
-//!    queue the rest of the `Ready` behind them. Up to [`MAX_IN_FLIGHT`] writes may be in flight:
-//!    while earlier ones sync, the driver keeps stepping events and submitting new writes, and
-//!    the writer puts everything queued into one fsync (group commit). A `Ready` without writes
-//!    still queues behind the writes in flight (its committed entries or acknowledgements may
-//!    depend on them), unless nothing is in flight;
-//! 3. when a write is durable, strictly in submission order: send its `Ready`'s
-//!    `persisted_messages`, report `persisted` to the node, apply the `committed` entries to the
-//!    lock space, answer the clients whose proposals they were, and serve the confirmed reads
-//!    whose index has been applied.
+//!    queue its `persisted_messages` and `persisted` report behind them. Up to
+//!    [`MAX_IN_FLIGHT`] writes may be in flight: while earlier ones sync, the driver keeps
+//!    stepping events and submitting new writes, and the writer puts everything queued into one
+//!    fsync (group commit). A `Ready` without writes but with `persisted_messages` queues behind
+//!    the writes in flight (its acknowledgements may vouch for them);
+//! 3. at once, without waiting for that write: install a snapshot received from the leader,
+//!    apply the `committed` entries to the lock space, answer the clients whose proposals they
+//!    were, and serve the confirmed reads whose index has been applied. Committed entries are
+//!    durable on a quorum already; this node's own copy is not needed for them to survive
+//!    (Raft thesis §10.2.1, which the core supports by counting the leader toward a quorum only
+//!    once its own write is durable);
+//! 4. when a write is durable, strictly in submission order: send its `persisted_messages` and
+//!    report `persisted` to the node (which may commit more on the leader).
 //!
 //! A proposal's answer is keyed by its (index, term): if the entry applied at that index has
 //! another term, the proposal was lost to a new leader and the outcome is unknown (`Timeout`,
@@ -119,16 +123,27 @@ struct Pending {
 /// What to do once a write (and every write before it) is durable.
 #[derive(Debug)]
 enum AfterWrite {
-    /// The rest of a `Ready`, in its documented order.
+    /// The parts of a `Ready` that depend on its writes: the messages that must not leave
+    /// before them (votes, append acknowledgements) and the node's `persisted` report.
     Ready {
-        received_snapshot: Option<Snapshot>,
         persisted_messages: Vec<Envelope>,
         last_appended: Option<(Index, Term)>,
-        committed: Vec<Entry>,
-        reads: Vec<(u64, Index)>,
     },
     /// A snapshot this node took: the core may now compact its log.
     Snapshot(Snapshot),
+}
+
+impl AfterWrite {
+    /// True if there is nothing to do.
+    fn is_empty(&self) -> bool {
+        match self {
+            AfterWrite::Ready {
+                persisted_messages,
+                last_appended,
+            } => persisted_messages.is_empty() && last_appended.is_none(),
+            AfterWrite::Snapshot(_) => false,
+        }
+    }
 }
 
 /// A `Ready` (or snapshot) waiting in the in-flight queue.
@@ -892,8 +907,8 @@ impl Driver {
             }
             let mut ready = self.node.ready();
             // A hard state that only moves the commit index need not be durable before the
-            // committed entries are applied: the entries themselves are already fsynced, and
-            // Raft recovers the commit index from the leader (a restart merely re-learns it).
+            // committed entries are applied: the entries are durable on a quorum, and Raft
+            // recovers the commit index from the leader (a restart merely re-learns it).
             // Deferring it to the next write halves the fsyncs per operation.
             if self.is_commit_only(&ready) {
                 self.deferred_hard_state = ready.hard_state.take();
@@ -911,16 +926,19 @@ impl Driver {
                 return Ok(());
             }
             self.send(ready.messages);
-            let is_only_messages = !has_writes
-                && ready.persisted_messages.is_empty()
-                && ready.committed.is_empty()
-                && ready.reads.is_empty();
+            // What is committed is durable on a quorum already, so applying it does not wait for
+            // this node's own writes (Raft thesis §10.2.1): the leader answers a client as soon
+            // as a quorum has the entry, even while its own fsync of it is still running. A
+            // snapshot received from the leader is committed state too, and is installed at once
+            // (the entries after it, applied below, build on it). The committed entries were all
+            // handed to the writer by the time they are applied (in this `Ready` or an earlier
+            // one), so a snapshot this node takes of its applied state is saved after them.
+            if let Some(snapshot) = &ready.snapshot {
+                self.install_snapshot(snapshot)?;
+            }
             let after = AfterWrite::Ready {
-                received_snapshot: ready.snapshot.clone(),
                 persisted_messages: ready.persisted_messages,
                 last_appended: ready.append.last().map(|entry| (entry.index, entry.term)),
-                committed: ready.committed,
-                reads: ready.reads,
             };
             if has_writes {
                 // A newer hard state in this batch supersedes the deferred one.
@@ -939,13 +957,24 @@ impl Driver {
                     done: Some(done),
                     after,
                 });
-            } else if self.in_flight.is_empty() {
-                self.after_write(after)?;
-            } else if !is_only_messages {
-                // Its committed entries, reads and acknowledgements may depend on a write still
-                // in flight: it is due when every earlier write is durable.
-                self.in_flight.push_back(InFlight { done: None, after });
+            } else if !after.is_empty() {
+                if self.in_flight.is_empty() {
+                    self.after_write(after)?;
+                } else {
+                    // Acknowledgements may vouch for writes still in flight: they leave once
+                    // every earlier write is durable.
+                    self.in_flight.push_back(InFlight { done: None, after });
+                }
             }
+            for entry in ready.committed {
+                self.apply(entry)?;
+            }
+            for (read_id, index) in ready.reads {
+                if let Some(read) = self.reads.remove(&read_id) {
+                    self.confirmed_reads.insert((index, read_id), read);
+                }
+            }
+            self.serve_reads();
         }
         Ok(())
     }
@@ -993,28 +1022,13 @@ impl Driver {
     fn after_write(&mut self, after: AfterWrite) -> Result<(), Error> {
         match after {
             AfterWrite::Ready {
-                received_snapshot,
                 persisted_messages,
                 last_appended,
-                committed,
-                reads,
             } => {
                 self.send(persisted_messages);
-                if let Some(snapshot) = received_snapshot {
-                    self.install_snapshot(&snapshot)?;
-                }
                 if let Some((index, term)) = last_appended {
                     self.node.persisted(index, term);
                 }
-                for entry in committed {
-                    self.apply(entry)?;
-                }
-                for (read_id, index) in reads {
-                    if let Some(read) = self.reads.remove(&read_id) {
-                        self.confirmed_reads.insert((index, read_id), read);
-                    }
-                }
-                self.serve_reads();
                 Ok(())
             }
             AfterWrite::Snapshot(snapshot) => {
