@@ -18,6 +18,14 @@ use super::{Entry, Envelope, HardState, Index, Snapshot};
 ///
 /// Committed entries are never beyond the commit index, and never beyond what this or an
 /// earlier `Ready` handed out for persistence, so step 2 makes them durable before step 4.
+///
+/// Two relaxations keep that order safe and are what the daemon does:
+/// - step 4 (and 5) may run before step 2's fsync has finished: a committed entry is durable on
+///   a quorum already, and the leader counts itself toward a quorum only after `persisted`
+///   (thesis §10.2.1). Step 3 must still wait for the fsync;
+/// - `ready` may be called again before the previous batch is durable (pipelining): entries are
+///   handed out once, so each batch's writes are new. The runtime must then make batches durable
+///   and do their step 3 in the order it took them.
 #[derive(Debug, Default)]
 pub struct Ready {
     /// Messages to send now.

@@ -5,20 +5,27 @@
 //!
 //! 1. take one event and drain what is already queued (bounded), stepping each into the node
 //!    (ticks, client requests turned into proposals or read-index requests);
-//! 2. take the node's `Ready`; send its `messages`; hand its writes to the storage writer. While
-//!    that write and its fsync run, the driver keeps receiving and stepping events but does not
-//!    take another `Ready`: the next write then carries everything that queued up meanwhile
-//!    (group commit);
-//! 3. when the writer answers: send `persisted_messages`, report `persisted` to the node, apply
-//!    the `committed` entries to the lock space, answer the clients whose proposals they were,
-//!    and serve the confirmed reads whose index has been applied.
+//! 2. take the node's `Ready`; send its `messages`; hand its writes to the storage writer and
+//!    queue its `persisted_messages` and `persisted` report behind them. Up to
+//!    [`MAX_IN_FLIGHT`] writes may be in flight: while earlier ones sync, the driver keeps
+//!    stepping events and submitting new writes, and the writer puts everything queued into one
+//!    fsync (group commit). A `Ready` without writes but with `persisted_messages` queues behind
+//!    the writes in flight (its acknowledgements may vouch for them);
+//! 3. at once, without waiting for that write: install a snapshot received from the leader,
+//!    apply the `committed` entries to the lock space, answer the clients whose proposals they
+//!    were, and serve the confirmed reads whose index has been applied. Committed entries are
+//!    durable on a quorum already; this node's own copy is not needed for them to survive
+//!    (Raft thesis §10.2.1, which the core supports by counting the leader toward a quorum only
+//!    once its own write is durable);
+//! 4. when a write is durable, strictly in submission order: send its `persisted_messages` and
+//!    report `persisted` to the node (which may commit more on the leader).
 //!
 //! A proposal's answer is keyed by its (index, term): if the entry applied at that index has
 //! another term, the proposal was lost to a new leader and the outcome is unknown (`Timeout`,
 //! the client retries with the same seq). On the leader, every tick also checks the deadline
 //! table ([`Leases`]) and proposes `ExpireSession` / `ExpireWait` / `ExpireHold` for what passed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -30,7 +37,7 @@ use super::config::ServerConfig;
 use super::connection::Reply;
 use super::leases::{Key, Leases, What};
 use super::transport::Transport;
-use super::writer::{Done, Job, Writer};
+use super::writer::{self, Done, Job, Writer};
 use super::Error;
 use crate::lockspace::{
     Applied, Command, LockInfo, LockSpace, Notification, Outcome, Seq, SessionId,
@@ -52,6 +59,11 @@ const CATCH_UP_SLACK: Index = 64;
 const HANDOFF_LIMIT: Duration = Duration::from_secs(3);
 /// Most consecutive `Ready`s processed without a write before returning to the inbox.
 const MAX_READY_ROUNDS: usize = 16;
+/// Most `Ready`s (and snapshots) waiting for their writes at once. Deep enough to keep the disk
+/// busy while earlier batches sync; bounded so memory and answer latency stay bounded.
+const MAX_IN_FLIGHT: usize = 8;
+// The writer's queue must hold every job in flight plus the final sync, so a submit never blocks.
+const _: () = assert!(MAX_IN_FLIGHT < writer::CAPACITY);
 
 /// What the driver's inbox carries.
 #[derive(Debug)]
@@ -108,24 +120,38 @@ struct Pending {
     reply: Reply,
 }
 
-/// What to do once the write in flight is durable.
+/// What to do once a write (and every write before it) is durable.
 #[derive(Debug)]
 enum AfterWrite {
-    /// The rest of a `Ready`, in its documented order.
+    /// The parts of a `Ready` that depend on its writes: the messages that must not leave
+    /// before them (votes, append acknowledgements) and the node's `persisted` report.
     Ready {
-        received_snapshot: Option<Snapshot>,
         persisted_messages: Vec<Envelope>,
         last_appended: Option<(Index, Term)>,
-        committed: Vec<Entry>,
-        reads: Vec<(u64, Index)>,
     },
     /// A snapshot this node took: the core may now compact its log.
     Snapshot(Snapshot),
 }
 
+impl AfterWrite {
+    /// True if there is nothing to do.
+    fn is_empty(&self) -> bool {
+        match self {
+            AfterWrite::Ready {
+                persisted_messages,
+                last_appended,
+            } => persisted_messages.is_empty() && last_appended.is_none(),
+            AfterWrite::Snapshot(_) => false,
+        }
+    }
+}
+
+/// A `Ready` (or snapshot) waiting in the in-flight queue.
 #[derive(Debug)]
 struct InFlight {
-    done: Done,
+    /// The writer's answer, or `None` for a `Ready` without writes, which is due as soon as
+    /// every write queued before it is durable.
+    done: Option<Done>,
     after: AfterWrite,
 }
 
@@ -143,7 +169,9 @@ pub(crate) struct Driver {
     writer: Writer,
     inbox: mpsc::Receiver<Event>,
     leader_tx: watch::Sender<LeaderInfo>,
-    in_flight: Option<InFlight>,
+    /// `Ready`s (and snapshots) whose writes were handed to the writer, or which wait behind
+    /// such writes, not yet processed; in submission order, at most [`MAX_IN_FLIGHT`].
+    in_flight: VecDeque<InFlight>,
     /// Proposals by log index.
     pending: BTreeMap<Index, Pending>,
     /// Clients waiting on a queued acquire, by (session, seq). Several handles may wait on one
@@ -205,7 +233,7 @@ impl Driver {
             writer,
             inbox,
             leader_tx,
-            in_flight: None,
+            in_flight: VecDeque::with_capacity(MAX_IN_FLIGHT),
             written_hard_state: None,
             deferred_hard_state: None,
             pending: BTreeMap::new(),
@@ -241,8 +269,11 @@ impl Driver {
                 tokio::select! {
                     biased;
                     written = async {
-                        match in_flight {
-                            Some(in_flight) => (&mut in_flight.done).await,
+                        match in_flight.front_mut() {
+                            Some(InFlight { done: Some(done), .. }) => done.await,
+                            // A `Ready` without writes at the front is due at once (`complete_due`
+                            // normally takes it before the loop comes back here).
+                            Some(InFlight { done: None, .. }) => Ok(Ok(())),
                             None => std::future::pending().await,
                         }
                     } => Wake::Written(written),
@@ -251,13 +282,10 @@ impl Driver {
             };
             match wake {
                 Wake::Written(result) => {
-                    let in_flight = self.in_flight.take().expect("a write was in flight");
-                    match result {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => return Err(Error::Persist(error)),
-                        Err(_) => return Err(Error::WriterStopped),
-                    }
+                    let in_flight = self.in_flight.pop_front().expect("a write was in flight");
+                    written(result)?;
                     self.after_write(in_flight.after)?;
+                    self.complete_due()?;
                 }
                 Wake::Event(None) => {
                     // Every sender is gone: nothing can reach us any more.
@@ -615,13 +643,11 @@ impl Driver {
         true
     }
 
-    /// Waits for the write in flight, then fsyncs once more.
+    /// Waits for every write in flight, then fsyncs once more.
     async fn final_sync(&mut self) -> Result<(), Error> {
-        if let Some(in_flight) = self.in_flight.take() {
-            match in_flight.done.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(Error::Persist(error)),
-                Err(_) => return Err(Error::WriterStopped),
+        while let Some(in_flight) = self.in_flight.pop_front() {
+            if let Some(done) = in_flight.done {
+                written(done.await)?;
             }
         }
         // The last commit index goes to disk with the final sync, if it was deferred.
@@ -873,16 +899,16 @@ impl Driver {
 
     // --- Ready --------------------------------------------------------------------------------
 
-    /// Processes the node's output until it has none, or a write is in flight.
+    /// Processes the node's output until it has none, or the in-flight queue is full.
     fn advance(&mut self) -> Result<(), Error> {
         for _ in 0..MAX_READY_ROUNDS {
-            if self.in_flight.is_some() {
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
                 return Ok(());
             }
             let mut ready = self.node.ready();
             // A hard state that only moves the commit index need not be durable before the
-            // committed entries are applied: the entries themselves are already fsynced, and
-            // Raft recovers the commit index from the leader (a restart merely re-learns it).
+            // committed entries are applied: the entries are durable on a quorum, and Raft
+            // recovers the commit index from the leader (a restart merely re-learns it).
             // Deferring it to the next write halves the fsyncs per operation.
             if self.is_commit_only(&ready) {
                 self.deferred_hard_state = ready.hard_state.take();
@@ -900,12 +926,19 @@ impl Driver {
                 return Ok(());
             }
             self.send(ready.messages);
+            // What is committed is durable on a quorum already, so applying it does not wait for
+            // this node's own writes (Raft thesis §10.2.1): the leader answers a client as soon
+            // as a quorum has the entry, even while its own fsync of it is still running. A
+            // snapshot received from the leader is committed state too, and is installed at once
+            // (the entries after it, applied below, build on it). The committed entries were all
+            // handed to the writer by the time they are applied (in this `Ready` or an earlier
+            // one), so a snapshot this node takes of its applied state is saved after them.
+            if let Some(snapshot) = &ready.snapshot {
+                self.install_snapshot(snapshot)?;
+            }
             let after = AfterWrite::Ready {
-                received_snapshot: ready.snapshot.clone(),
                 persisted_messages: ready.persisted_messages,
                 last_appended: ready.append.last().map(|entry| (entry.index, entry.term)),
-                committed: ready.committed,
-                reads: ready.reads,
             };
             if has_writes {
                 // A newer hard state in this batch supersedes the deferred one.
@@ -920,10 +953,47 @@ impl Driver {
                     append: ready.append,
                     hard_state,
                 });
-                self.in_flight = Some(InFlight { done, after });
-                return Ok(());
+                self.in_flight.push_back(InFlight {
+                    done: Some(done),
+                    after,
+                });
+            } else if !after.is_empty() {
+                if self.in_flight.is_empty() {
+                    self.after_write(after)?;
+                } else {
+                    // Acknowledgements may vouch for writes still in flight: they leave once
+                    // every earlier write is durable.
+                    self.in_flight.push_back(InFlight { done: None, after });
+                }
             }
-            self.after_write(after)?;
+            for entry in ready.committed {
+                self.apply(entry)?;
+            }
+            for (read_id, index) in ready.reads {
+                if let Some(read) = self.reads.remove(&read_id) {
+                    self.confirmed_reads.insert((index, read_id), read);
+                }
+            }
+            self.serve_reads();
+        }
+        Ok(())
+    }
+
+    /// Processes, in order, the queued `Ready`s that are due: those without writes at the front,
+    /// and those whose writes the writer has already answered (one fsync answers a whole group).
+    fn complete_due(&mut self) -> Result<(), Error> {
+        while let Some(front) = self.in_flight.front_mut() {
+            if let Some(done) = &mut front.done {
+                match done.try_recv() {
+                    Ok(result) => written(Ok(result))?,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                        return Err(Error::WriterStopped)
+                    }
+                }
+            }
+            let front = self.in_flight.pop_front().expect("front exists");
+            self.after_write(front.after)?;
         }
         Ok(())
     }
@@ -952,28 +1022,13 @@ impl Driver {
     fn after_write(&mut self, after: AfterWrite) -> Result<(), Error> {
         match after {
             AfterWrite::Ready {
-                received_snapshot,
                 persisted_messages,
                 last_appended,
-                committed,
-                reads,
             } => {
                 self.send(persisted_messages);
-                if let Some(snapshot) = received_snapshot {
-                    self.install_snapshot(&snapshot)?;
-                }
                 if let Some((index, term)) = last_appended {
                     self.node.persisted(index, term);
                 }
-                for entry in committed {
-                    self.apply(entry)?;
-                }
-                for (read_id, index) in reads {
-                    if let Some(read) = self.reads.remove(&read_id) {
-                        self.confirmed_reads.insert((index, read_id), read);
-                    }
-                }
-                self.serve_reads();
                 Ok(())
             }
             AfterWrite::Snapshot(snapshot) => {
@@ -1308,7 +1363,15 @@ impl Driver {
     }
 
     fn maybe_snapshot(&mut self) {
-        if self.in_flight.is_some() || self.applied_since_snapshot < self.config.snapshot_threshold
+        // Everything applied is durable, so a snapshot may queue behind later writes; but only
+        // one snapshot of ours at a time (the core learns of it when it is saved).
+        let snapshot_in_flight = self
+            .in_flight
+            .iter()
+            .any(|in_flight| matches!(in_flight.after, AfterWrite::Snapshot(_)));
+        if self.in_flight.len() >= MAX_IN_FLIGHT
+            || snapshot_in_flight
+            || self.applied_since_snapshot < self.config.snapshot_threshold
         {
             return;
         }
@@ -1332,8 +1395,8 @@ impl Driver {
         tracing::info!(index, bytes = snapshot.data.len(), "taking a snapshot");
         self.applied_since_snapshot = 0;
         let done = self.writer.submit(Job::SaveSnapshot(snapshot.clone()));
-        self.in_flight = Some(InFlight {
-            done,
+        self.in_flight.push_back(InFlight {
+            done: Some(done),
             after: AfterWrite::Snapshot(snapshot),
         });
     }
@@ -1434,6 +1497,17 @@ impl Driver {
             locks: self.lockspace.locks(None).len() as u64,
             members,
         }))
+    }
+}
+
+/// Turns the writer's answer into the driver's error: storage errors are fatal.
+fn written(
+    result: Result<Result<(), crate::storage::Error>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<(), Error> {
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(Error::Persist(error)),
+        Err(_) => Err(Error::WriterStopped),
     }
 }
 

@@ -1,8 +1,9 @@
 //! The storage writer: a dedicated OS thread that owns [`Storage`], so blocking file I/O and
-//! fsync never run on the async workers. The driver hands it one job at a time; the job does its
-//! writes and then ONE `sync`, and answers through a oneshot. While a job runs the driver keeps
-//! queueing events, so the next job naturally carries everything that arrived meanwhile: that is
-//! group commit.
+//! fsync never run on the async workers. The driver may have several jobs queued (up to
+//! [`CAPACITY`]). The thread takes one, drains every job already queued behind it, does all
+//! their writes in submission order, then ONE `sync`, and only then answers each of them through
+//! its oneshot: that is group commit across jobs. A job is never answered `Ok` before the sync
+//! that covers it, and jobs are answered in the order they were submitted.
 
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
@@ -15,7 +16,7 @@ use crate::storage::{self, Storage};
 /// The answer to a job: `Ok` once everything it wrote is durable.
 pub type Done = oneshot::Receiver<Result<(), storage::Error>>;
 
-/// A unit of durable work, done in field order and followed by one fsync.
+/// A unit of durable work, done in field order; durable once the group's fsync is done.
 #[derive(Debug)]
 pub enum Job {
     /// The writes of one `Ready`: a snapshot received from the leader, a truncated conflicting
@@ -36,6 +37,10 @@ pub enum Job {
     Sync,
 }
 
+/// How many jobs may wait in the writer's queue. The driver keeps fewer than this in flight
+/// (plus its final sync), so [`Writer::submit`] never blocks an async worker.
+pub const CAPACITY: usize = 16;
+
 /// A job and where its answer goes.
 type Order = (Job, oneshot::Sender<Result<(), storage::Error>>);
 
@@ -49,8 +54,8 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread around `storage`.
     pub fn spawn(storage: Storage) -> std::io::Result<Writer> {
-        // Capacity 1: the driver has at most one job in flight, so `send` never waits.
-        let (jobs, inbox) = std_mpsc::sync_channel(1);
+        // The driver keeps fewer than CAPACITY jobs in flight, so `send` never waits.
+        let (jobs, inbox) = std_mpsc::sync_channel(CAPACITY);
         let thread = std::thread::Builder::new()
             .name("raftlockd-writer".into())
             .spawn(move || run(storage, inbox))?;
@@ -85,19 +90,42 @@ impl Drop for Writer {
 }
 
 fn run(mut storage: Storage, inbox: std_mpsc::Receiver<Order>) {
-    while let Ok((job, answer)) = inbox.recv() {
-        let result = execute(&mut storage, job);
-        let failed = result.is_err();
-        // The driver may be gone (shutdown); nothing else to tell then.
-        let _ = answer.send(result);
-        if failed {
+    while let Ok(first) = inbox.recv() {
+        let mut jobs = vec![first.0];
+        let mut answers = vec![first.1];
+        // Everything already queued joins this group: one fsync for all of it.
+        while jobs.len() < CAPACITY {
+            match inbox.try_recv() {
+                Ok((job, answer)) => {
+                    jobs.push(job);
+                    answers.push(answer);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = jobs
+            .into_iter()
+            .try_for_each(|job| write(&mut storage, job))
+            .and_then(|()| storage.sync());
+        if let Err(error) = result {
+            // The first job of the group is the one the driver waits on next: it gets the
+            // error. The others are dropped unanswered, which the driver also treats as fatal.
+            if let Some(answer) = answers.into_iter().next() {
+                let _ = answer.send(Err(error));
+            }
             // After an I/O error the on-disk state is unknown: write nothing more.
             return;
+        }
+        for answer in answers {
+            // The driver may be gone (shutdown); nothing else to tell then.
+            let _ = answer.send(Ok(()));
         }
     }
 }
 
-fn execute(storage: &mut Storage, job: Job) -> Result<(), storage::Error> {
+/// Does a job's writes, without the final fsync (a snapshot file is synced by the storage
+/// itself, which also syncs the log before it).
+fn write(storage: &mut Storage, job: Job) -> Result<(), storage::Error> {
     match job {
         Job::Persist {
             snapshot,
@@ -122,12 +150,58 @@ fn execute(storage: &mut Storage, job: Job) -> Result<(), storage::Error> {
             if !append.is_empty() {
                 storage.append(&append)?;
             }
-            storage.sync()
+            Ok(())
         }
-        Job::SaveSnapshot(snapshot) => {
-            storage.save_snapshot(&snapshot)?;
-            storage.sync()
+        Job::SaveSnapshot(snapshot) => storage.save_snapshot(&snapshot),
+        Job::Sync => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::EntryData;
+
+    fn entry(index: Index) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: EntryData::Command(vec![index as u8]),
         }
-        Job::Sync => storage.sync(),
+    }
+
+    #[test]
+    fn queued_jobs_are_all_written_in_order_and_answered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (storage, _) = Storage::open(dir.path()).expect("open");
+        let writer = Writer::spawn(storage).expect("spawn");
+        // Submit more jobs than one group can take, without waiting in between.
+        let count = CAPACITY as Index + 4;
+        let done: Vec<Done> = (1..=count)
+            .map(|index| {
+                writer.submit(Job::Persist {
+                    snapshot: None,
+                    truncate_from: None,
+                    append: vec![entry(index)],
+                    hard_state: Some(HardState {
+                        term: 1,
+                        vote: Some(1),
+                        commit: index - 1,
+                    }),
+                })
+            })
+            .collect();
+        for answer in done {
+            assert!(matches!(answer.blocking_recv(), Ok(Ok(()))));
+        }
+        assert!(matches!(
+            writer.submit(Job::Sync).blocking_recv(),
+            Ok(Ok(()))
+        ));
+        drop(writer);
+        let (_, recovered) = Storage::open(dir.path()).expect("reopen");
+        let expected: Vec<Entry> = (1..=count).map(entry).collect();
+        assert_eq!(recovered.entries, expected);
+        assert_eq!(recovered.hard_state.commit, count - 1);
     }
 }

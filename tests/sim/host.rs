@@ -55,6 +55,11 @@ pub struct HostParams {
     /// one by one, the figure-8 shape).
     pub max_entries: usize,
     pub torn_writes: bool,
+    /// Apply committed entries (and install a received snapshot) before this node's own write
+    /// and fsync, as the daemon does (thesis §10.2.1); otherwise after them, in the strict
+    /// order of the `Ready` contract. A crash before the fsync then loses writes whose entries
+    /// were already applied and answered.
+    pub early_apply: bool,
 }
 
 /// What a leader keeps in memory.
@@ -611,6 +616,10 @@ impl Host {
                 )
             });
         }
+        let mut committed = committed;
+        if self.params.early_apply {
+            self.apply_ready(ctx, snapshot.as_ref(), std::mem::take(&mut committed))?;
+        }
         // 2. Write, then fsync.
         let writes = snapshot.is_some()
             || truncate_from.is_some()
@@ -649,8 +658,25 @@ impl Host {
         if writes && self.armed(CrashPoint::BeforeApply) {
             return self.crash_now(ctx);
         }
-        // 4. Apply.
+        // 4. Apply (unless done before the write).
+        if !self.params.early_apply {
+            self.apply_ready(ctx, snapshot.as_ref(), committed)?;
+        }
+        self.maybe_snapshot()?;
+        Ok(())
+    }
+
+    /// Step 4 of the contract: a received snapshot replaces the state machine, then the
+    /// committed entries are applied.
+    fn apply_ready(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        snapshot: Option<&Snapshot>,
+        committed: Vec<raftlock::raft::Entry>,
+    ) -> Result<(), String> {
         if let Some(s) = snapshot {
+            // Committed state: the node is at least there from now on.
+            self.highest_applied = self.highest_applied.max(s.meta.index);
             self.space = LockSpace::restore(&s.data)
                 .map_err(|e| format!("n{}: received snapshot does not restore: {e}", self.id))?;
             if self.space.applied_index() != s.meta.index {
@@ -668,7 +694,6 @@ impl Host {
         for entry in committed {
             self.apply(ctx, entry)?;
         }
-        self.maybe_snapshot()?;
         Ok(())
     }
 

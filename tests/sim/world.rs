@@ -47,7 +47,7 @@ impl Params {
         let (crash, pause, partition, transfer) = (p(0.75), p(0.5), p(0.7), p(0.3));
         let skew = rng.gen_bool(0.7);
         let ttl_ms = rng.gen_range(600..=2_000);
-        Params {
+        let mut params = Params {
             nodes,
             clients: rng.gen_range(2..=6),
             chaos_ms: rng.gen_range(10_000..=25_000),
@@ -74,6 +74,7 @@ impl Params {
                     64
                 },
                 torn_writes: rng.gen_bool(0.5),
+                early_apply: false,
             },
             client: ClientParams {
                 ttl_ms,
@@ -97,7 +98,10 @@ impl Params {
             pause,
             partition,
             transfer,
-        }
+        };
+        // Drawn last, so the draws above (and the seeds kept for them) are unchanged.
+        params.host.early_apply = rng.gen_bool(0.75);
+        params
     }
 }
 
