@@ -45,6 +45,12 @@ pub struct Config {
     /// The membership to start from when the log and snapshot are empty (a new cluster).
     /// A node with an empty disk and no bootstrap waits to be added by a leader.
     pub bootstrap: Option<Membership>,
+    /// When the leader's commit index moves, send every follower an AppendEntries at once, even
+    /// without entries (true); or let the next AppendEntries or heartbeat carry it (false).
+    /// Lazy halves the messages per operation at low load (no empty append and no answer to it
+    /// per commit); followers then learn a commit up to one heartbeat later, which only delays
+    /// their own applying, never the leader's answers.
+    pub eager_commit: bool,
 }
 
 impl Config {
@@ -60,6 +66,7 @@ impl Config {
             max_entries_per_append: 512,
             max_inflight_appends: 16,
             bootstrap: None,
+            eager_commit: true,
         }
     }
 }
@@ -1164,13 +1171,13 @@ impl Node {
         let RoleState::Leader(ls) = &mut self.role else {
             return;
         };
-        let commit_changed = ls.commit_sent != self.commit;
-        if ls.append_pending || commit_changed {
+        let send_commit = ls.commit_sent != self.commit && self.config.eager_commit;
+        if ls.append_pending || send_commit {
             ls.append_pending = false;
             ls.commit_sent = self.commit;
             let ids: Vec<NodeId> = ls.progress.keys().copied().collect();
             for id in ids {
-                self.send_append(id, commit_changed);
+                self.send_append(id, send_commit);
             }
         }
         if let RoleState::Leader(ls) = &self.role {
@@ -1258,8 +1265,13 @@ impl Node {
             }
         }
         pr.heartbeat_match = pr.matched;
+        // A follower that lacks entries gets an append even when there is nothing new to send
+        // it: with a probe lost (or never sent, as to a learner added while the log was idle)
+        // the empty append is the probe, and without it nothing would move until the next
+        // proposal.
+        let behind = pr.matched < last;
         self.resolve_reads();
-        self.send_append(from, false);
+        self.send_append(from, behind);
     }
 
     /// Advances the commit index to what a quorum holds durably, if it is of this term.

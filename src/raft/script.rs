@@ -9,7 +9,7 @@
 //!
 //! Commands (node ids are numbers; `[x]` is optional):
 //! - `cluster nodes=N [seed=S] [prevote=false] [checkquorum=false] [heartbeat=H]
-//!   [election=MIN-MAX] [inflight=I] [batch=B]`: a new bootstrapped cluster.
+//!   [election=MIN-MAX] [inflight=I] [batch=B] [eagercommit=false]`: a new bootstrapped cluster.
 //! - `tick [n] [node]`: advances time on every live node (or one).
 //! - `campaign N`: N campaigns at once, as after a `TimeoutNow`.
 //! - `deliver [from->to | N]`: delivers the queued messages (matching, or to N), once.
@@ -200,6 +200,7 @@ impl Sim {
         let mut base = Config::new(0);
         base.pre_vote = args.get("prevote").map_or(true, |v| v != "false");
         base.check_quorum = args.get("checkquorum").map_or(true, |v| v != "false");
+        base.eager_commit = args.get("eagercommit").map_or(true, |v| v != "false");
         base.heartbeat_ticks = get("heartbeat", 2)? as u32;
         let (lo, hi) = args.get("election").map_or(Ok((10, 20)), |v| {
             let (a, b) = v.split_once('-').ok_or("election=MIN-MAX")?;

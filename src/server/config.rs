@@ -359,6 +359,9 @@ impl ServerConfig {
             heartbeat_ticks: self.heartbeat_ticks,
             election_ticks_min: self.election_ticks_min,
             election_ticks_max: self.election_ticks_max,
+            // The next append or heartbeat tells followers of a commit: one message and one
+            // answer fewer per follower and operation; only followers' own applying waits.
+            eager_commit: false,
             ..raft::Config::new(self.id)
         }
     }

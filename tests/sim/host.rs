@@ -60,6 +60,8 @@ pub struct HostParams {
     /// order of the `Ready` contract. A crash before the fsync then loses writes whose entries
     /// were already applied and answered.
     pub early_apply: bool,
+    /// The core's `eager_commit` (the daemon runs with it off).
+    pub eager_commit: bool,
 }
 
 /// What a leader keeps in memory.
@@ -176,6 +178,7 @@ impl Host {
         let mut c = Config::new(self.id);
         c.bootstrap = Some(self.membership.clone());
         c.max_entries_per_append = self.params.max_entries;
+        c.eager_commit = self.params.eager_commit;
         c
     }
 

@@ -75,6 +75,7 @@ impl Params {
                 },
                 torn_writes: rng.gen_bool(0.5),
                 early_apply: false,
+                eager_commit: true,
             },
             client: ClientParams {
                 ttl_ms,
@@ -101,6 +102,7 @@ impl Params {
         };
         // Drawn last, so the draws above (and the seeds kept for them) are unchanged.
         params.host.early_apply = rng.gen_bool(0.75);
+        params.host.eager_commit = rng.gen_bool(0.25);
         params
     }
 }
