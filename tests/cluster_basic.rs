@@ -31,7 +31,18 @@ async fn three_and_five_nodes_elect_one_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_append_and_release_through_a_follower() {
-    let cluster = Cluster::start(3, &[]);
+    through_a_follower(&[]).await;
+}
+
+/// The same on nodes that run a single-threaded runtime (`--worker-threads 1`): nothing in the
+/// daemon may need a second runtime thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_threaded_nodes_serve_the_same() {
+    through_a_follower(&["--worker-threads", "1"]).await;
+}
+
+async fn through_a_follower(args: &[&str]) {
+    let cluster = Cluster::start(3, args);
     let leader = cluster.wait_leader().await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     // The client knows only the follower: every write is redirected to the leader.

@@ -143,6 +143,12 @@ pub struct Args {
     /// `raftlock=debug,info`. `RUST_LOG` is not read; use this flag or its variable.
     #[arg(long, env = "RAFTLOCKD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Threads that run connections, peers and the driver: 0 for one per core; 1 for a
+    /// single-threaded runtime, which spends less CPU per operation (no wake-ups across
+    /// threads) and suits small machines and several nodes sharing one. Storage writes always
+    /// have a thread of their own.
+    #[arg(long, env = "RAFTLOCKD_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
     /// Most open client connections; more get `TooManyConnections` and are closed.
     #[arg(long, env = "RAFTLOCKD_MAX_CONNECTIONS", default_value_t = crate::protocol::MAX_CONNECTIONS)]
     pub max_connections: usize,
