@@ -47,7 +47,10 @@
 //!   runtime fails them when `role()` changes.
 //! - Config changes take effect on append, so etcd's "campaign with an unapplied committed
 //!   config" bug (etcd-io/raft#456) does not arise; joint consensus is not implemented.
-//! - Lost InstallSnapshot messages are resent after ten heartbeat answers without progress.
+//! - Lost InstallSnapshot messages are resent after ten heartbeat answers without progress; a
+//!   lost probe is resent on the next heartbeat answer (an empty append when nothing is new).
+//! - With `Config::eager_commit` off, followers learn a commit from the next append or
+//!   heartbeat, so they apply up to one heartbeat later; the leader's answers do not wait.
 //!
 //! Tests: unit tests per module, and goldenscripts in `testscripts/` (see `script.rs`).
 
