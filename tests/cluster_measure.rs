@@ -13,11 +13,30 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::Cluster;
 use raftlock::client::{Client, ClientOptions, Wait};
 use raftlock::lockspace::LockMode;
+
+/// Grants the looping client must get before the leader stops, and again after a new leader
+/// is known, so every gap is measured inside steady traffic.
+const GRANTS_AROUND_RESTART: u64 = 20;
+
+/// Waits until `grants` reaches `target` (bounded: the client retries for 30 s at most).
+async fn wait_for_grants(grants: &AtomicU64, target: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while grants.load(Ordering::Relaxed) < target {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {target} grants in 30 s",
+            grants.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -75,30 +94,35 @@ async fn client_pause_during_graceful_leader_restart() {
     let mut samples = Vec::new();
     for round in 0..10 {
         let leader = cluster.wait_leader().await;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let grants = Arc::new(AtomicU64::new(0));
         let worker = {
             let session = session.clone();
             let stop = stop.clone();
+            let grants = grants.clone();
             tokio::spawn(async move {
                 let mut last = Instant::now();
                 let mut worst = Duration::ZERO;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) {
                     let guard = session
                         .lock("rolling", LockMode::Exclusive, Wait::TryOnce)
                         .await
                         .expect("granted");
                     worst = worst.max(last.elapsed());
                     last = Instant::now();
+                    grants.fetch_add(1, Ordering::Relaxed);
                     guard.release().await.expect("release");
                 }
                 worst
             })
         };
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Steady traffic before the stop, and again through the new leader after it.
+        wait_for_grants(&grants, GRANTS_AROUND_RESTART).await;
         cluster.node(leader).terminate();
         cluster.wait_leader_except(&[leader]).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let before = grants.load(Ordering::Relaxed);
+        wait_for_grants(&grants, before + GRANTS_AROUND_RESTART).await;
+        stop.store(true, Ordering::Relaxed);
         let worst = worker.await.expect("worker");
         println!("graceful restart {round}: longest gap {worst:?}");
         samples.push(worst);
