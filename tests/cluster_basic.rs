@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Client as RawClient, Cluster};
-use raftlock::client::{Client, ClientOptions, Wait};
+use common::{connect, Client as RawClient, Cluster};
+use raftlock::client::Wait;
 use raftlock::lockspace::LockMode;
 use raftlock::protocol::{Response, Role, VERSION};
 use raftlock::raft::{Envelope, Message};
@@ -46,12 +46,7 @@ async fn through_a_follower(args: &[&str]) {
     let leader = cluster.wait_leader().await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     // The client knows only the follower: every write is redirected to the leader.
-    let client = Client::connect(
-        vec![cluster.addr(follower).to_string()],
-        ClientOptions::default(),
-    )
-    .await
-    .expect("connect");
+    let client = connect(vec![cluster.addr(follower).to_string()]).await;
     let session = client
         .open_session(Duration::from_secs(10))
         .await
@@ -73,9 +68,7 @@ async fn through_a_follower(args: &[&str]) {
     // Every node serves the file from its own state once it has applied the append.
     for id in 1..=3 {
         cluster.wait_caught_up(id).await;
-        let reader = Client::connect(vec![cluster.addr(id).to_string()], ClientOptions::default())
-            .await
-            .expect("connect");
+        let reader = connect(vec![cluster.addr(id).to_string()]).await;
         let (data, _) = reader
             .read("journal.log", 0, 1024, true)
             .await
@@ -130,9 +123,7 @@ async fn a_peer_frame_on_a_client_connection_is_refused() {
 async fn members_are_added_and_removed_at_run_time() {
     let mut cluster = Cluster::start(3, &[]);
     cluster.wait_leader().await;
-    let client = Client::connect(cluster.servers(), ClientOptions::default())
-        .await
-        .expect("connect");
+    let client = connect(cluster.servers()).await;
     let session = client
         .open_session(Duration::from_secs(10))
         .await
@@ -155,9 +146,7 @@ async fn members_are_added_and_removed_at_run_time() {
         .expect("add member");
     assert!(members.iter().any(|m| m.node_id == 4 && m.voter));
     cluster.wait_caught_up(4).await;
-    let reader = Client::connect(vec![addr.to_string()], ClientOptions::default())
-        .await
-        .expect("connect to the new node");
+    let reader = connect(vec![addr.to_string()]).await;
     let (data, _) = reader.read("f", 0, 4096, true).await.expect("read");
     let expected: String = (0..20).map(|i| format!("{i}\n")).collect();
     assert_eq!(data, expected.as_bytes());

@@ -8,23 +8,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, DEADLINE};
-use raftlock::client::{Client, ClientOptions, Wait};
+use common::{connect, Cluster, DEADLINE};
+use raftlock::client::Wait;
 use raftlock::lockspace::LockMode;
 use raftlock::protocol::{ErrorCode, Request, Response};
-
-async fn client(servers: Vec<String>) -> Client {
-    Client::connect(servers, ClientOptions::default())
-        .await
-        .expect("connect")
-}
 
 /// Every node's copy of `file` (stale reads, after each caught up).
 async fn copies(cluster: &Cluster, ids: &[u64], file: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for id in ids {
         cluster.wait_caught_up(*id).await;
-        let reader = client(vec![cluster.addr(*id).to_string()]).await;
+        let reader = connect(vec![cluster.addr(*id).to_string()]).await;
         let (data, _) = reader.read(file, 0, 1 << 20, true).await.expect("read");
         out.push(data);
     }
@@ -44,7 +38,7 @@ async fn leader_killed_under_load_loses_and_duplicates_nothing_and_rejoins() {
         let acked = acked.clone();
         let stop = stop.clone();
         writers.push(tokio::spawn(async move {
-            let client = client(servers).await;
+            let client = connect(servers).await;
             let session = client
                 .open_session(Duration::from_secs(10))
                 .await
@@ -109,7 +103,7 @@ async fn leader_killed_under_load_loses_and_duplicates_nothing_and_rejoins() {
 async fn a_wiped_node_is_re_added_and_catches_up_through_a_snapshot() {
     let mut cluster = Cluster::start(3, &["--snapshot-threshold", "20"]);
     cluster.wait_leader().await;
-    let admin = client(cluster.servers()).await;
+    let admin = connect(cluster.servers()).await;
     let session = admin
         .open_session(Duration::from_secs(10))
         .await
@@ -158,7 +152,7 @@ async fn a_wiped_node_is_re_added_and_catches_up_through_a_snapshot() {
 async fn a_rolling_restart_keeps_the_session_and_the_lock() {
     let mut cluster = Cluster::start(3, &[]);
     cluster.wait_leader().await;
-    let holder = client(cluster.servers()).await;
+    let holder = connect(cluster.servers()).await;
     let session = holder
         .open_session(Duration::from_secs(3))
         .await
@@ -190,7 +184,7 @@ async fn a_rolling_restart_keeps_the_session_and_the_lock() {
 async fn a_paused_leader_steps_down_and_serves_nothing_stale() {
     let mut cluster = Cluster::start(3, &[]);
     let old = cluster.wait_leader().await;
-    let writer = client(cluster.servers()).await;
+    let writer = connect(cluster.servers()).await;
     let session = writer
         .open_session(Duration::from_secs(10))
         .await
@@ -240,13 +234,13 @@ async fn a_queued_acquire_keeps_its_place_across_a_failover() {
     let mut cluster = Cluster::start(3, &[]);
     cluster.wait_leader().await;
     let servers = cluster.servers();
-    let a = client(servers.clone()).await;
+    let a = connect(servers.clone()).await;
     let a_session = a.open_session(Duration::from_secs(10)).await.expect("a");
     let a_fence = a_session
         .acquire("q", LockMode::Exclusive, Wait::TryOnce, None)
         .await
         .expect("a holds");
-    let b = client(servers.clone()).await;
+    let b = connect(servers.clone()).await;
     let b_session = b.open_session(Duration::from_secs(10)).await.expect("b");
     let b_wait = {
         let s = b_session.clone();
@@ -265,7 +259,7 @@ async fn a_queued_acquire_keeps_its_place_across_a_failover() {
         assert!(start.elapsed() < DEADLINE, "B never queued");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let c = client(servers.clone()).await;
+    let c = connect(servers.clone()).await;
     let c_session = c.open_session(Duration::from_secs(10)).await.expect("c");
     let c_wait = {
         let s = c_session.clone();

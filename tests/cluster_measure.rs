@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Cluster;
-use raftlock::client::{Client, ClientOptions, Wait};
+use common::{connect, Cluster};
+use raftlock::client::Wait;
 use raftlock::lockspace::LockMode;
 
 /// Grants the looping client must get before the leader stops, and again after a new leader
@@ -48,9 +48,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 async fn failover_time_after_kill_9() {
     let mut cluster = Cluster::start(3, &[]);
     cluster.wait_leader().await;
-    let client = Client::connect(cluster.servers(), ClientOptions::default())
-        .await
-        .expect("connect");
+    let client = connect(cluster.servers()).await;
     let mut samples = Vec::new();
     for round in 0..20 {
         let session = client
@@ -84,9 +82,7 @@ async fn failover_time_after_kill_9() {
 async fn client_pause_during_graceful_leader_restart() {
     let mut cluster = Cluster::start(3, &[]);
     cluster.wait_leader().await;
-    let client = Client::connect(cluster.servers(), ClientOptions::default())
-        .await
-        .expect("connect");
+    let client = connect(cluster.servers()).await;
     let session = client
         .open_session(Duration::from_secs(10))
         .await

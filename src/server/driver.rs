@@ -917,12 +917,7 @@ impl Driver {
                 || ready.truncate_from.is_some()
                 || !ready.append.is_empty()
                 || ready.hard_state.is_some();
-            let is_empty = !has_writes
-                && ready.messages.is_empty()
-                && ready.persisted_messages.is_empty()
-                && ready.committed.is_empty()
-                && ready.reads.is_empty();
-            if is_empty {
+            if ready.is_empty() {
                 return Ok(());
             }
             self.send(ready.messages);
@@ -1363,7 +1358,8 @@ impl Driver {
     }
 
     fn maybe_snapshot(&mut self) {
-        // Everything applied is durable, so a snapshot may queue behind later writes; but only
+        // Every applied entry was handed to the writer before it was applied, and the writer
+        // keeps submission order, so the snapshot is saved after the entries it covers; but only
         // one snapshot of ours at a time (the core learns of it when it is saved).
         let snapshot_in_flight = self
             .in_flight

@@ -465,6 +465,14 @@ pub struct Cluster {
     pub common: Vec<String>,
 }
 
+/// A library client with default options that knows `servers` (any member: followers
+/// redirect).
+pub async fn connect(servers: Vec<String>) -> raftlock::client::Client {
+    raftlock::client::Client::connect(servers, raftlock::client::ClientOptions::default())
+        .await
+        .expect("connect")
+}
+
 impl Cluster {
     /// Starts `n` nodes that bootstrap one cluster, with `extra` arguments each.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {

@@ -581,7 +581,7 @@ impl Host {
             append,
             hard_state,
             persisted_messages,
-            committed,
+            mut committed,
             reads: _,
         } = rd;
         // 1. Messages that depend on nothing unpersisted.
@@ -619,7 +619,6 @@ impl Host {
                 )
             });
         }
-        let mut committed = committed;
         if self.params.early_apply {
             self.apply_ready(ctx, snapshot.as_ref(), std::mem::take(&mut committed))?;
         }
