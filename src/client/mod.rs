@@ -33,11 +33,8 @@
 //! # Ok(()) }
 //! ```
 
-pub mod cli;
 mod conn;
-pub mod duration;
 mod error;
-pub mod json;
 mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};

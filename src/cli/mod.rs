@@ -1,4 +1,9 @@
-//! The `raftlock` command line: argument parsing and the commands, over [`Client`].
+//! The `raftlock` command line: argument parsing and the commands, over [`Client`];
+//! [`bench`](mod@bench): `raftlock bench`.
+
+pub mod bench;
+pub mod duration;
+pub mod json;
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
@@ -7,9 +12,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use super::duration::{self, Span};
-use super::json::Json;
-use super::{error_chain, Client, ClientOptions, Error, Session, SessionCredentials, Wait};
+use self::duration::Span;
+use self::json::Json;
+use crate::client::{error_chain, Client, ClientOptions, Error, Session, SessionCredentials, Wait};
 use crate::lockspace::{Fence, LockMode, SessionId};
 use crate::protocol::{LockState, MemberStatus, StatusInfo, MAX_READ};
 
@@ -124,7 +129,7 @@ Example:
     #[command(after_help = "Example:\n  raftlock --servers 10.0.0.1:7400 status")]
     Status,
     /// Measure throughput and latency of a cluster (or of local daemons it starts).
-    Bench(crate::bench::BenchArgs),
+    Bench(bench::BenchArgs),
     /// Cluster administration: status of every member, add, remove, transfer leadership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -331,7 +336,7 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if let Command::Bench(args) = &cli.command {
-        return crate::bench::main(args, &cli.servers, cli.json);
+        return bench::main(args, &cli.servers, cli.json);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
