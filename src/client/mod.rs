@@ -58,6 +58,10 @@ pub use self::session::{LockGuard, LockRef, Session, SessionCredentials, Session
 pub use crate::error_chain;
 use crate::protocol::{ErrorCode, LockState, MemberStatus, Request, Response, StatusInfo};
 
+/// How long one `AddMember` attempt may wait for its answer: a little longer than the leader
+/// waits for the new node to answer and catch up before it gives up (10 s).
+const ADD_PATIENCE: Duration = Duration::from_secs(15);
+
 /// Timeouts and retry policy of a [`Client`].
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -99,6 +103,8 @@ enum Patience {
     /// An acquire: the request timeout until the first answer; after `Queued`, until `until`
     /// (`None`: forever).
     Queue { until: Option<Instant> },
+    /// A request the server may take this long to answer (at least the request timeout).
+    Long(Duration),
 }
 
 /// Where the client sends requests next.
@@ -139,7 +145,8 @@ enum Failure {
     NoLeader(String),
     TimedOut,
     Lost(String),
-    Busy(ErrorCode),
+    /// A retryable error answer, with the server's message.
+    Busy(ErrorCode, String),
 }
 
 impl Failure {
@@ -150,8 +157,8 @@ impl Failure {
             Failure::NoLeader(addr) => Error::NoServerAvailable {
                 last: format!("no leader known to {addr}"),
             },
-            Failure::Busy(code) => Error::NoServerAvailable {
-                last: format!("server kept answering {code:?}"),
+            Failure::Busy(code, message) => Error::NoServerAvailable {
+                last: format!("server kept answering {code:?}: {message}"),
             },
         }
     }
@@ -325,7 +332,8 @@ impl Client {
                     node_id,
                     addr: addr.to_string(),
                 },
-                Patience::Normal,
+                // The leader answers once the node has caught up, or after its add timeout.
+                Patience::Long(ADD_PATIENCE),
             )
             .await?;
         match response {
@@ -463,6 +471,9 @@ impl Client {
             loop {
                 let limit = match patience {
                     Patience::Queue { until } if queued => until,
+                    Patience::Long(wait) => {
+                        Some(Instant::now() + wait.max(self.inner.options.request_timeout))
+                    }
                     _ => Some(Instant::now() + self.inner.options.request_timeout),
                 };
                 let answer: Option<Reply> = match limit {
@@ -516,8 +527,11 @@ impl Client {
                             last = Some(Failure::Lost(format!("{} is shutting down", conn.addr)));
                             break;
                         }
-                        ErrorCode::Timeout | ErrorCode::TooManyRequests | ErrorCode::Internal => {
-                            last = Some(Failure::Busy(code));
+                        ErrorCode::Timeout
+                        | ErrorCode::TooManyRequests
+                        | ErrorCode::Internal
+                        | ErrorCode::NotReady => {
+                            last = Some(Failure::Busy(code, message));
                             break;
                         }
                         _ => return Err(Error::from_code(code, message)),
