@@ -10,13 +10,16 @@
 //! - [`lockspace`]: the replicated state machine: sessions, locks with FIFO queues, fencing
 //!   tokens, lock-guarded files and the exactly-once table. Also pure.
 //! - [`storage`]: the durable log: checksummed segments, hard state, snapshots, recovery.
+//! - [`replica`]: every decision of a node (admission, the write pipeline, apply and answers,
+//!   deadlines, membership, shutdown) as a pure state machine around the Raft node and the lock
+//!   space; the daemon and the simulation both run it.
 //! - [`server`]: the daemon. One driver task owns the Raft node and the lock space; a writer
 //!   thread does group-committed fsyncs; connections, the ticker and the peer transport talk to
 //!   the driver through bounded channels.
 //! - [`client`]: the Rust client library (redirects, same-seq retries, keep-alive, lock guards).
 //! - `cli`: the `raftlock` command line and `raftlock bench`, over the client library.
 //!
-//! Cargo features: `server` (the daemon: [`server`], [`storage`] and `raftlockd`) and `cli`
+//! Cargo features: `server` (the daemon: [`server`], [`replica`], [`storage`] and `raftlockd`) and `cli`
 //! (`cli` and `raftlock`), both on by default. A program that only talks to a cluster depends on
 //! `raftlock` with `default-features = false` and gets the client, the protocol and the pure
 //! cores, without clap, hdrhistogram or the daemon.
@@ -27,6 +30,8 @@ pub mod client;
 pub mod lockspace;
 pub mod protocol;
 pub mod raft;
+#[cfg(feature = "server")]
+pub mod replica;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

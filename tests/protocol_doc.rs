@@ -216,8 +216,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
             BadRequest | UnknownType | FrameTooLarge | HandshakeRequired | HandshakeTimeout
             | UnsupportedVersion | TooManyConnections | TooManyRequests | NotLeader
             | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | StaleFence
-            | SequenceTooOld | NotFound | Timeout | ShuttingDown | Internal | WrongCluster
-            | Unauthorized => {}
+            | SequenceTooOld | NotFound | Timeout | ShuttingDown | NotReady | Internal
+            | WrongCluster | Unauthorized => {}
         }
     }
     let all = vec![
@@ -240,6 +240,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
         NotFound,
         Timeout,
         ShuttingDown,
+        NotReady,
         Internal,
         WrongCluster,
         Unauthorized,

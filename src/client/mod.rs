@@ -12,10 +12,13 @@
 //!   session and sequence number, so the daemon applies them once and returns the original
 //!   result; a retried `Acquire` that was queued finds its place in the queue again.
 //! - **Sessions.** [`Client::open_session`] returns a [`Session`] whose keep-alives run in the
-//!   background every ttl/3. When the daemon says the session expired, or no keep-alive got
-//!   through for a whole TTL, the session is *lost*: [`Session::lost`] resolves and every
-//!   operation fails with [`Error::SessionExpired`].
-//! - **Locks.** [`Session::lock`] returns a [`LockGuard`] carrying the fencing token; it is
+//!   background every ttl/3. Its client-side [`Lease`] ([`Session::lease`], module [`lease`])
+//!   ends, by this process's own clock, no later than the cluster's: it is in *jeopardy* when
+//!   keep-alives stop being confirmed, and *lost* at its deadline or when the daemon says the
+//!   session expired; then [`Session::lost`] resolves and every operation fails with
+//!   [`Error::SessionExpired`].
+//! - **Locks.** [`Session::lock`] returns a [`LockGuard`] carrying the fencing token and its own
+//!   lease ([`LockGuard::lease`]: the session's, capped by the grant's hold limit); it is
 //!   released by [`LockGuard::release`] or, best effort, in the background when dropped.
 //!
 //! ```no_run
@@ -35,6 +38,7 @@
 
 mod conn;
 mod error;
+pub mod lease;
 mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,9 +50,14 @@ use tokio::time::Instant;
 
 use self::conn::{Conn, Reply};
 pub use self::error::{Error, Result};
+pub use self::lease::{Lease, LeaseState, LostReason};
 pub use self::session::{LockGuard, LockRef, Session, SessionCredentials, SessionState, Wait};
 pub use crate::error_chain;
 use crate::protocol::{ErrorCode, LockState, MemberStatus, Request, Response, StatusInfo};
+
+/// How long one `AddMember` attempt may wait for its answer: a little longer than the leader
+/// waits for the new node to answer and catch up before it gives up (10 s).
+const ADD_PATIENCE: Duration = Duration::from_secs(15);
 
 /// Timeouts and retry policy of a [`Client`].
 #[derive(Clone, Debug)]
@@ -91,6 +100,8 @@ enum Patience {
     /// An acquire: the request timeout until the first answer; after `Queued`, until `until`
     /// (`None`: forever).
     Queue { until: Option<Instant> },
+    /// A request the server may take this long to answer (at least the request timeout).
+    Long(Duration),
 }
 
 /// Where the client sends requests next.
@@ -131,7 +142,8 @@ enum Failure {
     NoLeader(String),
     TimedOut,
     Lost(String),
-    Busy(ErrorCode),
+    /// A retryable error answer, with the server's message.
+    Busy(ErrorCode, String),
 }
 
 impl Failure {
@@ -142,8 +154,8 @@ impl Failure {
             Failure::NoLeader(addr) => Error::NoServerAvailable {
                 last: format!("no leader known to {addr}"),
             },
-            Failure::Busy(code) => Error::NoServerAvailable {
-                last: format!("server kept answering {code:?}"),
+            Failure::Busy(code, message) => Error::NoServerAvailable {
+                last: format!("server kept answering {code:?}: {message}"),
             },
         }
     }
@@ -227,7 +239,7 @@ impl Client {
                     token,
                     ttl: Duration::from_millis(ttl_ms),
                 },
-                started,
+                Some(started),
                 true,
                 self.inner.options.clock_seq,
             )),
@@ -237,15 +249,17 @@ impl Client {
 
     /// A handle to a session opened elsewhere (by another process, for example), from its
     /// credentials. With `keep_alive`, this handle renews the lease in the background as
-    /// [`Client::open_session`] does; otherwise the caller must renew it with
-    /// [`Session::keep_alive`] within every TTL.
+    /// [`Client::open_session`] does (the first renewal at once); otherwise the caller must
+    /// renew it with [`Session::keep_alive`] within every TTL. The handle cannot know when the
+    /// lease was last renewed, so its [`Session::lease`] is in jeopardy, with a deadline of
+    /// now, until its first keep-alive is confirmed.
     ///
     /// The handle does not know which sequence numbers the session already used, so it takes
     /// them from the clock (Unix microseconds, strictly increasing), above the 1, 2, 3... of a
     /// handle from `open_session`. Handles of one session must not send mutating requests
     /// concurrently from different processes.
     pub fn resume_session(&self, credentials: SessionCredentials, keep_alive: bool) -> Session {
-        Session::start(self.clone(), credentials, Instant::now(), keep_alive, true)
+        Session::start(self.clone(), credentials, None, keep_alive, true)
     }
 
     /// Reads up to `len` bytes of `file` from `offset`; returns them and the file's total size.
@@ -315,7 +329,8 @@ impl Client {
                     node_id,
                     addr: addr.to_string(),
                 },
-                Patience::Normal,
+                // The leader answers once the node has caught up, or after its add timeout.
+                Patience::Long(ADD_PATIENCE),
             )
             .await?;
         match response {
@@ -453,6 +468,9 @@ impl Client {
             loop {
                 let limit = match patience {
                     Patience::Queue { until } if queued => until,
+                    Patience::Long(wait) => {
+                        Some(Instant::now() + wait.max(self.inner.options.request_timeout))
+                    }
                     _ => Some(Instant::now() + self.inner.options.request_timeout),
                 };
                 let answer: Option<Reply> = match limit {
@@ -506,8 +524,11 @@ impl Client {
                             last = Some(Failure::Lost(format!("{} is shutting down", conn.addr)));
                             break;
                         }
-                        ErrorCode::Timeout | ErrorCode::TooManyRequests | ErrorCode::Internal => {
-                            last = Some(Failure::Busy(code));
+                        ErrorCode::Timeout
+                        | ErrorCode::TooManyRequests
+                        | ErrorCode::Internal
+                        | ErrorCode::NotReady => {
+                            last = Some(Failure::Busy(code, message));
                             break;
                         }
                         _ => return Err(Error::from_code(code, message)),

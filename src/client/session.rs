@@ -1,4 +1,5 @@
-//! Sessions (leases kept alive in the background) and lock guards.
+//! Sessions (leases kept alive in the background) and lock guards, each with its client-side
+//! lease (see `lease.rs` for the deadline arithmetic and the guarantee it gives).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,6 +9,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::error::{Error, Result};
+use super::lease::{grant_lease, watch_grant, Hold, Lease, LeaseState, LostReason, SessionLease};
 use super::{unexpected, unix_micros, Client, Patience};
 use crate::lockspace::{Fence, LockMode, Seq, SessionId};
 use crate::protocol::{Request, Response, MAX_APPEND};
@@ -45,16 +47,27 @@ pub struct SessionCredentials {
     pub ttl: Duration,
 }
 
-/// Whether a session can still be used.
+/// Whether a session can still be used: a coarse view of its [`Lease`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionState {
-    /// The lease is (as far as the client knows) valid.
+    /// The lease is (as far as the client knows) valid: healthy or in jeopardy.
     Alive,
-    /// The daemon expired the session, or no keep-alive got through for a whole TTL: its locks
-    /// must be assumed gone.
+    /// The daemon expired the session, or its local lease deadline passed: its locks must be
+    /// assumed gone.
     Lost,
     /// The session was closed by this client.
     Closed,
+}
+
+impl SessionState {
+    /// The coarse state of a lease.
+    fn of(lease: &Lease) -> SessionState {
+        match lease.state {
+            LeaseState::Healthy | LeaseState::Jeopardy => SessionState::Alive,
+            LeaseState::Lost(LostReason::Closed) => SessionState::Closed,
+            LeaseState::Lost(_) => SessionState::Lost,
+        }
+    }
 }
 
 /// The lock and fence an append is made under: a [`LockGuard`] or an explicit pair.
@@ -104,13 +117,14 @@ struct SessionInner {
     client: Client,
     credentials: SessionCredentials,
     seq: Mutex<SeqSource>,
-    state: Arc<watch::Sender<SessionState>>,
-    keepalive: Mutex<Option<JoinHandle<()>>>,
+    lease: Arc<SessionLease>,
+    /// The keep-alive loop (if any) and the lease watchdog.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Drop for SessionInner {
     fn drop(&mut self) {
-        if let Some(task) = self.keepalive.lock().ok().and_then(|mut k| k.take()) {
+        for task in &self.tasks {
             task.abort();
         }
     }
@@ -134,46 +148,39 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// Marks a session lost, unless it already ended.
-fn mark_lost(state: &watch::Sender<SessionState>) {
-    state.send_if_modified(|s| {
-        if *s == SessionState::Alive {
-            *s = SessionState::Lost;
-            true
-        } else {
-            false
-        }
-    });
-}
-
 impl Session {
-    /// A session handle; with `keep_alive`, renews the lease every ttl/3, starting from
-    /// `renewed` (when the lease is known to have been granted or renewed). With `clock`, its
-    /// sequence numbers come from the clock (see [`super::ClientOptions::clock_seq`]).
+    /// A session handle. `renewed` is the send instant of the open (or of a keep-alive) the
+    /// daemon confirmed, `None` if this handle knows of none (its lease starts in jeopardy
+    /// until a keep-alive is confirmed). With `keep_alive`, renews the lease every ttl/3 (at
+    /// once if `renewed` is `None`). With `clock`, its sequence numbers come from the clock
+    /// (see [`super::ClientOptions::clock_seq`]).
     pub(crate) fn start(
         client: Client,
         credentials: SessionCredentials,
-        renewed: Instant,
+        renewed: Option<Instant>,
         keep_alive: bool,
         clock: bool,
     ) -> Session {
-        let (state, _) = watch::channel(SessionState::Alive);
-        let state = Arc::new(state);
-        let task = keep_alive.then(|| {
-            tokio::spawn(keep_alive_loop(
+        let lease = Arc::new(SessionLease::new(renewed, credentials.ttl));
+        let mut tasks = vec![tokio::spawn({
+            let lease = lease.clone();
+            async move { lease.watchdog().await }
+        })];
+        if keep_alive {
+            tasks.push(tokio::spawn(keep_alive_loop(
                 client.clone(),
                 credentials,
-                renewed,
-                state.clone(),
-            ))
-        });
+                renewed.unwrap_or_else(Instant::now),
+                lease.clone(),
+            )));
+        }
         Session {
             inner: Arc::new(SessionInner {
                 client,
                 credentials,
                 seq: Mutex::new(SeqSource { last: 0, clock }),
-                state,
-                keepalive: Mutex::new(task),
+                lease,
+                tasks,
             }),
         }
     }
@@ -195,10 +202,17 @@ impl Session {
 
     /// The current state.
     pub fn state(&self) -> SessionState {
-        *self.inner.state.borrow()
+        SessionState::of(&self.inner.lease.current())
     }
 
-    /// True once the session is lost (expired on the daemon, or unreachable for a TTL).
+    /// The session's lease, updated on every confirmed keep-alive and on every state change:
+    /// await its changes to learn of jeopardy and loss (see the `lease` module docs for what
+    /// the deadline guarantees).
+    pub fn lease(&self) -> watch::Receiver<Lease> {
+        self.inner.lease.subscribe()
+    }
+
+    /// True once the session is lost (expired on the daemon, or its local lease ran out).
     pub fn is_lost(&self) -> bool {
         self.state() == SessionState::Lost
     }
@@ -206,9 +220,9 @@ impl Session {
     /// Resolves when the session is lost or closed (at once if it already is). Returns the
     /// state it ended in.
     pub async fn lost(&self) -> SessionState {
-        let mut rx = self.inner.state.subscribe();
-        let ended = match rx.wait_for(|s| *s != SessionState::Alive).await {
-            Ok(state) => *state,
+        let mut rx = self.inner.lease.subscribe();
+        let ended = match rx.wait_for(|lease| lease.state.is_lost()).await {
+            Ok(lease) => SessionState::of(&lease),
             // The sender lives in `self`, so it cannot be gone; report the current state.
             Err(_) => self.state(),
         };
@@ -240,21 +254,36 @@ impl Session {
         self.check()?;
         let result = self.inner.client.call(make, patience).await;
         if let Err(Error::SessionExpired) = result {
-            mark_lost(&self.inner.state);
+            self.inner.lease.lose(LostReason::SessionExpired);
         }
         result
     }
 
     /// Acquires `name` in `mode`, waiting as `wait` says, and returns a guard that releases it.
     pub async fn lock(&self, name: &str, mode: LockMode, wait: Wait) -> Result<LockGuard> {
-        let fence = self.acquire(name, mode, wait, None).await?;
-        Ok(LockGuard {
-            session: self.clone(),
-            name: name.to_string(),
-            mode,
-            fence,
-            released: false,
-        })
+        self.lock_with_hold(name, mode, wait, None).await
+    }
+
+    /// Like [`Session::lock`], with a hold limit: the cluster ends the grant `hold` after it
+    /// made it, unless [`LockGuard::extend`] renews it. The guard's [`LockGuard::lease`] counts
+    /// the hold from an instant no later than the cluster's start of it (see the `lease`
+    /// module docs).
+    pub async fn lock_with_hold(
+        &self,
+        name: &str,
+        mode: LockMode,
+        wait: Wait,
+        hold: Option<Duration>,
+    ) -> Result<LockGuard> {
+        let grant = self.acquire_grant(name, mode, wait, hold).await?;
+        let hold = match hold {
+            Some(limit) => Hold::Limited {
+                start: grant.sent,
+                limit,
+            },
+            None => Hold::Unlimited,
+        };
+        Ok(LockGuard::new(self.clone(), name, mode, grant.fence, hold))
     }
 
     /// Acquires `name` and returns its fencing token, without a guard: the lock stays held
@@ -266,16 +295,29 @@ impl Session {
         wait: Wait,
         hold: Option<Duration>,
     ) -> Result<Fence> {
+        Ok(self.acquire_grant(name, mode, wait, hold).await?.fence)
+    }
+
+    /// Acquires `name`; returns the grant with the instant the acquire was first sent (no
+    /// later than the cluster made the grant) and whether it waited in the queue.
+    async fn acquire_grant(
+        &self,
+        name: &str,
+        mode: LockMode,
+        wait: Wait,
+        hold: Option<Duration>,
+    ) -> Result<Grant> {
         let seq = self.next_seq();
         let SessionCredentials {
             id: session, token, ..
         } = self.inner.credentials;
         let wait_ms = wait.wait_ms();
         let hold_ms = hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let sent = Instant::now();
         // Past the wait bound (plus time for the daemon's answer) the wait is over anyway.
         let until = match wait {
             Wait::TryOnce => None,
-            Wait::For(d) => Some(Instant::now() + d + self.inner.client.options().request_timeout),
+            Wait::For(d) => Some(sent + d + self.inner.client.options().request_timeout),
             Wait::Forever => None,
         };
         let request = self.call(
@@ -298,7 +340,7 @@ impl Session {
             _ = self.lost() => return Err(Error::SessionExpired),
         };
         match response {
-            Response::Granted { fence, .. } => Ok(fence),
+            Response::Granted { fence, .. } => Ok(Grant { fence, sent }),
             other => Err(unexpected("Acquire", &other)),
         }
     }
@@ -375,6 +417,7 @@ impl Session {
         let SessionCredentials {
             id: session, token, ..
         } = self.inner.credentials;
+        let sent = Instant::now();
         let response = self
             .call(
                 |id| Request::KeepAlive { id, session, token },
@@ -382,7 +425,11 @@ impl Session {
             )
             .await?;
         match response {
-            Response::KeptAlive { ttl_ms, .. } => Ok(Duration::from_millis(ttl_ms)),
+            Response::KeptAlive { ttl_ms, .. } => {
+                let ttl = Duration::from_millis(ttl_ms);
+                self.inner.lease.renewed(sent, ttl);
+                Ok(ttl)
+            }
             other => Err(unexpected("KeepAlive", &other)),
         }
     }
@@ -414,7 +461,7 @@ impl Session {
         match response {
             // A retry of a close that was applied gets SessionExpired (protocol.md §10).
             Ok(Response::SessionClosed { .. }) | Err(Error::SessionExpired) => {
-                self.inner.state.send_replace(SessionState::Closed);
+                self.inner.lease.close();
                 Ok(())
             }
             Ok(other) => Err(unexpected("CloseSession", &other)),
@@ -423,14 +470,16 @@ impl Session {
     }
 }
 
-/// Renews the lease every ttl/3 until the session ends. Declares it lost when the daemon says
-/// it expired, or when a whole TTL passed since the last renewal the daemon confirmed (counted
-/// from when that keep-alive was *sent*, so the client gives up no later than the daemon).
+/// Renews the lease every ttl/3 until the session ends, reporting each confirmation (by its
+/// send instant) to the lease, whose watchdog moves it to jeopardy and to lost when they stop.
+/// Declares it lost when the daemon says it expired. A handle that knows of no confirmation
+/// (`lease.confirmed()` false) sends its first keep-alive at once and gives up a TTL after
+/// `renewed` if none gets through.
 async fn keep_alive_loop(
     client: Client,
     credentials: SessionCredentials,
-    mut renewed: Instant,
-    state: Arc<watch::Sender<SessionState>>,
+    renewed: Instant,
+    lease: Arc<SessionLease>,
 ) {
     let SessionCredentials {
         id: session,
@@ -438,46 +487,111 @@ async fn keep_alive_loop(
         ttl,
     } = credentials;
     let period = ttl / 3;
-    let mut next = renewed + period;
+    let mut next = if lease.confirmed() {
+        renewed + period
+    } else {
+        renewed
+    };
+    let mut ended = lease.subscribe();
     loop {
-        let mut ended = state.subscribe();
         tokio::select! {
             biased;
-            _ = ended.wait_for(|s| *s != SessionState::Alive) => return,
+            _ = ended.wait_for(|lease| lease.state.is_lost()) => return,
             _ = tokio::time::sleep_until(next) => {}
         }
+        // Past this instant the lease is over anyway (the watchdog says so).
+        let give_up = if lease.confirmed() {
+            lease.current().deadline
+        } else {
+            renewed + ttl
+        };
         let sent = Instant::now();
-        let lost_at = renewed + ttl;
         let call = client.call(
             |id| Request::KeepAlive { id, session, token },
             Patience::Normal,
         );
-        match tokio::time::timeout_at(lost_at, call).await {
-            Ok(Ok(_)) => {
-                renewed = sent;
-                next = renewed + period;
+        match tokio::time::timeout_at(give_up, call).await {
+            Ok(Ok(Response::KeptAlive { ttl_ms, .. })) => {
+                lease.renewed(sent, Duration::from_millis(ttl_ms));
+                next = sent + Duration::from_millis(ttl_ms) / 3;
+            }
+            Ok(Ok(other)) => {
+                tracing::warn!(session, answer = ?other, "unexpected answer to a keep-alive");
+                next = Instant::now() + (period / 4).max(Duration::from_millis(10));
             }
             Ok(Err(Error::SessionExpired)) => {
                 tracing::warn!(session, "session expired on the server");
-                mark_lost(&state);
+                lease.lose(LostReason::SessionExpired);
                 return;
             }
             Ok(Err(error)) => {
                 tracing::debug!(session, error = %super::error_chain(&error), "keep-alive failed");
                 // Try again soon, while the lease may still be valid.
                 next = Instant::now() + (period / 4).max(Duration::from_millis(10));
-                if next >= lost_at {
+                if next >= give_up {
                     tracing::warn!(session, "no keep-alive got through for a whole TTL");
-                    mark_lost(&state);
+                    lease.lose(LostReason::LeaseExpired);
                     return;
                 }
             }
             Err(_) => {
                 tracing::warn!(session, "no keep-alive got through for a whole TTL");
-                mark_lost(&state);
+                lease.lose(LostReason::LeaseExpired);
                 return;
             }
         }
+    }
+}
+
+/// A grant as the acquire returned it.
+struct Grant {
+    fence: Fence,
+    /// When the acquire was first sent: no later than the cluster made the grant.
+    sent: Instant,
+}
+
+/// The lease of one grant: its hold limit, the combined lease callers watch, and the task
+/// that keeps the latter up to date.
+#[derive(Debug)]
+struct GrantLease {
+    hold: watch::Sender<Hold>,
+    lease: Arc<watch::Sender<Lease>>,
+    watcher: JoinHandle<()>,
+}
+
+impl GrantLease {
+    fn new(session: watch::Receiver<Lease>, hold: Hold) -> GrantLease {
+        let (initial, _) = grant_lease(*session.borrow(), hold, Instant::now());
+        let (hold, hold_rx) = watch::channel(hold);
+        let lease = Arc::new(watch::channel(initial).0);
+        let watcher = tokio::spawn({
+            let lease = lease.clone();
+            async move { watch_grant(session, hold_rx, &lease).await }
+        });
+        GrantLease {
+            hold,
+            lease,
+            watcher,
+        }
+    }
+
+    /// Ends the grant's lease for `reason` (the watcher makes it final).
+    fn end(&self, reason: LostReason) {
+        self.hold.send_replace(Hold::Ended(reason));
+        // The watcher may be gone already (lost); say it directly too.
+        self.lease.send_if_modified(|lease| {
+            let changed = !lease.state.is_lost();
+            if changed {
+                lease.state = LeaseState::Lost(reason);
+            }
+            changed
+        });
+    }
+}
+
+impl Drop for GrantLease {
+    fn drop(&mut self) {
+        self.watcher.abort();
     }
 }
 
@@ -489,10 +603,23 @@ pub struct LockGuard {
     name: String,
     mode: LockMode,
     fence: Fence,
+    grant: GrantLease,
     released: bool,
 }
 
 impl LockGuard {
+    fn new(session: Session, name: &str, mode: LockMode, fence: Fence, hold: Hold) -> LockGuard {
+        let grant = GrantLease::new(session.lease(), hold);
+        LockGuard {
+            session,
+            name: name.to_string(),
+            mode,
+            fence,
+            grant,
+            released: false,
+        }
+    }
+
     /// The lock's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -513,6 +640,14 @@ impl LockGuard {
         &self.session
     }
 
+    /// This grant's lease: the session's lease combined with the grant's hold limit (deadline =
+    /// min of both; `Lost(HoldLimit)` / `Lost(Revoked)` for the grant alone). Ends with
+    /// `Lost(Closed)` when the guard releases the lock; after [`LockGuard::detach`] it is no
+    /// longer updated.
+    pub fn lease(&self) -> watch::Receiver<Lease> {
+        self.grant.lease.subscribe()
+    }
+
     /// Gives up the guard without releasing: the lock stays held until
     /// [`Session::release`], its hold limit or the end of the session. Returns the fence.
     pub fn detach(mut self) -> Fence {
@@ -520,16 +655,22 @@ impl LockGuard {
         self.fence
     }
 
-    /// Releases the lock now.
+    /// Releases the lock now. Its lease is `Lost(Closed)` from the start of the call: the
+    /// lock must not be relied on once its release was asked for.
     pub async fn release(mut self) -> Result<()> {
         self.released = true;
+        self.grant.end(LostReason::Closed);
         self.session.release(&self.name).await
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if self.released || self.session.state() != SessionState::Alive {
+        if self.released {
+            return;
+        }
+        self.grant.end(LostReason::Closed);
+        if self.session.state() != SessionState::Alive {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {

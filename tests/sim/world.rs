@@ -74,7 +74,6 @@ impl Params {
                     64
                 },
                 torn_writes: rng.gen_bool(0.5),
-                early_apply: false,
                 eager_commit: true,
             },
             client: ClientParams {
@@ -101,7 +100,6 @@ impl Params {
             transfer,
         };
         // Drawn last, so the draws above (and the seeds kept for them) are unchanged.
-        params.host.early_apply = rng.gen_bool(0.75);
         params.host.eager_commit = rng.gen_bool(0.25);
         params
     }
@@ -367,7 +365,7 @@ impl World {
                     let point = match self.rng.gen_range(0..4) {
                         0 | 1 => CrashPoint::BeforeFsync,
                         2 => CrashPoint::AfterFsync,
-                        _ => CrashPoint::BeforeApply,
+                        _ => CrashPoint::AfterDurable,
                     };
                     self.trace
                         .log(now, || format!("n{} crash armed at {point:?}", i + 1));
@@ -394,11 +392,8 @@ impl World {
                 if let Some(i) = self.leader() {
                     self.trace
                         .log(now, || format!("n{} transfers leadership", i + 1));
-                    if let Some(node) = self.hosts[i].node.as_mut() {
-                        let _ = node.transfer_leadership(None);
-                    }
                     let (hosts, mut ctx) = self.ctx_parts();
-                    hosts[i].drive(&mut ctx)?;
+                    hosts[i].transfer_leadership(&mut ctx)?;
                 }
             }
         }
@@ -508,10 +503,10 @@ impl World {
             }
             return Ok(false);
         };
-        let lead = self.hosts[l].node.as_ref().expect("leader is up");
+        let lead = self.hosts[l].node().expect("leader is up");
         let (term, last) = (lead.term(), lead.last_index());
         let all_follow = self.hosts.iter().all(|h| {
-            h.node
+            h.node()
                 .as_ref()
                 .is_some_and(|n| n.term() == term && n.leader() == Some(l as NodeId + 1))
         });
@@ -527,7 +522,7 @@ impl World {
         }
         let clients_done = self.clients.iter().all(|c| !c.busy());
         let applied = self.hosts.iter().all(|h| {
-            h.node
+            h.node()
                 .as_ref()
                 .is_some_and(|n| n.applied_index() == last && n.role() != Role::Candidate)
         });
@@ -547,7 +542,7 @@ impl World {
                 pending.join("; "),
                 self.hosts
                     .iter()
-                    .map(|h| h.node.as_ref().map(|n| n.applied_index()))
+                    .map(|h| h.node().map(|n| n.applied_index()))
                     .collect::<Vec<_>>()
             ));
         }
@@ -557,7 +552,7 @@ impl World {
     /// The checks after every step.
     fn after_step(&mut self) -> Result<(), String> {
         for h in &mut self.hosts {
-            let Some(node) = h.node.as_ref() else {
+            let Some(node) = h.node() else {
                 continue;
             };
             if node.last_index() != h.shadow.last() {
@@ -575,11 +570,11 @@ impl World {
                     h.id, h.seen_commit, h.seen_applied
                 ));
             }
-            if applied > commit || (h.life == Life::Up && h.space.applied_index() != applied) {
+            if applied > commit || (h.life == Life::Up && h.space().applied_index() != applied) {
                 return Err(format!(
                     "n{}: applied {applied} (state at {}), commit {commit}",
                     h.id,
-                    h.space.applied_index()
+                    h.space().applied_index()
                 ));
             }
             self.check
@@ -623,15 +618,15 @@ impl World {
     fn final_checks(&mut self) -> Result<(), String> {
         self.check.acknowledged_grants(&self.clients)?;
         self.check
-            .acknowledged_appends(&self.clients, &self.hosts[0].space)?;
-        let reference = self.hosts[0].space.snapshot();
+            .acknowledged_appends(&self.clients, self.hosts[0].space())?;
+        let reference = self.hosts[0].space().snapshot();
         for h in &self.hosts[1..] {
-            if h.space.snapshot() != reference {
+            if h.space().snapshot() != reference {
                 return Err(format!(
                     "Replicas differ: n{} and n1 have different states at {} / {}",
                     h.id,
-                    h.space.applied_index(),
-                    self.hosts[0].space.applied_index()
+                    h.space().applied_index(),
+                    self.hosts[0].space().applied_index()
                 ));
             }
         }
