@@ -1,170 +1,414 @@
-//! `raftlock lock NAME -- CMD`: hold a lock while a command runs.
+//! `raftlock lock NAME -- CMD`: hold a lock while a command runs, and never let the command
+//! outlive the lock.
+//!
+//! Once the lock is granted, `raftlock` starts a [supervisor](super::supervisor) (its own binary,
+//! re-executed) that runs CMD in a new process group. `raftlock` watches the session's and the
+//! grant's local [`Lease`](crate::client::Lease) and tells the supervisor, over a socket, the
+//! current lease deadline whenever it moves, `term` at jeopardy, loss or revocation, and every
+//! SIGINT, SIGTERM, SIGHUP or SIGQUIT it receives. The supervisor enforces the deadline by its
+//! own clock, so neither a stopped nor a killed `raftlock` lets CMD's group run past the lease.
+//! When the supervisor reports the group gone, `raftlock` releases the lock (unless it is
+//! already lost) and exits with a status that says why CMD ended.
 
-use std::process::ExitStatus;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ExitStatus};
 use std::time::Duration;
 
-use super::commands::open_and_acquire;
-use super::{Failure, LockArgs, EXIT_CANNOT_RUN, EXIT_ERROR, EXIT_SESSION_LOST, EXIT_USAGE};
-use crate::client::{error_chain, Client};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::time::Instant;
+
+use super::supervisor::{monotonic_ns, KILL_MARGIN};
+use super::{
+    mode, wait, Failure, LockArgs, EXIT_ERROR, EXIT_HOLD_LIMIT, EXIT_NOT_ACQUIRED, EXIT_REVOKED,
+    EXIT_SESSION_LOST,
+};
+use crate::client::{error_chain, Client, LeaseState, LockGuard, LostReason, Session};
+
+/// How often `raftlock` checks whether the supervisor has exited.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The longest the cleanup after a signal (closing the session) may delay the exit.
+const CLEANUP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The exit status a shell would report for a finished child.
 fn exit_code(status: ExitStatus) -> u8 {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            return u8::try_from(128 + signal).unwrap_or(u8::MAX);
-        }
+    if let Some(signal) = status.signal() {
+        return u8::try_from(128 + signal).unwrap_or(u8::MAX);
     }
     status
         .code()
         .map_or(EXIT_ERROR, |c| u8::try_from(c & 0xff).unwrap_or(EXIT_ERROR))
 }
 
+/// `--kill-after` as the supervisor applies it: at most a quarter of the TTL, so that the
+/// SIGTERM that the deadline schedules (`deadline - kill_after - margin`) never comes before
+/// jeopardy would, while keep-alives are merely late.
+pub(super) fn effective_kill_after(kill_after: Duration, ttl: Duration) -> Duration {
+    kill_after.min(ttl / 4)
+}
+
+/// The termination signals `raftlock lock` catches and passes on to CMD's group.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+    quit: Signal,
+}
+
+impl Signals {
+    fn new() -> io::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    /// The next signal received, as its number.
+    async fn recv(&mut self) -> libc::c_int {
+        tokio::select! {
+            _ = self.interrupt.recv() => libc::SIGINT,
+            _ = self.terminate.recv() => libc::SIGTERM,
+            _ = self.hangup.recv() => libc::SIGHUP,
+            _ = self.quit.recv() => libc::SIGQUIT,
+        }
+    }
+}
+
+/// 128 + N, a shell's status for signal N.
+fn signal_status(signal: libc::c_int) -> u8 {
+    u8::try_from(128 + signal).unwrap_or(u8::MAX)
+}
+
+/// Closes the session (which also drops a queued acquire and releases its grants), bounded.
+async fn close_quietly(session: Session) {
+    match tokio::time::timeout(CLEANUP_PATIENCE, session.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(error = %error_chain(&error), "closing the session"),
+        Err(_) => tracing::debug!("closing the session timed out"),
+    }
+}
+
+/// Why CMD's group was ended early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// `raftlock` received this signal.
+    Signal(libc::c_int),
+    /// The session's lease entered jeopardy.
+    Jeopardy,
+    /// The session's or the grant's lease was lost.
+    Lost(LostReason),
+}
+
+/// `raftlock`'s end of the control socket.
+struct Control {
+    fd: OwnedFd,
+}
+
+impl Control {
+    /// Sends one command line; a supervisor that has exited is noticed by its exit status.
+    fn send(&self, line: &str) {
+        let bytes = format!("{line}\n");
+        // SAFETY: sends from a buffer we own on our socket; MSG_NOSIGNAL turns a closed peer
+        // into EPIPE instead of SIGPIPE.
+        unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_NOSIGNAL,
+            );
+        }
+    }
+
+    fn send_deadline(&self, deadline: Instant) {
+        self.send(&format!("deadline {}", monotonic_at(deadline)));
+    }
+}
+
+/// `at` on CLOCK_MONOTONIC in nanoseconds, for the supervisor. The raw clock is read first,
+/// so the result is never later than `at`.
+fn monotonic_at(at: Instant) -> u64 {
+    let raw = monotonic_ns();
+    let now = Instant::now();
+    if at >= now {
+        raw.saturating_add(u64::try_from((at - now).as_nanos()).unwrap_or(u64::MAX))
+    } else {
+        raw.saturating_sub(u64::try_from((now - at).as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A connected pair of Unix stream sockets, both close-on-exec.
+fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair writes two descriptors into the array we pass.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// What CMD is run with.
+struct Launch<'a> {
+    cmd: &'a [OsString],
+    env: Vec<(&'static str, String)>,
+    deadline: Instant,
+    kill_after: Duration,
+}
+
+/// Starts the supervisor (this binary, `__supervise`), which starts CMD.
+fn spawn_supervisor(launch: &Launch<'_>) -> io::Result<(Child, Control)> {
+    let (ours, theirs) = socket_pair()?;
+    let their_fd = theirs.as_raw_fd();
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let mut command = std::process::Command::new("/proc/self/exe");
+    command
+        .arg("__supervise")
+        .arg("--control-fd")
+        .arg(their_fd.to_string())
+        .arg("--parent")
+        .arg(parent.to_string())
+        .arg("--deadline-ns")
+        .arg(monotonic_at(launch.deadline).to_string())
+        .arg("--kill-after-ms")
+        .arg(launch.kill_after.as_millis().to_string())
+        .arg("--")
+        .args(launch.cmd)
+        .envs(launch.env.iter().map(|(k, v)| (k, v)));
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // functions (fcntl, prctl, getppid) without allocating.
+    unsafe {
+        command.pre_exec(move || {
+            // The supervisor keeps its end of the socket across exec.
+            if libc::fcntl(their_fd, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // It learns of raftlock's death by a signal as well as by end of file...
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // ...and if raftlock died before prctl took effect, the signal never comes.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    drop(theirs);
+    Ok((child, Control { fd: ours }))
+}
+
+/// Runs `raftlock lock`.
 pub(super) async fn lock(
     client: &Client,
     servers: &[String],
     args: LockArgs,
 ) -> Result<u8, Failure> {
-    let (session, fence) = open_and_acquire(
-        client,
-        args.ttl,
-        &args.name,
-        args.shared,
-        args.wait,
-        args.hold,
-    )
-    .await?;
+    let mut signals = Signals::new()?;
+    let not_acquired = args.conflict_exit_code.unwrap_or(EXIT_NOT_ACQUIRED);
+
+    // Every signal while the lock is not yet held ends raftlock; the queued acquire (if any)
+    // goes with the session, which is closed first.
+    let session = tokio::select! {
+        biased;
+        signal = signals.recv() => return Ok(signal_status(signal)),
+        session = client.open_session(args.ttl) => session?,
+    };
+    let acquired = tokio::select! {
+        biased;
+        signal = signals.recv() => Err(signal),
+        guard = session.lock_with_hold(&args.name, mode(args.shared), wait(args.wait), args.hold) => Ok(guard),
+    };
+    let guard = match acquired {
+        Err(signal) => {
+            close_quietly(session).await;
+            return Ok(signal_status(signal));
+        }
+        Ok(Err(error)) => {
+            let mut failure = Failure::from(error);
+            if failure.code == EXIT_NOT_ACQUIRED {
+                failure.code = not_acquired;
+            }
+            close_quietly(session).await;
+            return Err(failure);
+        }
+        Ok(Ok(guard)) => guard,
+    };
+
     let credentials = session.credentials();
-    let (program, rest) = args.cmd.split_first().ok_or_else(|| Failure {
-        code: EXIT_USAGE,
-        message: "no command given".into(),
-    })?;
-    let spawned = std::process::Command::new(program)
-        .args(rest)
-        .env("RAFTLOCK_FENCE", fence.to_string())
-        .env("RAFTLOCK_LOCK", &args.name)
-        .env("RAFTLOCK_SESSION", credentials.id.to_string())
-        .env("RAFTLOCK_TOKEN", credentials.token.to_string())
-        .env("RAFTLOCK_SERVERS", servers.join(","))
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
+    let kill_after = effective_kill_after(args.kill_after, credentials.ttl);
+    let mut session_lease = session.lease();
+    let mut grant_lease = guard.lease();
+    let deadline = grant_lease.borrow().deadline;
+    let launch = Launch {
+        cmd: &args.cmd,
+        env: vec![
+            ("RAFTLOCK_FENCE", guard.fence().to_string()),
+            ("RAFTLOCK_LOCK", args.name.clone()),
+            ("RAFTLOCK_SESSION", credentials.id.to_string()),
+            ("RAFTLOCK_TOKEN", credentials.token.to_string()),
+            ("RAFTLOCK_SERVERS", servers.join(",")),
+        ],
+        deadline,
+        kill_after,
+    };
+    let (mut supervisor, control) = match spawn_supervisor(&launch) {
+        Ok(started) => started,
         Err(error) => {
-            let _ = session.release(&args.name).await;
-            let _ = session.close().await;
+            let _ = guard.release().await;
+            close_quietly(session).await;
             return Err(Failure {
-                code: if error.kind() == std::io::ErrorKind::PermissionDenied {
-                    126
-                } else {
-                    EXIT_CANNOT_RUN
-                },
-                message: format!("cannot run {}: {error}", program.to_string_lossy()),
+                code: EXIT_ERROR,
+                message: format!("cannot start the command's supervisor: {error}"),
             });
         }
     };
 
-    // std's Child cannot be awaited and signalled at once, so poll it (cheaply) while watching
-    // the session and termination signals. Ctrl-C reaches CMD through the terminal's process
-    // group; raftlock keeps waiting so it can release the lock when CMD exits. SIGTERM is
-    // passed on to CMD.
-    let mut terminate = terminate_signal();
-    let mut poll = tokio::time::interval(Duration::from_millis(20));
-    let mut lost = false;
-    let mut kill_at: Option<tokio::time::Instant> = None;
+    let mut sent_deadline = deadline;
+    let mut cause: Option<Cause> = None;
+    let mut session_open = true;
+    let mut grant_open = true;
+    let mut poll = tokio::time::interval(POLL);
     let status = loop {
         tokio::select! {
             biased;
-            _ = session.lost(), if !lost => {
-                lost = true;
-                eprintln!("raftlock: session lost while holding {}; terminating the command", args.name);
-                signal_child(&child, Signal::Terminate);
-                kill_at = Some(tokio::time::Instant::now() + KILL_GRACE);
+            signal = signals.recv() => {
+                control.send(&format!("signal {signal}"));
+                cause.get_or_insert(Cause::Signal(signal));
             }
-            _ = recv_signal(&mut terminate) => signal_child(&child, Signal::Terminate),
-            _ = tokio::signal::ctrl_c() => {}
+            changed = session_lease.changed(), if session_open => session_open = changed.is_ok(),
+            changed = grant_lease.changed(), if grant_open => grant_open = changed.is_ok(),
             _ = poll.tick() => {
-                if let Some(status) = child.try_wait()? {
+                if let Some(status) = supervisor.try_wait()? {
                     break status;
                 }
-                if kill_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
-                    signal_child(&child, Signal::Kill);
-                    kill_at = None;
-                }
+                continue;
             }
         }
-    };
-    if lost {
-        return Err(Failure {
-            code: EXIT_SESSION_LOST,
-            message: format!(
-                "session lost while holding {}; command ended with {status}",
+        let session_now = *session_lease.borrow_and_update();
+        let grant_now = *grant_lease.borrow_and_update();
+        let deadline = grant_now.deadline.min(session_now.deadline);
+        if deadline != sent_deadline {
+            control.send_deadline(deadline);
+            sent_deadline = deadline;
+        }
+        let ending = match (session_now.state, grant_now.state) {
+            (LeaseState::Lost(reason), _) | (_, LeaseState::Lost(reason)) => {
+                Some(Cause::Lost(reason))
+            }
+            (LeaseState::Jeopardy, _) => Some(Cause::Jeopardy),
+            _ => None,
+        };
+        if let (None, Some(ending)) = (cause, ending) {
+            cause = Some(ending);
+            control.send("term");
+            eprintln!(
+                "raftlock: {} while holding {}; terminating the command",
+                describe(ending),
                 args.name
-            ),
+            );
+        }
+    };
+    drop(control);
+
+    let session_now = *session_lease.borrow();
+    let grant_now = *grant_lease.borrow();
+    if cause.is_none() && Instant::now() + kill_after + KILL_MARGIN >= sent_deadline {
+        // The supervisor ended CMD by its own clock: the deadline came without a renewal.
+        cause = Some(if grant_now.deadline < session_now.deadline {
+            Cause::Lost(LostReason::HoldLimit)
+        } else {
+            Cause::Lost(LostReason::LeaseExpired)
         });
     }
-    if let Err(error) = session.release(&args.name).await {
-        eprintln!("raftlock: releasing {}: {}", args.name, error_chain(&error));
-    }
-    if let Err(error) = session.close().await {
-        eprintln!("raftlock: closing the session: {}", error_chain(&error));
-    }
-    Ok(exit_code(status))
+    let code = exit_code(status);
+    finish(session, guard, cause, code, &args.name).await
 }
 
-/// How long CMD has to exit after SIGTERM when the session is lost, before SIGKILL.
-const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// Signals `lock` sends to CMD.
-enum Signal {
-    Terminate,
-    Kill,
+/// How a cause reads in messages.
+fn describe(cause: Cause) -> &'static str {
+    match cause {
+        Cause::Signal(_) => "signal received",
+        Cause::Jeopardy => "session lost (no keep-alive confirmed for half the TTL)",
+        Cause::Lost(LostReason::HoldLimit) => "hold limit reached",
+        Cause::Lost(LostReason::Revoked) => "lock revoked",
+        Cause::Lost(_) => "session lost",
+    }
 }
 
-/// Sends a signal to a child that has not been reaped (so its pid is still its own).
-fn signal_child(child: &std::process::Child, signal: Signal) {
-    #[cfg(unix)]
-    {
-        let signal = match signal {
-            Signal::Terminate => libc::SIGTERM,
-            Signal::Kill => libc::SIGKILL,
-        };
-        let Ok(pid) = libc::pid_t::try_from(child.id()) else {
-            return;
-        };
-        // SAFETY: kill(2) has no memory effects; the pid is our unreaped child's.
-        unsafe {
-            libc::kill(pid, signal);
+/// After CMD's group is gone: releases what is still held and picks the exit status.
+async fn finish(
+    session: Session,
+    guard: LockGuard,
+    cause: Option<Cause>,
+    code: u8,
+    name: &str,
+) -> Result<u8, Failure> {
+    match cause {
+        None | Some(Cause::Signal(_)) => {
+            if let Err(error) = guard.release().await {
+                eprintln!("raftlock: releasing {name}: {}", error_chain(&error));
+            }
+            if let Err(error) = session.close().await {
+                eprintln!("raftlock: closing the session: {}", error_chain(&error));
+            }
+            Ok(match cause {
+                Some(Cause::Signal(signal)) => signal_status(signal),
+                _ => code,
+            })
+        }
+        Some(lost) => {
+            // The lock may already belong to someone else; closing the session is only tidy.
+            drop(guard);
+            close_quietly(session).await;
+            let exit = match lost {
+                Cause::Lost(LostReason::HoldLimit) => EXIT_HOLD_LIMIT,
+                Cause::Lost(LostReason::Revoked) => EXIT_REVOKED,
+                _ => EXIT_SESSION_LOST,
+            };
+            Err(Failure {
+                code: exit,
+                message: format!(
+                    "{} while holding {name}; the command ended with status {code}",
+                    describe(lost)
+                ),
+            })
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = (child, signal);
-    }
 }
 
-#[cfg(unix)]
-type TerminateSignal = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type TerminateSignal = Option<()>;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn terminate_signal() -> TerminateSignal {
-    #[cfg(unix)]
-    {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+    #[test]
+    fn kill_after_is_capped_at_a_quarter_of_the_ttl() {
+        let s = Duration::from_secs;
+        assert_eq!(effective_kill_after(s(2), s(10)), s(2));
+        assert_eq!(effective_kill_after(s(5), s(2)), Duration::from_millis(500));
     }
-    #[cfg(not(unix))]
-    {
-        None
-    }
-}
 
-async fn recv_signal(signal: &mut TerminateSignal) {
-    #[cfg(unix)]
-    if let Some(signal) = signal {
-        signal.recv().await;
-        return;
+    #[test]
+    fn monotonic_instants_are_never_later_than_asked() {
+        let at = Instant::now() + Duration::from_secs(1);
+        let before = monotonic_ns();
+        let raw = monotonic_at(at);
+        assert!(raw <= monotonic_ns() + 1_000_000_000);
+        assert!(raw >= before + 500_000_000);
     }
-    let _ = signal;
-    std::future::pending::<()>().await
 }

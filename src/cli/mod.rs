@@ -2,7 +2,9 @@
 //!
 //! - this module: the clap definitions of every subcommand, [`main`] and the exit statuses;
 //! - [`commands`]: one handler per subcommand, over the client library's [`Client`];
-//! - [`exec`]: `raftlock lock`, which runs a command while the lock is held;
+//! - [`exec`]: `raftlock lock`, which runs a command while the lock is held, and
+//!   [`supervisor`]: the process between `raftlock lock` and the command that ends the
+//!   command's process group before the lock can move to anyone else;
 //! - [`output`]: text tables and `--json` objects;
 //! - [`duration`] and [`json`]: argument parsing and the JSON writer;
 //! - [`bench`](mod@bench): `raftlock bench`.
@@ -13,6 +15,7 @@ pub mod duration;
 mod exec;
 pub mod json;
 mod output;
+pub mod supervisor;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -36,6 +39,11 @@ pub const EXIT_NOT_ACQUIRED: u8 = 3;
 pub const EXIT_SESSION_LOST: u8 = 4;
 /// Exit status: the session does not hold the lock (stale fence, not holder, conflict).
 pub const EXIT_NOT_HOLDER: u8 = 5;
+/// Exit status of `lock`: the grant's hold limit came while CMD ran; CMD's group was ended first.
+pub const EXIT_HOLD_LIMIT: u8 = 6;
+/// Exit status of `lock`: the grant or the session was revoked while CMD ran; CMD's group was
+/// ended.
+pub const EXIT_REVOKED: u8 = 7;
 /// Exit status of `lock` when CMD could not be started.
 pub const EXIT_CANNOT_RUN: u8 = 127;
 
@@ -44,10 +52,15 @@ Exit status:
   0    success (for `lock`: CMD's own status; 128+N if CMD was killed by signal N)
   1    error: no server reachable, server or protocol error, I/O error
   2    bad command line
-  3    lock not acquired: busy (--wait 0) or the wait timed out
-  4    session expired or lost (`lock` terminates CMD when its session is lost)
+  3    lock not acquired: busy (--wait 0) or the wait timed out (`lock --conflict-exit-code`)
+  4    session expired or lost (`lock`: CMD's process group was ended before the lease ran out)
   5    not the holder: stale fence, lock not held by the session, or conflicting mode
-  127  `lock` could not start CMD
+  6    `lock`: the hold limit (--hold) was reached; CMD's process group was ended before it
+  7    `lock`: the grant or the session was revoked; CMD's process group was ended
+  126  `lock`: CMD is not executable
+  127  `lock`: CMD was not found
+  128+N  `lock`: raftlock received signal N (INT, TERM, HUP, QUIT): passed on to CMD's group,
+       the group ended, the lock released
 
 Sequence numbers: every command that changes state sends the current Unix time in
 microseconds as the session's sequence number (strictly increasing within a process), so
@@ -87,9 +100,25 @@ pub enum Command {
     #[command(after_help = "\
 CMD runs with RAFTLOCK_FENCE (the fencing token), RAFTLOCK_LOCK, RAFTLOCK_SESSION,
 RAFTLOCK_TOKEN and RAFTLOCK_SERVERS in its environment, so it can append under the lock.
-The session is kept alive while CMD runs; if it is lost anyway, CMD gets SIGTERM (SIGKILL
-5s later) and raftlock exits 4. SIGTERM sent to raftlock is passed on to CMD.
-raftlock exits with CMD's status; 3 if the lock was not acquired.
+raftlock exits with CMD's status once CMD's whole process group is gone, and releases the
+lock; 3 (or --conflict-exit-code) if the lock was not acquired.
+
+CMD never outlives the lock. It runs in its own process group under a small supervisor
+process that enforces the lease by its own clock, even if raftlock is stopped or killed.
+D is the local lease deadline: the send time of the last confirmed keep-alive + TTL, less
+TTL/20 + 25ms for clock drift, or the end of the --hold limit if that is earlier. K is
+--kill-after, capped at TTL/4.
+  - jeopardy (no keep-alive confirmed for TTL/2), session lost, or lock revoked:
+    SIGTERM to the group at once, SIGKILL K later; raftlock exits 4 (7 if revoked);
+  - in any case, SIGTERM at D - K - 100ms and SIGKILL at D - 100ms (a --hold limit
+    reached this way exits 6);
+  - SIGINT, SIGTERM, SIGHUP or SIGQUIT to raftlock: passed on to the group, SIGKILL K
+    later; once the group is gone the lock is released and raftlock exits 128+N;
+  - raftlock killed (kill -9): the supervisor SIGKILLs the group at once;
+  - CMD exits: what is left of its group gets SIGTERM, then SIGKILL K later.
+While raftlock waits for the lock, any of those signals closes its session (dropping the
+queued acquire) and exits 128+N. CMD's group is not the terminal's foreground group:
+Ctrl-C reaches it through raftlock, and CMD should not read from the terminal.
 
 Example:
   raftlock lock build-cache --wait 2m -- make -j4
@@ -139,6 +168,9 @@ Example:
     /// Cluster administration: status of every member, add, remove, transfer leadership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Internal: the supervisor `lock` starts between itself and CMD.
+    #[command(name = "__supervise", hide = true)]
+    Supervise(supervisor::SuperviseArgs),
 }
 
 /// `raftlock cluster` subcommands.
@@ -197,6 +229,12 @@ pub struct LockArgs {
     /// Hold the lock at most this long (the cluster releases it then).
     #[arg(long, value_parser = duration::parse_finite)]
     pub hold: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when CMD's group is ended (capped at TTL/4).
+    #[arg(long, default_value = "2s", value_parser = duration::parse_finite)]
+    pub kill_after: Duration,
+    /// Exit with this status instead of 3 when the lock is not acquired (like flock -E).
+    #[arg(long, value_name = "N")]
+    pub conflict_exit_code: Option<u8>,
     /// The command to run, and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub cmd: Vec<OsString>,
@@ -334,6 +372,9 @@ pub fn main() -> ExitCode {
             });
         }
     };
+    if let Command::Supervise(args) = &cli.command {
+        return supervisor::main(args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RAFTLOCK_LOG")
@@ -391,6 +432,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Locks(args) => commands::locks(&client, args, json).await,
         Command::Status => commands::status(&client, json).await,
         Command::Bench(_) => unreachable!("bench is dispatched before connecting"),
+        Command::Supervise(_) => unreachable!("the supervisor is dispatched before connecting"),
         Command::Cluster(command) => commands::cluster(&client, &servers, command, json).await,
     }
 }
