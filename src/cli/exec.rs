@@ -254,7 +254,13 @@ pub(super) async fn lock(
     let kill_after = effective_kill_after(args.kill_after, credentials.ttl);
     let mut session_lease = session.lease();
     let mut grant_lease = guard.lease();
-    let deadline = grant_lease.borrow().deadline;
+    let granted = *grant_lease.borrow();
+    let deadline = granted.deadline;
+    if let LeaseState::Lost(reason) = granted.state {
+        // A grant whose lease ended before CMD could start (a hold limit counted from an
+        // acquire that waited in the queue for longer): CMD is not run at all.
+        return finish(session, guard, Some(Cause::Lost(reason)), None, &args.name).await;
+    }
     let launch = Launch {
         cmd: &args.cmd,
         env: vec![
@@ -337,7 +343,7 @@ pub(super) async fn lock(
         });
     }
     let code = exit_code(status);
-    finish(session, guard, cause, code, &args.name).await
+    finish(session, guard, cause, Some(code), &args.name).await
 }
 
 /// How a cause reads in messages.
@@ -351,12 +357,13 @@ fn describe(cause: Cause) -> &'static str {
     }
 }
 
-/// After CMD's group is gone: releases what is still held and picks the exit status.
+/// After CMD's group is gone (`code`: CMD's status; `None` if it was never started): releases
+/// what is still held and picks the exit status.
 async fn finish(
     session: Session,
     guard: LockGuard,
     cause: Option<Cause>,
-    code: u8,
+    code: Option<u8>,
     name: &str,
 ) -> Result<u8, Failure> {
     match cause {
@@ -369,7 +376,7 @@ async fn finish(
             }
             Ok(match cause {
                 Some(Cause::Signal(signal)) => signal_status(signal),
-                _ => code,
+                _ => code.unwrap_or(EXIT_ERROR),
             })
         }
         Some(lost) => {
@@ -381,12 +388,13 @@ async fn finish(
                 Cause::Lost(LostReason::Revoked) => EXIT_REVOKED,
                 _ => EXIT_SESSION_LOST,
             };
+            let outcome = match code {
+                Some(code) => format!("the command ended with status {code}"),
+                None => "the command was not started".to_string(),
+            };
             Err(Failure {
                 code: exit,
-                message: format!(
-                    "{} while holding {name}; the command ended with status {code}",
-                    describe(lost)
-                ),
+                message: format!("{} while holding {name}; {outcome}", describe(lost)),
             })
         }
     }
