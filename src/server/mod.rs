@@ -21,8 +21,11 @@ mod connection;
 mod driver;
 mod leases;
 pub mod notify;
-pub mod transport;
+pub mod peer;
 mod writer;
+
+/// The peer transport under its earlier path, for code not yet moved to [`peer`].
+pub use peer as transport;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,7 +47,7 @@ use crate::raft::{HardState, Node};
 use crate::storage::{self, Storage};
 use connection::Shared;
 use driver::{Driver, Event, LeaderInfo};
-use transport::{PeerAcceptor, Transport, TransportConfig};
+use peer::{PeerAcceptor, Transport, TransportConfig};
 use writer::Writer;
 
 /// The file in the data directory that records which cluster the node belongs to.
