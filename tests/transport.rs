@@ -13,7 +13,7 @@ use raftlock::protocol::{
     PEER_NONCE_LEN, VERSION,
 };
 use raftlock::raft::{Envelope, Message, NodeId, Snapshot};
-use raftlock::server::transport::{ClusterKey, PeerAcceptor, Transport, TransportConfig};
+use raftlock::server::peer::{ClusterKey, PeerAcceptor, Transport, TransportConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
