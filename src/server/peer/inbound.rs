@@ -254,7 +254,7 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
                 );
                 continue;
             }
-            let event = E::from(envelope);
+            let event = E::from(Envelope::from(envelope));
             let event = match self.inner.deliver.try_send(event) {
                 Ok(()) => {
                     bump(&counters.received, 1);

@@ -26,12 +26,15 @@
 //!    answer shows no progress), while a blocked driver would stall every client.
 //! 2. That peer's outbound task (`outbound.rs`) wakes. Connections are made on demand: with none
 //!    up, it connects and runs the dialer's half of the handshake (`handshake.rs`). It then
-//!    writes everything queued, up to `max_batch` envelopes, as one batch with one flush.
+//!    writes everything queued, up to `max_batch` envelopes, as one batch with one flush. Each
+//!    envelope becomes a [`WireEnvelope`](crate::protocol::WireEnvelope) as it is written
+//!    (`wire.rs`), so what other nodes read is the protocol's type, not the core's.
 //! 3. On the acceptor, the daemon's listener reads the first frame; a `Hello` with
 //!    `role: "peer"` hands the connection to [`PeerAcceptor::serve_peer`] (`inbound.rs`), which
 //!    runs the acceptor's half of the handshake and then reads `Raft` frames. It delivers an
 //!    envelope only if it comes `from` the authenticated dialer and is addressed `to` this
-//!    node; any other frame is dropped, logged and counted.
+//!    node (any other frame is dropped, logged and counted), converted back to a
+//!    `raft::Envelope`.
 //! 4. Delivery waits when the driver's inbox is full. That stops reading this one connection,
 //!    so backpressure reaches the dialer through TCP; the dialer's write deadline eventually
 //!    recycles the connection. Nothing is dropped on this side.
@@ -57,12 +60,15 @@
 //! - `handshake.rs`: the dialer's and the acceptor's halves of the handshake, side by side;
 //! - `outbound.rs`: [`Transport`], the per-peer queues and tasks, batching and backoff;
 //! - `inbound.rs`: [`PeerAcceptor`], the acceptor's side of every connection;
+//! - `wire.rs`: the conversions between the core's `raft::Envelope` and the peer protocol's
+//!   `protocol::WireEnvelope`, the one place the two meet;
 //! - this file: the configuration, the errors and the helpers both directions share.
 
 mod handshake;
 mod inbound;
 mod key;
 mod outbound;
+mod wire;
 
 use std::future::Future;
 use std::io;

@@ -366,7 +366,12 @@ async fn pump(
         let write = async {
             let mut written = 0u64;
             for envelope in batch.drain(..) {
-                match sink.feed(PeerMessage::Raft { envelope }).await {
+                match sink
+                    .feed(PeerMessage::Raft {
+                        envelope: envelope.into(),
+                    })
+                    .await
+                {
                     Ok(()) => written += 1,
                     Err(protocol::Error::FrameTooLarge { len, max }) => {
                         bump(&counters.dropped_too_large, 1);
