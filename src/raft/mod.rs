@@ -27,9 +27,12 @@
 //! # Module map
 //!
 //! - `node.rs`: [`Node`], the protocol itself (roles, elections, replication, commit, reads,
-//!   transfers, membership), with its [`Config`], [`Recovered`], [`Envelope`], [`Role`],
-//!   [`Status`] and [`NotLeader`]. Sectioned by role: shared, follower side, leader side.
-//! - `message.rs`: [`Message`], what nodes say to each other, one variant per exchange.
+//!   transfers, membership), with its [`Role`], [`Status`] and [`NotLeader`]. Sectioned by
+//!   role: shared, follower side, leader side.
+//! - `config.rs`: a node's timers and limits ([`Config`]) and what it recovered from its disk
+//!   ([`Recovered`]).
+//! - `message.rs`: [`Envelope`] and [`Message`], what nodes say to each other, one variant per
+//!   exchange.
 //! - `ready.rs`: [`Ready`], the work handed to the runtime and the order it must be done in.
 //! - `log.rs`: `Log`, the entries since the latest snapshot, and which of them the runtime has
 //!   not been handed yet (the unstable tail).
@@ -156,6 +159,7 @@
 //!
 //! Unit tests per module, and goldenscripts in `testscripts/` (see `script.rs`).
 
+mod config;
 mod log;
 mod membership;
 mod message;
@@ -164,9 +168,10 @@ mod progress;
 mod ready;
 mod types;
 
+pub use config::{Config, Recovered};
 pub use membership::MembershipError;
-pub use message::Message;
-pub use node::{Config, Envelope, Node, NotLeader, Recovered, Role, Status};
+pub use message::{Envelope, Message};
+pub use node::{Node, NotLeader, Role, Status};
 pub use ready::Ready;
 pub use types::{
     Entry, EntryData, HardState, Index, Membership, NodeId, Snapshot, SnapshotMeta, Term,
