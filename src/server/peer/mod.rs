@@ -31,11 +31,11 @@
 //!    (`wire.rs`), so what other nodes read is the protocol's type, not the core's.
 //! 3. On the acceptor, the daemon's listener reads the first frame; a `Hello` with
 //!    `role: "peer"` hands the connection to [`PeerAcceptor::serve_peer`] (`inbound.rs`), which
-//!    runs the acceptor's half of the handshake and then reads `Raft` frames. It delivers an
-//!    envelope only if it comes `from` the authenticated dialer and is addressed `to` this
-//!    node (any other frame is dropped, logged and counted), converted back to a
-//!    `raft::Envelope`.
-//! 4. Delivery waits when the driver's inbox is full. That stops reading this one connection,
+//!    runs the acceptor's half of the handshake and then reads `Raft` frames. It checks that
+//!    each envelope comes `from` the authenticated dialer and is addressed `to` this node (any
+//!    other frame is dropped, logged and counted), converts it back to a `raft::Envelope` and
+//!    delivers it to the driver's inbox.
+//! 4. Delivery waits when that inbox is full. That stops reading this one connection,
 //!    so backpressure reaches the dialer through TCP; the dialer's write deadline eventually
 //!    recycles the connection. Nothing is dropped on this side.
 //!
