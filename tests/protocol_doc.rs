@@ -6,9 +6,9 @@ use bytes::BytesMut;
 use raftlock::lockspace::LockMode;
 use raftlock::protocol::{
     mac, ClientCodec, ErrorCode, PeerCodec, PeerMessage, Request, Response, Role, ServerCodec,
-    Side, PEER_MAX_FRAME, PEER_TYPES, REQUEST_TYPES, RESPONSE_TYPES, VERSION,
+    Side, WireEntry, WireEntryData, WireEnvelope, WireMessage, PEER_MAX_FRAME, PEER_TYPES,
+    REQUEST_TYPES, RESPONSE_TYPES, VERSION,
 };
-use raftlock::raft::{Entry, EntryData, Envelope, Message as RaftMessage};
 use tokio_util::codec::{Decoder, Encoder};
 
 const DOC: &str = include_str!("../protocol.md");
@@ -366,11 +366,11 @@ fn peer_examples() -> Vec<(&'static str, PeerMessage)> {
         (
             "Raft (Heartbeat)",
             PeerMessage::Raft {
-                envelope: Envelope {
+                envelope: WireEnvelope {
                     from: 2,
                     to: 1,
                     term: 5,
-                    message: RaftMessage::Heartbeat {
+                    message: WireMessage::Heartbeat {
                         commit: 7,
                         read_seq: 3,
                     },
@@ -380,17 +380,17 @@ fn peer_examples() -> Vec<(&'static str, PeerMessage)> {
         (
             "Raft (Append)",
             PeerMessage::Raft {
-                envelope: Envelope {
+                envelope: WireEnvelope {
                     from: 2,
                     to: 1,
                     term: 5,
-                    message: RaftMessage::Append {
+                    message: WireMessage::Append {
                         prev_index: 7,
                         prev_term: 5,
-                        entries: vec![Entry {
+                        entries: vec![WireEntry {
                             index: 8,
                             term: 5,
-                            data: EntryData::Command(vec![0x81, 0xa1, 0x78, 0x01]),
+                            data: WireEntryData::Command(vec![0x81, 0xa1, 0x78, 0x01]),
                         }],
                         commit: 7,
                     },

@@ -13,7 +13,7 @@ use raftlock::protocol::{
     PEER_NONCE_LEN, VERSION,
 };
 use raftlock::raft::{Envelope, Message, NodeId, Snapshot};
-use raftlock::server::transport::{ClusterKey, PeerAcceptor, Transport, TransportConfig};
+use raftlock::server::peer::{ClusterKey, PeerAcceptor, Transport, TransportConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -484,7 +484,11 @@ async fn an_envelope_with_a_forged_from_is_dropped() {
         heartbeat(3, 2, 2), // addressed to another node
         heartbeat(3, 1, 3), // genuine
     ] {
-        raw.send(PeerMessage::Raft { envelope }).await.unwrap();
+        raw.send(PeerMessage::Raft {
+            envelope: envelope.into(),
+        })
+        .await
+        .unwrap();
     }
     let got = nodes[0].recv().await;
     assert_eq!((got.from, got.to, mark(&got)), (3, 1, 3));
@@ -495,7 +499,7 @@ async fn an_envelope_with_a_forged_from_is_dropped() {
     // A handshake frame after the handshake is dropped too; the connection stays usable.
     raw.send(PeerMessage::PeerAuth { mac: None }).await.unwrap();
     raw.send(PeerMessage::Raft {
-        envelope: heartbeat(3, 1, 4),
+        envelope: heartbeat(3, 1, 4).into(),
     })
     .await
     .unwrap();

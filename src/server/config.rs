@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use super::transport::{ClusterKey, KeyError};
+use super::peer::{ClusterKey, KeyError};
 use crate::protocol::{Limits, MAX_CLUSTER_ID_LEN};
 use crate::raft::{self, NodeId};
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::inbox::{ConnHandle, Event, LeaderInfo, Outgoing, Reply};
-use super::transport::PeerAcceptor;
+use super::peer::PeerAcceptor;
 use crate::protocol::{
     self, ErrorCode, FrameError, Limits, Request, Response, Role, ServerCodec, PEER_TYPES,
 };

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::config::ServerConfig;
 use super::inbox::{Event, LeaderInfo, Reply};
-use super::transport::Transport;
+use super::peer::Transport;
 use super::writer::{self, Done, Writer};
 use super::Error;
 use crate::lockspace::LockSpace;

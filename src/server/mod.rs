@@ -22,7 +22,7 @@ mod connection;
 mod driver;
 mod inbox;
 pub mod notify;
-pub mod transport;
+pub mod peer;
 mod writer;
 
 use std::future::Future;
@@ -46,7 +46,7 @@ use crate::storage::{self, Storage};
 use connection::Shared;
 use driver::Driver;
 use inbox::{Event, LeaderInfo};
-use transport::{PeerAcceptor, Transport, TransportConfig};
+use peer::{PeerAcceptor, Transport, TransportConfig};
 use writer::Writer;
 
 /// The file in the data directory that records which cluster the node belongs to.
@@ -91,7 +91,7 @@ pub enum Error {
     },
     /// The peer transport refused its configuration.
     #[error("cannot start the peer transport")]
-    Transport(#[source] transport::ConfigError),
+    Transport(#[source] peer::ConfigError),
     /// A socket or thread operation failed.
     #[error("{op} failed")]
     Io {
