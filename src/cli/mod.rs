@@ -1,11 +1,11 @@
 //! The `raftlock` command line: argument parsing, dispatch and exit statuses.
 //!
 //! - this module: the clap definitions of every subcommand, [`main`] and the exit statuses;
-//! - [`commands`]: one handler per subcommand, over the client library's [`Client`];
-//! - [`exec`]: `raftlock lock`, which runs a command while the lock is held, and
+//! - `commands`: one handler per subcommand, over the client library's [`Client`];
+//! - `exec`: `raftlock lock`, which runs a command while the lock is held, and
 //!   [`supervisor`]: the process between `raftlock lock` and the command that ends the
 //!   command's process group before the lock can move to anyone else;
-//! - [`output`]: text tables and `--json` objects;
+//! - `output`: text tables and `--json` objects;
 //! - [`duration`] and [`json`]: argument parsing and the JSON writer;
 //! - [`bench`](mod@bench): `raftlock bench`.
 
