@@ -3,7 +3,8 @@
 //! SIGINT/SIGTERM/SIGHUP/SIGQUIT and SIGKILL of `raftlock`), CMD is
 //! `sh -c 'sleep 300 & sleep 300; wait'`: no process of its process group is left alive, and
 //! another client is not granted the lock while any of them runs (it tries, and must fail until
-//! the group is gone; then it must succeed). A SIGINT of a `raftlock lock` that waits in the
+//! the group is gone; then it must succeed). A SIGSTOPped `raftlock` cannot keep CMD running
+//! past the TTL: the supervisor enforces the deadline by itself. A SIGINT of a `raftlock lock` that waits in the
 //! queue removes its acquire: the next live waiter is granted when the holder releases.
 //!
 //! Each test prints its timeline (signal -> group gone) on stderr.
@@ -344,6 +345,33 @@ fn a_stopped_daemon_ends_cmds_group_before_the_ttl() {
     );
     let other = Other::connect(&daemon);
     other.lock_after_group(name, locked.pgid, DEADLINE);
+}
+
+#[test]
+fn a_stopped_raftlock_cannot_keep_cmd_running_past_the_ttl() {
+    let ttl = Duration::from_secs(3);
+    let daemon = Daemon::start(&[]);
+    let other = Other::connect(&daemon);
+    let name = "stopped-cli";
+    let mut locked = Locked::start(&daemon, name, &["--ttl", "3s"]);
+    let stopped = Instant::now();
+    signal(locked.child.id(), libc::SIGSTOP);
+    // The supervisor ends the group by its own clock; the lock moves only after the cluster
+    // expires the stopped raftlock's session.
+    let (gone, granted) = other.lock_after_group(name, locked.pgid, DEADLINE);
+    eprintln!(
+        "timeline: SIGSTOP of raftlock -> group gone after {:?}, lock granted to another client after {:?} (TTL {ttl:?})",
+        gone - stopped,
+        granted - stopped
+    );
+    assert!(
+        gone < stopped + ttl,
+        "CMD's group outlived the TTL: gone {:?} after the SIGSTOP",
+        gone - stopped
+    );
+    signal(locked.child.id(), libc::SIGCONT);
+    let status = wait_exit(&mut locked.child);
+    assert_eq!(status.code(), Some(4), "stderr: {}", locked.stderr());
 }
 
 #[test]
