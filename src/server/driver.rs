@@ -439,6 +439,48 @@ impl Driver {
                     reply.finish(session_expired(id));
                 }
             }
+            Request::Cancel {
+                session,
+                token,
+                seq,
+                lock,
+                acquire_seq,
+                ..
+            } => {
+                if self.check_session(session, token) {
+                    let command = Command::Cancel {
+                        session,
+                        seq,
+                        lock,
+                        acquire_seq,
+                    };
+                    self.propose(command, reply);
+                } else {
+                    reply.finish(session_expired(id));
+                }
+            }
+            Request::Extend {
+                session,
+                token,
+                seq,
+                lock,
+                fence,
+                hold_ms,
+                ..
+            } => {
+                if self.check_session(session, token) {
+                    let command = Command::Extend {
+                        session,
+                        seq,
+                        lock,
+                        fence,
+                        hold_ms,
+                    };
+                    self.propose(command, reply);
+                } else {
+                    reply.finish(session_expired(id));
+                }
+            }
             Request::Append {
                 session,
                 token,
@@ -1201,6 +1243,28 @@ impl Driver {
                 );
             }
             (
+                Command::Extend {
+                    session,
+                    lock,
+                    fence,
+                    ..
+                },
+                Outcome::Extended { hold_ms },
+            ) => {
+                // The hold restarts now: no earlier than the Extend was sent.
+                let what = What::Hold {
+                    lock: lock.clone(),
+                    fence: *fence,
+                };
+                self.leases.set(
+                    Key {
+                        session: *session,
+                        what,
+                    },
+                    after(*hold_ms),
+                );
+            }
+            (
                 Command::Acquire {
                     session,
                     seq,
@@ -1578,6 +1642,12 @@ pub(crate) fn outcome_response(id: u64, outcome: &Outcome) -> Response {
             "the wait bound passed before a grant",
         ),
         Outcome::Released => Response::Released { id },
+        Outcome::Cancelled => Response::Cancelled { id },
+        Outcome::NotWaiting => error(
+            ErrorCode::NotWaiting,
+            "the acquire does not wait in the queue (granted, ended or never applied)",
+        ),
+        Outcome::Extended { hold_ms } => Response::Extended { id, hold_ms },
         Outcome::NotHolder => error(ErrorCode::NotHolder, "the session does not hold the lock"),
         Outcome::Conflict => error(
             ErrorCode::Conflict,
@@ -1615,6 +1685,18 @@ mod tests {
         assert_eq!(code(Outcome::TimedOut), Some(ErrorCode::WaitTimeout));
         assert_eq!(code(Outcome::NotHolder), Some(ErrorCode::NotHolder));
         assert_eq!(code(Outcome::Conflict), Some(ErrorCode::Conflict));
+        assert_eq!(code(Outcome::NotWaiting), Some(ErrorCode::NotWaiting));
+        assert_eq!(
+            outcome_response(7, &Outcome::Cancelled),
+            Response::Cancelled { id: 7 }
+        );
+        assert_eq!(
+            outcome_response(7, &Outcome::Extended { hold_ms: 500 }),
+            Response::Extended {
+                id: 7,
+                hold_ms: 500
+            }
+        );
         assert_eq!(code(Outcome::StaleFence), Some(ErrorCode::StaleFence));
         assert_eq!(
             code(Outcome::SessionExpired),
