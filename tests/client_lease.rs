@@ -1,14 +1,19 @@
-//! The client-side lease against a real `raftlockd`: a session whose daemon stops answering
-//! goes to jeopardy and then to lost before the daemon's TTL could end it, and a grant with a
-//! hold limit is lost locally before the cluster grants the lock to anyone else.
+//! The client-side lease, cancels, extends and dropped calls against real `raftlockd`s: a
+//! session whose daemon stops answering goes to jeopardy and then to lost before the daemon's
+//! TTL could end it; a grant with a hold limit is lost locally before the cluster grants the
+//! lock to anyone else, and `extend` keeps a short hold alive; a dropped waiting lock future
+//! leaves the queue; a dropped release under failover still completes, so the next release
+//! does not answer `NotHolder`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Daemon, DEADLINE};
-use raftlock::client::{Client, ClientOptions, Lease, LeaseState, LostReason, Wait};
-use raftlock::lockspace::LockMode;
+use common::{Cluster, Daemon, DEADLINE};
+use futures::FutureExt;
+use raftlock::client::lease::drift_margin;
+use raftlock::client::{Client, ClientOptions, Error, Lease, LeaseState, LostReason, Wait};
+use raftlock::lockspace::{LockMode, SessionId};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -23,6 +28,37 @@ async fn client(daemon: &Daemon) -> Client {
     Client::connect(vec![daemon.addr.to_string()], options)
         .await
         .expect("connect")
+}
+
+/// Waits (bounded by [`DEADLINE`]) until the waiters of `lock` satisfy `done`.
+async fn wait_waiters(client: &Client, lock: &str, done: impl Fn(&[SessionId]) -> bool) {
+    let start = Instant::now();
+    loop {
+        let locks = client.locks(Some(lock), false).await.expect("locks");
+        let waiters: Vec<SessionId> = locks
+            .iter()
+            .filter(|l| l.name == lock)
+            .flat_map(|l| l.waiters.iter().map(|w| w.session))
+            .collect();
+        if done(&waiters) {
+            return;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "waiters of {lock} stuck at {waiters:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The sessions holding `lock` now.
+async fn holders(client: &Client, lock: &str) -> Vec<SessionId> {
+    let locks = client.locks(Some(lock), false).await.expect("locks");
+    locks
+        .iter()
+        .filter(|l| l.name == lock)
+        .flat_map(|l| l.holders.iter().map(|h| h.session))
+        .collect()
 }
 
 /// Waits (bounded by [`DEADLINE`]) until the lease satisfies `done`; returns it and when.
@@ -109,4 +145,161 @@ async fn a_hold_limit_is_lost_locally_before_anyone_else_is_granted() {
     );
     // The session itself is unaffected.
     assert_eq!(a.lease().borrow().state, LeaseState::Healthy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_waiting_lock_future_leaves_the_queue() {
+    let daemon = Daemon::start(&[]);
+    let client = client(&daemon).await;
+    let ttl = Duration::from_secs(10);
+    let (a, b, c) = (
+        client.open_session(ttl).await.unwrap(),
+        client.open_session(ttl).await.unwrap(),
+        client.open_session(ttl).await.unwrap(),
+    );
+    let held = a.lock("q", EX, Wait::TryOnce).await.unwrap();
+    {
+        // B waits; once it is queued its future is dropped (as a timeout would).
+        let waiting = b.lock("q", EX, Wait::Forever);
+        tokio::pin!(waiting);
+        tokio::select! {
+            result = &mut waiting => panic!("B was answered while A holds: {result:?}"),
+            _ = wait_waiters(&client, "q", |w| w.contains(&b.id())) => {}
+        }
+    }
+    let c_waits = tokio::spawn({
+        let c = c.clone();
+        async move { c.lock("q", EX, Wait::Forever).await }
+    });
+    // The background cancel takes B out of the queue; C stays.
+    wait_waiters(&client, "q", |w| w == [c.id()]).await;
+    held.release().await.unwrap();
+    let granted = tokio::time::timeout(DEADLINE, c_waits)
+        .await
+        .expect("C is granted when A releases")
+        .unwrap()
+        .expect("C's lock");
+    assert_eq!(holders(&client, "q").await, vec![c.id()]);
+    granted.release().await.unwrap();
+    // B never got the lock: nothing is held, nobody waits.
+    assert!(client.locks(Some("q"), false).await.unwrap().is_empty());
+    assert!(!b.is_lost());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_cancel_ends_the_wait_with_cancelled() {
+    let daemon = Daemon::start(&[]);
+    let client = client(&daemon).await;
+    let ttl = Duration::from_secs(10);
+    let a = client.open_session(ttl).await.unwrap();
+    let b = client.open_session(ttl).await.unwrap();
+    let held = a.lock("c", EX, Wait::TryOnce).await.unwrap();
+    assert!(matches!(b.cancel("c").await, Err(Error::NotWaiting)));
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.lock("c", EX, Wait::Forever).await }
+    });
+    wait_waiters(&client, "c", |w| w.contains(&b.id())).await;
+    b.cancel("c").await.expect("cancel");
+    let ended = tokio::time::timeout(DEADLINE, waiter)
+        .await
+        .expect("the wait ends")
+        .unwrap();
+    assert!(matches!(ended, Err(Error::Cancelled)), "{ended:?}");
+    wait_waiters(&client, "c", <[SessionId]>::is_empty).await;
+    held.release().await.unwrap();
+    assert!(client.locks(Some("c"), false).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extend_keeps_a_short_hold_alive_past_its_limit() {
+    let daemon = Daemon::start(&[]);
+    let client = client(&daemon).await;
+    let a = client.open_session(Duration::from_secs(10)).await.unwrap();
+    let hold = Duration::from_millis(800);
+    let started = Instant::now();
+    let guard = a
+        .lock_with_hold("x", EX, Wait::TryOnce, Some(hold))
+        .await
+        .unwrap();
+    let mut rx = guard.lease();
+    // Renew at every jeopardy until well past three original hold limits.
+    while started.elapsed() < hold * 3 {
+        wait_lease(&mut rx, "jeopardy", |l| l.state == LeaseState::Jeopardy).await;
+        guard.extend(hold).await.expect("extend");
+        assert_eq!(rx.borrow_and_update().state, LeaseState::Healthy);
+    }
+    // The grant is still the current one on the cluster: its fence still writes.
+    a.append("x.log", &guard, b"still mine".to_vec())
+        .await
+        .expect("append under the extended grant");
+    assert_eq!(holders(&client, "x").await, vec![a.id()]);
+    // Left alone, the hold ends locally first, then on the cluster.
+    let (lost, _) = wait_lease(&mut rx, "lost", |l| l.state.is_lost()).await;
+    assert_eq!(lost.state, LeaseState::Lost(LostReason::HoldLimit));
+    assert!(matches!(guard.extend(hold).await, Err(Error::StaleFence)));
+    let b = client.open_session(Duration::from_secs(10)).await.unwrap();
+    b.lock("x", EX, Wait::For(DEADLINE))
+        .await
+        .expect("the hold ends on the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_grant_with_a_hold_counts_it_from_an_extend_after_the_grant() {
+    let daemon = Daemon::start(&[]);
+    let client = client(&daemon).await;
+    let ttl = Duration::from_secs(10);
+    let a = client.open_session(ttl).await.unwrap();
+    let b = client.open_session(ttl).await.unwrap();
+    let held = a.lock("h", EX, Wait::TryOnce).await.unwrap();
+    let hold = Duration::from_secs(2);
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.lock_with_hold("h", EX, Wait::Forever, Some(hold)).await }
+    });
+    wait_waiters(&client, "h", |w| w.contains(&b.id())).await;
+    // The grant happens after this instant, and so does the Extend that follows it.
+    let before_grant = Instant::now();
+    held.release().await.unwrap();
+    let guard = tokio::time::timeout(DEADLINE, waiter)
+        .await
+        .expect("granted")
+        .unwrap()
+        .expect("B's lock");
+    let lease = *guard.lease().borrow();
+    assert!(
+        lease.deadline >= before_grant + (hold - drift_margin(hold)),
+        "the hold is counted from before the grant"
+    );
+    assert!(!lease.state.is_lost());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_release_under_failover_completes_and_the_next_release_succeeds() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader().await;
+    let options = ClientOptions {
+        retry_timeout: DEADLINE,
+        request_timeout: Duration::from_millis(500),
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(cluster.servers(), options).await.unwrap();
+    let session = client.open_session(Duration::from_secs(10)).await.unwrap();
+    session.acquire("f", EX, Wait::TryOnce, None).await.unwrap();
+    // The release is sent, then its future is dropped before the answer is read.
+    assert!(session.release("f").now_or_never().is_none());
+    cluster.node(leader).signal(libc::SIGSTOP);
+    let new = cluster.wait_leader_except(&[leader]).await;
+    assert_ne!(new, leader);
+    // The next release of the lock waits for the dropped one and answers as it did.
+    session
+        .release("f")
+        .await
+        .expect("the next release does not answer NotHolder");
+    let other = client.open_session(Duration::from_secs(10)).await.unwrap();
+    other
+        .lock("f", EX, Wait::TryOnce)
+        .await
+        .expect("the lock is free");
+    cluster.node(leader).signal(libc::SIGCONT);
 }

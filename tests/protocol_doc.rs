@@ -88,6 +88,40 @@ fn examples() -> Vec<(&'static str, Example)> {
             }),
         ),
         (
+            "Cancel",
+            Example::Request(Request::Cancel {
+                id: 6,
+                session: 2,
+                token: TOKEN,
+                seq: 4,
+                lock: "deploy".into(),
+                acquire_seq: 3,
+            }),
+        ),
+        (
+            "Cancelled",
+            Example::Response(Response::Cancelled { id: 6 }),
+        ),
+        (
+            "Extend",
+            Example::Request(Request::Extend {
+                id: 7,
+                session: 2,
+                token: TOKEN,
+                seq: 5,
+                lock: "build-cache".into(),
+                fence: 3,
+                hold_ms: 30_000,
+            }),
+        ),
+        (
+            "Extended",
+            Example::Response(Response::Extended {
+                id: 7,
+                hold_ms: 30_000,
+            }),
+        ),
+        (
             "AddMember",
             Example::Request(Request::AddMember {
                 id: 4,
@@ -215,9 +249,9 @@ fn all_error_codes() -> Vec<ErrorCode> {
         match code {
             BadRequest | UnknownType | FrameTooLarge | HandshakeRequired | HandshakeTimeout
             | UnsupportedVersion | TooManyConnections | TooManyRequests | NotLeader
-            | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | StaleFence
-            | SequenceTooOld | NotFound | Timeout | ShuttingDown | NotReady | Internal
-            | WrongCluster | Unauthorized => {}
+            | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | NotWaiting
+            | StaleFence | SequenceTooOld | NotFound | Timeout | ShuttingDown | NotReady
+            | Internal | WrongCluster | Unauthorized => {}
         }
     }
     let all = vec![
@@ -235,6 +269,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
         WaitTimeout,
         NotHolder,
         Conflict,
+        NotWaiting,
         StaleFence,
         SequenceTooOld,
         NotFound,

@@ -29,6 +29,13 @@ pub enum Error {
     /// The session holds or waits for the lock in another mode, or already waits for it.
     #[error("conflicting request: the session holds or waits for the lock in another way")]
     Conflict,
+    /// The queued acquire was cancelled ([`super::Session::cancel`]) before it was granted.
+    #[error("the queued acquire was cancelled")]
+    Cancelled,
+    /// A cancel found no queued acquire to cancel: it was granted (the session holds the lock
+    /// and must release it), ended, or never reached the cluster.
+    #[error("no queued acquire to cancel")]
+    NotWaiting,
     /// The session expired or was closed (or its token is wrong); its locks are released.
     #[error("session expired")]
     SessionExpired,
@@ -75,6 +82,7 @@ impl Error {
             ErrorCode::StaleFence => Error::StaleFence,
             ErrorCode::NotHolder => Error::NotHolder,
             ErrorCode::Conflict => Error::Conflict,
+            ErrorCode::NotWaiting => Error::NotWaiting,
             ErrorCode::SessionExpired => Error::SessionExpired,
             ErrorCode::NotFound => Error::NotFound,
             ErrorCode::Timeout => Error::Timeout,

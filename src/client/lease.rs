@@ -48,8 +48,13 @@
 //! The leader starts a hold limit when it *applies* the grant, so the local start must be an
 //! instant no later than that apply. For a grant answered at once, the acquire's first send
 //! instant is such an instant. For a grant that waited in the queue the acquire's send instant
-//! is still safe, but it may lie a whole hold limit in the past, leaving no time at all; the
-//! library counts from it anyway, because a later instant would not be provably safe.
+//! is still safe, but it may lie a whole hold limit in the past, leaving no time at all. The
+//! library therefore renews such a hold at once with an `Extend` (exactly-once, like every
+//! mutating request): the leader restarts the hold when it applies the `Extend`, which is after
+//! that request was sent, so the `Extend`'s send instant becomes the hold's local start. Until
+//! that `Extend` is answered the grant's lease counts from the acquire's send instant (and if
+//! it fails, it stays so). Every later [`crate::client::LockGuard::extend`] moves the start
+//! to its own send instant the same way.
 
 use std::sync::Mutex;
 use std::time::Duration;

@@ -440,6 +440,19 @@ impl Client {
     where
         F: Fn(u64) -> Request,
     {
+        self.call_noting_queued(make, patience, &|| {}).await
+    }
+
+    /// [`Client::call`], running `on_queued` on every `Queued` interim answer.
+    async fn call_noting_queued<F>(
+        &self,
+        make: F,
+        patience: Patience,
+        on_queued: &(dyn Fn() + Sync),
+    ) -> Result<Response>
+    where
+        F: Fn(u64) -> Request,
+    {
         let retry = self.inner.options.retry_timeout;
         let mut deadline = Instant::now() + retry;
         let mut attempt = 0u32;
@@ -499,6 +512,7 @@ impl Client {
                     Some(Err(bad)) => return Err(Error::Protocol(bad)),
                     Some(Ok(Response::Queued { .. })) => {
                         queued = true;
+                        on_queued();
                         deadline = deadline.max(Instant::now() + retry);
                     }
                     Some(Ok(Response::Error {

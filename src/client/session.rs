@@ -1,7 +1,10 @@
 //! Sessions (leases kept alive in the background) and lock guards, each with its client-side
 //! lease (see `lease.rs` for the deadline arithmetic and the guarantee it gives).
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -120,6 +123,117 @@ struct SessionInner {
     lease: Arc<SessionLease>,
     /// The keep-alive loop (if any) and the lease watchdog.
     tasks: Vec<JoinHandle<()>>,
+    /// This handle's acquires that were sent and have no final answer yet, by lock: the seq a
+    /// `Cancel` names.
+    waiting: Mutex<HashMap<String, Seq>>,
+    /// Requests that run to completion in their own task whatever their caller does.
+    in_flight: Mutex<Vec<InFlight>>,
+    /// Ids of `in_flight` entries.
+    next_flight: AtomicU64,
+}
+
+/// A request running in its own task (a release, an append, an extend, the cancel of a
+/// dropped acquire). Once its caller gave up on it (`orphaned`), it stays listed until the
+/// session's next release, append, extend or acquire has waited for it to finish, so that call
+/// behaves as if the dropped one had finished.
+struct InFlight {
+    id: u64,
+    /// For a release: the lock it releases (a release of the same lock joins it).
+    releases: Option<String>,
+    /// `Some(succeeded)` once it finished.
+    done: watch::Receiver<Option<bool>>,
+    orphaned: bool,
+}
+
+/// Locks a std mutex of the session; a panic while holding one of these short locks is a
+/// bug, so the data is used anyway.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Marks an in-flight request orphaned if its caller's future is dropped before it finished.
+struct OrphanOnDrop<'a> {
+    session: &'a Session,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for OrphanOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Some(entry) = locked(&self.session.inner.in_flight)
+                .iter_mut()
+                .find(|f| f.id == self.id)
+            {
+                entry.orphaned = true;
+            }
+        }
+    }
+}
+
+/// While an acquire waits for its answer: forgets it when done, and if the caller's future is
+/// dropped first, cancels it in the background (releasing the lock if it was granted
+/// meanwhile).
+struct WaitGuard<'a> {
+    session: &'a Session,
+    lock: &'a str,
+    seq: Seq,
+    armed: bool,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        {
+            let mut waiting = locked(&self.session.inner.waiting);
+            if waiting.get(self.lock) == Some(&self.seq) {
+                waiting.remove(self.lock);
+            }
+        }
+        if !self.armed || self.session.state() != SessionState::Alive {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(lock = %self.lock, "acquire dropped outside a runtime; it stays queued until the session ends");
+            return;
+        };
+        let session = self.session.clone();
+        let lock = self.lock.to_string();
+        let seq = self.seq;
+        let (done_tx, done) = watch::channel(None);
+        let id = session.inner.next_flight.fetch_add(1, Ordering::Relaxed);
+        locked(&session.inner.in_flight).push(InFlight {
+            id,
+            releases: None,
+            done,
+            orphaned: true,
+        });
+        runtime.spawn(async move {
+            let ok = cancel_dropped(&session, &lock, seq).await;
+            // Stays listed (orphaned) until the session's next call has seen it finish.
+            done_tx.send_replace(Some(ok));
+        });
+    }
+}
+
+/// Cancels the dropped acquire `acquire_seq` of `lock`; if it no longer waits it may have been
+/// granted, so the lock is released (a `NotHolder` answer then means it never was).
+async fn cancel_dropped(session: &Session, lock: &str, acquire_seq: Seq) -> bool {
+    let result = match session.cancel_seq(lock, acquire_seq).await {
+        Err(Error::NotWaiting) => match session.release_now(lock).await {
+            Err(Error::NotHolder) => Ok(()),
+            other => other,
+        },
+        other => other,
+    };
+    match result {
+        Ok(()) | Err(Error::SessionExpired) => true,
+        Err(error) => {
+            tracing::warn!(%lock, error = %super::error_chain(&error), "cancelling a dropped acquire failed");
+            false
+        }
+    }
 }
 
 impl Drop for SessionInner {
@@ -181,8 +295,73 @@ impl Session {
                 seq: Mutex::new(SeqSource { last: 0, clock }),
                 lease,
                 tasks,
+                waiting: Mutex::new(HashMap::new()),
+                in_flight: Mutex::new(Vec::new()),
+                next_flight: AtomicU64::new(1),
             }),
         }
+    }
+
+    /// Runs `work` in its own task and returns its result. If the caller drops this future,
+    /// `work` still runs to completion (retrying with its original seq), and the next release,
+    /// append or acquire of the session waits for it first.
+    async fn run_to_completion<T, W>(&self, releases: Option<&str>, work: W) -> Result<T>
+    where
+        T: Send + 'static,
+        W: Future<Output = Result<T>> + Send + 'static,
+    {
+        let id = self.inner.next_flight.fetch_add(1, Ordering::Relaxed);
+        let (done_tx, done) = watch::channel(None);
+        locked(&self.inner.in_flight).push(InFlight {
+            id,
+            releases: releases.map(str::to_string),
+            done,
+            orphaned: false,
+        });
+        let session = self.clone();
+        let task = tokio::spawn(async move {
+            let result = work.await;
+            done_tx.send_replace(Some(result.is_ok()));
+            // An orphan stays listed until the session's next call has seen it finish.
+            locked(&session.inner.in_flight).retain(|f| f.id != id || f.orphaned);
+            result
+        });
+        let mut orphan = OrphanOnDrop {
+            session: self,
+            id,
+            armed: true,
+        };
+        let joined = task.await;
+        orphan.armed = false;
+        match joined {
+            Ok(result) => result,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(_) => Err(Error::Protocol("a request task was cancelled".into())),
+        }
+    }
+
+    /// Waits for every orphaned in-flight request. Returns true if one of them was a release
+    /// of `lock` that succeeded.
+    async fn settle_orphans(&self, lock: Option<&str>) -> bool {
+        let orphans: Vec<(u64, Option<String>, watch::Receiver<Option<bool>>)> =
+            locked(&self.inner.in_flight)
+                .iter()
+                .filter(|f| f.orphaned)
+                .map(|f| (f.id, f.releases.clone(), f.done.clone()))
+                .collect();
+        let mut released = false;
+        for (id, releases, mut done) in orphans {
+            let succeeded = done
+                .wait_for(Option::is_some)
+                .await
+                .map(|d| *d == Some(true))
+                .unwrap_or(false);
+            if succeeded && lock.is_some() && releases.as_deref() == lock {
+                released = true;
+            }
+            locked(&self.inner.in_flight).retain(|f| f.id != id);
+        }
+        released
     }
 
     /// The session id.
@@ -259,6 +438,28 @@ impl Session {
         result
     }
 
+    /// [`Session::call`], running `on_queued` on every `Queued` answer.
+    async fn call_noting_queued<F>(
+        &self,
+        make: F,
+        patience: Patience,
+        on_queued: &(dyn Fn() + Sync),
+    ) -> Result<Response>
+    where
+        F: Fn(u64) -> Request,
+    {
+        self.check()?;
+        let result = self
+            .inner
+            .client
+            .call_noting_queued(make, patience, on_queued)
+            .await;
+        if let Err(Error::SessionExpired) = result {
+            self.inner.lease.lose(LostReason::SessionExpired);
+        }
+        result
+    }
+
     /// Acquires `name` in `mode`, waiting as `wait` says, and returns a guard that releases it.
     pub async fn lock(&self, name: &str, mode: LockMode, wait: Wait) -> Result<LockGuard> {
         self.lock_with_hold(name, mode, wait, None).await
@@ -276,14 +477,22 @@ impl Session {
         hold: Option<Duration>,
     ) -> Result<LockGuard> {
         let grant = self.acquire_grant(name, mode, wait, hold).await?;
-        let hold = match hold {
+        let limited = match hold {
             Some(limit) => Hold::Limited {
                 start: grant.sent,
                 limit,
             },
             None => Hold::Unlimited,
         };
-        Ok(LockGuard::new(self.clone(), name, mode, grant.fence, hold))
+        let guard = LockGuard::new(self.clone(), name, mode, grant.fence, limited);
+        if let (Some(limit), true) = (hold, grant.queued) {
+            // The acquire's send instant may lie a whole hold in the past: restart the hold
+            // now, so its local start is this Extend's send instant (see the `lease` docs).
+            if let Err(error) = guard.extend(limit).await {
+                tracing::debug!(lock = %name, error = %super::error_chain(&error), "renewing a queued grant's hold failed");
+            }
+        }
+        Ok(guard)
     }
 
     /// Acquires `name` and returns its fencing token, without a guard: the lock stays held
@@ -307,10 +516,20 @@ impl Session {
         wait: Wait,
         hold: Option<Duration>,
     ) -> Result<Grant> {
+        self.settle_orphans(None).await;
         let seq = self.next_seq();
         let SessionCredentials {
             id: session, token, ..
         } = self.inner.credentials;
+        locked(&self.inner.waiting).insert(name.to_string(), seq);
+        let mut waiting = WaitGuard {
+            session: self,
+            lock: name,
+            seq,
+            armed: true,
+        };
+        let queued = AtomicBool::new(false);
+        let note_queued = || queued.store(true, Ordering::Relaxed);
         let wait_ms = wait.wait_ms();
         let hold_ms = hold.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let sent = Instant::now();
@@ -320,7 +539,7 @@ impl Session {
             Wait::For(d) => Some(sent + d + self.inner.client.options().request_timeout),
             Wait::Forever => None,
         };
-        let request = self.call(
+        let request = self.call_noting_queued(
             |id| Request::Acquire {
                 id,
                 session,
@@ -332,21 +551,120 @@ impl Session {
                 hold_ms,
             },
             Patience::Queue { until },
+            &note_queued,
         );
         // A long wait ends when the session does: the daemon drops its waiters then.
         let response = tokio::select! {
             biased;
-            response = request => response?,
-            _ = self.lost() => return Err(Error::SessionExpired),
+            response = request => response,
+            _ = self.lost() => Err(Error::SessionExpired),
         };
-        match response {
-            Response::Granted { fence, .. } => Ok(Grant { fence, sent }),
+        // An answer, even an error, ends the wait: nothing is left to cancel.
+        waiting.armed = false;
+        match response? {
+            Response::Granted { fence, .. } => Ok(Grant {
+                fence,
+                sent,
+                queued: queued.load(Ordering::Relaxed),
+            }),
+            Response::Cancelled { .. } => Err(Error::Cancelled),
             other => Err(unexpected("Acquire", &other)),
         }
     }
 
+    /// Cancels this handle's waiting acquire of `name`: it leaves the queue, and the waiting
+    /// [`Session::lock`] (or [`Session::acquire`]) call fails with [`Error::Cancelled`]. Fails
+    /// with [`Error::NotWaiting`] if no acquire of `name` waits; in particular if it was granted
+    /// meanwhile, in which case the session holds the lock and must release it. (Dropping a
+    /// waiting lock future cancels it too, in the background.)
+    pub async fn cancel(&self, name: &str) -> Result<()> {
+        let Some(acquire_seq) = locked(&self.inner.waiting).get(name).copied() else {
+            return Err(Error::NotWaiting);
+        };
+        self.cancel_seq(name, acquire_seq).await
+    }
+
+    /// Sends `Cancel` for the acquire `acquire_seq` of `name`.
+    async fn cancel_seq(&self, name: &str, acquire_seq: Seq) -> Result<()> {
+        let seq = self.next_seq();
+        let SessionCredentials {
+            id: session, token, ..
+        } = self.inner.credentials;
+        let response = self
+            .call(
+                |id| Request::Cancel {
+                    id,
+                    session,
+                    token,
+                    seq,
+                    lock: name.to_string(),
+                    acquire_seq,
+                },
+                Patience::Normal,
+            )
+            .await?;
+        match response {
+            Response::Cancelled { .. } => Ok(()),
+            other => Err(unexpected("Cancel", &other)),
+        }
+    }
+
+    /// Renews the hold limit of the grant `fence` of `name` to `hold`, counted by the cluster
+    /// from when it applies the request; returns the instant the request was first sent, from
+    /// which the renewed hold may be counted locally. Fails with [`Error::StaleFence`] if the
+    /// session no longer holds that grant.
+    pub async fn extend(&self, name: &str, fence: Fence, hold: Duration) -> Result<Instant> {
+        let hold_ms = u64::try_from(hold.as_millis())
+            .map_err(|_| Error::InvalidArgument("hold too large".into()))?;
+        self.settle_orphans(None).await;
+        let seq = self.next_seq();
+        let SessionCredentials {
+            id: session, token, ..
+        } = self.inner.credentials;
+        let lock = name.to_string();
+        let this = self.clone();
+        self.run_to_completion(None, async move {
+            let sent = Instant::now();
+            let response = this
+                .call(
+                    |id| Request::Extend {
+                        id,
+                        session,
+                        token,
+                        seq,
+                        lock: lock.clone(),
+                        fence,
+                        hold_ms,
+                    },
+                    Patience::Normal,
+                )
+                .await?;
+            match response {
+                Response::Extended { .. } => Ok(sent),
+                other => Err(unexpected("Extend", &other)),
+            }
+        })
+        .await
+    }
+
     /// Releases `name`, held by this session.
+    ///
+    /// If an earlier release of `name` was dropped by its caller after it was sent, it is
+    /// finished in the background with its own seq, and this call waits for it: if it released
+    /// the lock, this one answers `Ok` too (instead of `NotHolder`). Likewise a dropped call of
+    /// this one still completes.
     pub async fn release(&self, name: &str) -> Result<()> {
+        if self.settle_orphans(Some(name)).await {
+            return Ok(());
+        }
+        let this = self.clone();
+        let lock = name.to_string();
+        self.run_to_completion(Some(name), async move { this.release_now(&lock).await })
+            .await
+    }
+
+    /// Sends one `Release` of `name` with a fresh seq and waits for its answer.
+    async fn release_now(&self, name: &str) -> Result<()> {
         let seq = self.next_seq();
         let SessionCredentials {
             id: session, token, ..
@@ -371,7 +689,8 @@ impl Session {
 
     /// Appends `data` to `file` under the lock's fence; returns the offset it was written at
     /// and the file's new size. Fails with [`Error::StaleFence`] if the fence is no longer the
-    /// lock's current exclusive grant to this session.
+    /// lock's current exclusive grant to this session. A dropped call that was already sent
+    /// still completes (with its own seq) before the session's next release or append.
     pub async fn append<'a>(
         &self,
         file: &str,
@@ -386,29 +705,35 @@ impl Session {
                 data.len()
             )));
         }
+        self.settle_orphans(None).await;
         let seq = self.next_seq();
         let SessionCredentials {
             id: session, token, ..
         } = self.inner.credentials;
-        let response = self
-            .call(
-                |id| Request::Append {
-                    id,
-                    session,
-                    token,
-                    seq,
-                    file: file.to_string(),
-                    lock: under.lock.to_string(),
-                    fence: under.fence,
-                    data: data.clone(),
-                },
-                Patience::Normal,
-            )
-            .await?;
-        match response {
-            Response::Appended { offset, size, .. } => Ok((offset, size)),
-            other => Err(unexpected("Append", &other)),
-        }
+        let (file, lock, fence) = (file.to_string(), under.lock.to_string(), under.fence);
+        let this = self.clone();
+        self.run_to_completion(None, async move {
+            let response = this
+                .call(
+                    |id| Request::Append {
+                        id,
+                        session,
+                        token,
+                        seq,
+                        file: file.clone(),
+                        lock: lock.clone(),
+                        fence,
+                        data: data.clone(),
+                    },
+                    Patience::Normal,
+                )
+                .await?;
+            match response {
+                Response::Appended { offset, size, .. } => Ok((offset, size)),
+                other => Err(unexpected("Append", &other)),
+            }
+        })
+        .await
     }
 
     /// Renews the lease once, now. The background task does this by itself; this is for
@@ -548,6 +873,8 @@ struct Grant {
     fence: Fence,
     /// When the acquire was first sent: no later than the cluster made the grant.
     sent: Instant,
+    /// True if the acquire was answered `Queued` before it was granted.
+    queued: bool,
 }
 
 /// The lease of one grant: its hold limit, the combined lease callers watch, and the task
@@ -573,6 +900,19 @@ impl GrantLease {
             lease,
             watcher,
         }
+    }
+
+    /// Sets a new hold limit and updates the lease at once (the watcher follows from there).
+    fn set_hold(&self, hold: Hold, session: Lease) {
+        self.hold.send_replace(hold);
+        let (next, _) = grant_lease(session, hold, Instant::now());
+        self.lease.send_if_modified(|lease| {
+            let changed = !lease.state.is_lost() && *lease != next;
+            if changed {
+                *lease = next;
+            }
+            changed
+        });
     }
 
     /// Ends the grant's lease for `reason` (the watcher makes it final).
@@ -646,6 +986,37 @@ impl LockGuard {
     /// longer updated.
     pub fn lease(&self) -> watch::Receiver<Lease> {
         self.grant.lease.subscribe()
+    }
+
+    /// Renews the hold limit to `hold` from now (an exactly-once `Extend`); on success the
+    /// grant's [`LockGuard::lease`] counts the new hold from the request's send instant. A
+    /// grant whose lease is already lost is not renewed (its loss is final): that fails with
+    /// [`Error::SessionExpired`] for a lost session, [`Error::StaleFence`] otherwise. A
+    /// `StaleFence` answer means the grant was revoked; its lease becomes `Lost(Revoked)`.
+    pub async fn extend(&self, hold: Duration) -> Result<()> {
+        match self.grant.lease.borrow().state {
+            LeaseState::Lost(LostReason::LeaseExpired | LostReason::SessionExpired) => {
+                return Err(Error::SessionExpired)
+            }
+            LeaseState::Lost(_) => return Err(Error::StaleFence),
+            LeaseState::Healthy | LeaseState::Jeopardy => {}
+        }
+        match self.session.extend(&self.name, self.fence, hold).await {
+            Ok(sent) => {
+                let renewed = Hold::Limited {
+                    start: sent,
+                    limit: hold,
+                };
+                self.grant
+                    .set_hold(renewed, self.session.inner.lease.current());
+                Ok(())
+            }
+            Err(Error::StaleFence) => {
+                self.grant.end(LostReason::Revoked);
+                Err(Error::StaleFence)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Gives up the guard without releasing: the lock stays held until

@@ -61,6 +61,23 @@ pub enum Command {
         seq: Seq,
         lock: String,
     },
+    /// Removes the session's queued acquire `acquire_seq` of `lock` from the queue, if it still
+    /// waits; it then ends with `Cancelled`, and the waiters it blocked may be granted.
+    Cancel {
+        session: SessionId,
+        seq: Seq,
+        lock: String,
+        acquire_seq: Seq,
+    },
+    /// Restarts the hold limit of the session's grant `fence` of `lock` at `hold_ms`, counted
+    /// (by the leader) from when this entry is applied.
+    Extend {
+        session: SessionId,
+        seq: Seq,
+        lock: String,
+        fence: Fence,
+        hold_ms: u64,
+    },
     /// Appends to a file, only if `fence` is the session's current exclusive grant of `lock`.
     Append {
         session: SessionId,
@@ -109,6 +126,13 @@ pub enum Outcome {
     TimedOut,
     /// The lock was released.
     Released,
+    /// A queued acquire left the queue by `Cancel`: the answer to the `Cancel` and the final
+    /// outcome of the acquire.
+    Cancelled,
+    /// `Cancel` named an acquire that does not wait (granted, ended, or never applied).
+    NotWaiting,
+    /// The grant's hold limit restarted at `hold_ms` (the leader restarts its deadline).
+    Extended { hold_ms: u64 },
     /// The session does not hold that lock (release, append or revoke of a lock not held).
     NotHolder,
     /// The session holds or waits for the lock in the other mode, or already waits for it.
@@ -125,8 +149,8 @@ pub enum Outcome {
     Ignored,
 }
 
-/// A later outcome for an earlier request: a queued acquire that was granted, timed out or
-/// ended with its session. The daemon answers the client waiting on (session, seq).
+/// A later outcome for an earlier request: a queued acquire that was granted, timed out, was
+/// cancelled or ended with its session. The daemon answers the client waiting on (session, seq).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     pub session: SessionId,

@@ -55,6 +55,23 @@ impl LockSpace {
                     space.release(index, *session, lock, None, &mut notes)
                 })
             }
+            Command::Cancel {
+                session,
+                seq,
+                lock,
+                acquire_seq,
+            } => self.session_request(*session, *seq, |space| {
+                space.cancel(index, *session, lock, *acquire_seq, &mut notes)
+            }),
+            Command::Extend {
+                session,
+                seq,
+                lock,
+                fence,
+                hold_ms,
+            } => self.session_request(*session, *seq, |space| {
+                space.extend(*session, lock, *fence, *hold_ms)
+            }),
             Command::Append {
                 session,
                 seq,
@@ -263,12 +280,57 @@ impl LockSpace {
         Outcome::Appended { offset, size }
     }
 
+    /// Takes the acquire (session, acquire_seq) out of the queue of `name`, as `ExpireWait`
+    /// does, with `Cancelled` instead of `TimedOut`.
+    fn cancel(
+        &mut self,
+        index: Index,
+        session: SessionId,
+        name: &str,
+        acquire_seq: Seq,
+        notes: &mut Notes,
+    ) -> Outcome {
+        match self.end_wait(index, session, acquire_seq, name, Outcome::Cancelled, notes) {
+            Outcome::Ignored => Outcome::NotWaiting,
+            outcome => outcome,
+        }
+    }
+
+    /// Renews the hold limit of the grant `fence` of `name` to `session`.
+    fn extend(&mut self, session: SessionId, name: &str, fence: Fence, hold_ms: u64) -> Outcome {
+        let holder = self
+            .locks
+            .get_mut(name)
+            .and_then(|lock| lock.holders.iter_mut().find(|h| h.session == session));
+        match holder {
+            Some(holder) if holder.fence == fence => {
+                holder.hold_ms = Some(hold_ms);
+                Outcome::Extended { hold_ms }
+            }
+            _ => Outcome::StaleFence,
+        }
+    }
+
     fn expire_wait(
         &mut self,
         index: Index,
         session: SessionId,
         seq: Seq,
         name: &str,
+        notes: &mut Notes,
+    ) -> Outcome {
+        self.end_wait(index, session, seq, name, Outcome::TimedOut, notes)
+    }
+
+    /// Ends the wait of the acquire (session, seq) on `name` with `outcome` (recorded as its
+    /// result and notified), then grants the waiters it blocked; `Ignored` if it does not wait.
+    fn end_wait(
+        &mut self,
+        index: Index,
+        session: SessionId,
+        seq: Seq,
+        name: &str,
+        outcome: Outcome,
         notes: &mut Notes,
     ) -> Outcome {
         let Some(lock) = self.locks.get_mut(name) else {
@@ -283,15 +345,15 @@ impl LockSpace {
             .get_mut(&session)
             .expect("waiters have sessions");
         state.untouch(name);
-        state.dedup.update(seq, Outcome::TimedOut);
+        state.dedup.update(seq, outcome.clone());
         notes.push(Notification {
             session,
             seq,
-            outcome: Outcome::TimedOut,
+            outcome: outcome.clone(),
         });
         // The removed waiter may have blocked the ones behind it.
         self.grant_waiters(index, name, notes);
-        Outcome::TimedOut
+        outcome
     }
 
     /// Grants the front waiters of `name` while they fit beside the holders (a shared front

@@ -6,6 +6,9 @@
 //! - FIFO: each lock grants its waiters in queue order, and new arrivals never jump the queue;
 //! - no writer starvation: while a writer waits, no later reader is granted before it;
 //! - fences: strictly increasing over all grants, and at least the granting index;
+//! - cancel and extend: `Cancel` removes exactly a still-queued acquire (which then ends
+//!   `Cancelled` and may unblock the waiters behind it), `Extend` renews exactly the current
+//!   grant named by its fence;
 //! - exactly once: a replayed (session, seq) answers its original (or updated) outcome, or the
 //!   current position of a still-queued acquire, and leaves the state bytes unchanged;
 //! - snapshots: snapshot → restore → snapshot is byte-identical, and the restored copy answers
@@ -54,6 +57,14 @@ enum Op {
         pick: usize,
         stale: bool,
     },
+    Cancel {
+        pick: usize,
+        stale: bool,
+    },
+    Extend {
+        pick: usize,
+        stale: bool,
+    },
     Replay {
         pick: usize,
     },
@@ -75,6 +86,8 @@ fn op(sessions: usize, locks: usize) -> impl Strategy<Value = Op> {
         1 => slot.prop_map(|slot| Op::ExpireSession { slot }),
         2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::ExpireWait { pick, stale }),
         2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::ExpireHold { pick, stale }),
+        2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::Cancel { pick, stale }),
+        2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::Extend { pick, stale }),
         4 => any::<usize>().prop_map(|pick| Op::Replay { pick }),
         1 => (1u64..4).prop_map(|gap| Op::Skip { gap }),
     ]
@@ -191,7 +204,7 @@ impl Model {
                 queue.remove(0);
                 self.new_grant(&lock, note.session, fence, mode);
             }
-            Outcome::TimedOut | Outcome::SessionExpired => {
+            Outcome::TimedOut | Outcome::SessionExpired | Outcome::Cancelled => {
                 queue.remove(at);
             }
             ref other => panic!("unexpected notification outcome {other:?}"),
@@ -407,6 +420,53 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
                 }
             }
         }
+        Op::Cancel { pick, stale } => {
+            let queued: Vec<_> = model.waiting.iter().collect();
+            let (session, acquire_seq, lock) = if queued.is_empty() || stale {
+                let (session, seq) = model
+                    .results
+                    .keys()
+                    .nth(pick % model.results.len().max(1))
+                    .copied()
+                    .unwrap_or((1, 1));
+                (session, seq, lock_name(pick % 3))
+            } else {
+                let (&(session, seq), lock) = queued[pick % queued.len()];
+                (session, seq, lock.clone())
+            };
+            model.seq += 1;
+            Command::Cancel {
+                session,
+                seq: model.seq,
+                lock,
+                acquire_seq,
+            }
+        }
+        Op::Extend { pick, stale } => {
+            let holds: Vec<_> = model
+                .holds
+                .iter()
+                .flat_map(|(lock, hs)| hs.iter().map(move |h| (lock.clone(), h.0, h.1)))
+                .collect();
+            let (lock, session, fence) = if holds.is_empty() || stale {
+                let fence = model
+                    .fences
+                    .get(pick % model.fences.len().max(1))
+                    .copied()
+                    .unwrap_or(1);
+                (lock_name(pick % 3), model.session(pick % 4), fence)
+            } else {
+                holds[pick % holds.len()].clone()
+            };
+            model.seq += 1;
+            Command::Extend {
+                session,
+                seq: model.seq,
+                lock,
+                fence,
+                hold_ms: 250 + (pick % 500) as u64,
+            }
+        }
         Op::Replay { pick } if !model.history.is_empty() => {
             let (command, session, seq) = model.history[pick % model.history.len()].clone();
             let expected = if !model.live.contains(&session) {
@@ -567,6 +627,50 @@ fn observe(model: &mut Model, command: &Command, applied: &Applied) {
                 Outcome::Ignored
             };
             assert_eq!(*outcome, expected, "expire wait");
+        }
+        Command::Cancel {
+            session,
+            seq,
+            lock,
+            acquire_seq,
+        } => {
+            let queued = model.waiting.get(&(*session, *acquire_seq)) == Some(lock);
+            if session_request(*session, *seq, model) {
+                let expected = if queued {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::NotWaiting
+                };
+                assert_eq!(*outcome, expected, "cancel and extend: cancel");
+                if queued {
+                    assert_eq!(
+                        applied.notifications.first(),
+                        Some(&Notification {
+                            session: *session,
+                            seq: *acquire_seq,
+                            outcome: Outcome::Cancelled,
+                        }),
+                        "cancel and extend: the cancelled acquire is told first"
+                    );
+                }
+            }
+        }
+        Command::Extend {
+            session,
+            seq,
+            lock,
+            fence,
+            hold_ms,
+        } => {
+            let exact = model.held(lock, *session).is_some_and(|h| h.0 == *fence);
+            if session_request(*session, *seq, model) {
+                let expected = if exact {
+                    Outcome::Extended { hold_ms: *hold_ms }
+                } else {
+                    Outcome::StaleFence
+                };
+                assert_eq!(*outcome, expected, "cancel and extend: extend");
+            }
         }
         Command::ExpireHold {
             session,

@@ -515,6 +515,133 @@ fn expire_hold_revokes_only_the_named_grant() {
     assert_eq!(h.holders("l"), vec![a]);
 }
 
+/// Cancel removes exactly the named queued acquire (which ends `Cancelled`), unblocks the
+/// waiters behind it, and answers `NotWaiting` for anything else; a retry replays its result.
+#[test]
+fn cancel_removes_only_a_queued_acquire() {
+    let mut h = Harness::new();
+    let (a, b, c) = (h.open(), h.open(), h.open());
+    h.acquire(a, "l", S, None);
+    let b_cmd = h.acquire_cmd(b, "l", X, None);
+    let Command::Acquire { seq: b_seq, .. } = b_cmd else {
+        unreachable!()
+    };
+    h.apply(b_cmd.clone());
+    let c_cmd = h.acquire_cmd(c, "l", S, None);
+    let Command::Acquire { seq: c_seq, .. } = c_cmd else {
+        unreachable!()
+    };
+    h.apply(c_cmd);
+    assert_eq!(h.waiters("l"), vec![b, c]);
+
+    // The wrong acquire seq, or another lock, cancels nothing.
+    let cancel = |h: &mut Harness, session, lock: &str, acquire_seq| {
+        let seq = h.next_seq();
+        Command::Cancel {
+            session,
+            seq,
+            lock: lock.into(),
+            acquire_seq,
+        }
+    };
+    let wrong = cancel(&mut h, b, "l", b_seq + 100);
+    assert_eq!(h.apply(wrong).outcome, Outcome::NotWaiting);
+    let elsewhere = cancel(&mut h, b, "other", b_seq);
+    assert_eq!(h.apply(elsewhere).outcome, Outcome::NotWaiting);
+
+    let right = cancel(&mut h, b, "l", b_seq);
+    let applied = h.apply(right.clone());
+    assert_eq!(applied.outcome, Outcome::Cancelled);
+    assert_eq!(
+        applied.notifications,
+        vec![
+            Notification {
+                session: b,
+                seq: b_seq,
+                outcome: Outcome::Cancelled
+            },
+            granted(c, c_seq, h.index)
+        ]
+    );
+    assert_eq!(h.holders("l"), vec![a, c]);
+    assert!(h.space.holds(b).is_empty());
+    // Retries of the cancel and of the acquire see the final outcomes and change nothing.
+    let before = h.space.snapshot();
+    assert_eq!(h.apply(right).outcome, Outcome::Cancelled);
+    assert_eq!(h.apply(b_cmd).outcome, Outcome::Cancelled);
+    let mut after = LockSpace::restore(&h.space.snapshot()).unwrap();
+    after.applied_index = LockSpace::restore(&before).unwrap().applied_index;
+    assert_eq!(after.snapshot(), before);
+    // A granted acquire is not waiting: cancel does not release it.
+    let granted_cancel = cancel(&mut h, c, "l", c_seq);
+    assert_eq!(h.apply(granted_cancel).outcome, Outcome::NotWaiting);
+    assert_eq!(h.holders("l"), vec![a, c]);
+    // A dead session's cancel is SessionExpired.
+    let seq = h.next_seq();
+    h.apply(Command::CloseSession { session: b, seq });
+    let dead = cancel(&mut h, b, "l", b_seq);
+    assert_eq!(h.apply(dead).outcome, Outcome::SessionExpired);
+}
+
+/// Extend renews the hold limit of exactly the grant its fence names.
+#[test]
+fn extend_renews_only_the_current_grant() {
+    let mut h = Harness::new();
+    let (a, b) = (h.open(), h.open());
+    let seq = h.next_seq();
+    let fence = Harness::fence(&h.apply(Command::Acquire {
+        session: a,
+        seq,
+        lock: "l".into(),
+        mode: X,
+        wait_ms: None,
+        hold_ms: Some(500),
+    }));
+    let extend = |h: &mut Harness, session, fence, hold_ms| {
+        let seq = h.next_seq();
+        h.apply(Command::Extend {
+            session,
+            seq,
+            lock: "l".into(),
+            fence,
+            hold_ms,
+        })
+        .outcome
+    };
+    assert_eq!(
+        extend(&mut h, a, fence, 2_000),
+        Outcome::Extended { hold_ms: 2_000 }
+    );
+    assert_eq!(
+        h.space.limited_holds(),
+        vec![HoldInfo {
+            session: a,
+            lock: "l".into(),
+            fence,
+            hold_ms: 2_000
+        }]
+    );
+    assert_eq!(extend(&mut h, a, fence + 1, 9), Outcome::StaleFence);
+    assert_eq!(extend(&mut h, b, fence, 9), Outcome::StaleFence);
+    // A grant without a limit gains one.
+    let b_fence = Harness::fence(&h.acquire(b, "m", X, None));
+    let seq = h.next_seq();
+    let outcome = h
+        .apply(Command::Extend {
+            session: b,
+            seq,
+            lock: "m".into(),
+            fence: b_fence,
+            hold_ms: 300,
+        })
+        .outcome;
+    assert_eq!(outcome, Outcome::Extended { hold_ms: 300 });
+    assert_eq!(h.space.limited_holds().len(), 2);
+    // After the grant ends, its fence is stale.
+    h.release(a, "l");
+    assert_eq!(extend(&mut h, a, fence, 2_000), Outcome::StaleFence);
+}
+
 /// Appends need the current exclusive grant with its exact fence; files grow by offset.
 #[test]
 fn append_is_fenced() {

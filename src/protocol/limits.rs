@@ -195,6 +195,28 @@ impl Limits {
                 check_session(*session)?;
                 self.check_name("lock", lock)
             }
+            Request::Cancel {
+                id, session, lock, ..
+            } => {
+                check_id(*id)?;
+                check_session(*session)?;
+                self.check_name("lock", lock)
+            }
+            Request::Extend {
+                id,
+                session,
+                lock,
+                hold_ms,
+                ..
+            } => {
+                check_id(*id)?;
+                check_session(*session)?;
+                self.check_name("lock", lock)?;
+                if *hold_ms == 0 {
+                    return Err(Invalid::ZeroHold);
+                }
+                self.check_duration("hold_ms", *hold_ms)
+            }
             Request::Append {
                 id,
                 session,
@@ -474,9 +496,54 @@ mod tests {
                     max: MAX_NAME_LEN,
                 },
             ),
+            (
+                Request::Cancel {
+                    id: 1,
+                    session: 0,
+                    token: 1,
+                    seq: 2,
+                    lock: "l".into(),
+                    acquire_seq: 1,
+                },
+                Invalid::ZeroSession,
+            ),
+            (
+                Request::Cancel {
+                    id: 1,
+                    session: 1,
+                    token: 1,
+                    seq: 2,
+                    lock: String::new(),
+                    acquire_seq: 1,
+                },
+                Invalid::EmptyName { field: "lock" },
+            ),
+            (extend(0), Invalid::ZeroHold),
+            (
+                extend(MAX_WAIT_MS + 1),
+                Invalid::DurationTooLong {
+                    field: "hold_ms",
+                    value: MAX_WAIT_MS + 1,
+                    max: MAX_WAIT_MS,
+                },
+            ),
         ];
         for (request, want) in cases {
             assert_eq!(l.validate(&request), Err(want), "{request:?}");
+        }
+        assert_eq!(l.validate(&extend(1)), Ok(()));
+        assert_eq!(l.validate(&extend(MAX_WAIT_MS)), Ok(()));
+    }
+
+    fn extend(hold_ms: u64) -> Request {
+        Request::Extend {
+            id: 1,
+            session: 1,
+            token: 1,
+            seq: 2,
+            lock: "l".into(),
+            fence: 3,
+            hold_ms,
         }
     }
 

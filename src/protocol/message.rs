@@ -67,6 +67,28 @@ pub enum Request {
         seq: Seq,
         lock: String,
     },
+    /// Cancels the session's queued `Acquire` (`acquire_seq`) of `lock`: it leaves the queue
+    /// and gets the final answer `Cancelled`. Exactly-once like every mutating request.
+    Cancel {
+        id: u64,
+        session: SessionId,
+        token: u64,
+        seq: Seq,
+        lock: String,
+        /// The `seq` of the `Acquire` to cancel.
+        acquire_seq: Seq,
+    },
+    /// Renews the hold limit of the session's grant `fence` of `lock`: the grant now lasts at
+    /// most `hold_ms` from when the leader applies this request.
+    Extend {
+        id: u64,
+        session: SessionId,
+        token: u64,
+        seq: Seq,
+        lock: String,
+        fence: Fence,
+        hold_ms: u64,
+    },
     /// Appends bytes to a file under the lock's current fence.
     Append {
         id: u64,
@@ -162,6 +184,16 @@ pub enum Response {
     },
     Released {
         id: u64,
+    },
+    /// Answers `Cancel` (the acquire left the queue), and is the final answer of the cancelled
+    /// `Acquire` itself.
+    Cancelled {
+        id: u64,
+    },
+    /// Answers `Extend`: the grant's hold limit restarted.
+    Extended {
+        id: u64,
+        hold_ms: u64,
     },
     Appended {
         id: u64,
@@ -291,6 +323,8 @@ pub enum ErrorCode {
     NotHolder,
     /// The session holds or waits for the lock in another mode, or already waits for it.
     Conflict,
+    /// `Cancel` of an acquire that is not queued (granted, ended or never applied).
+    NotWaiting,
     /// The fence is not the current exclusive grant of the lock to this session.
     StaleFence,
     /// The sequence number is older than the results the session still remembers.
@@ -324,6 +358,8 @@ impl Request {
             | Request::CloseSession { id, .. }
             | Request::Acquire { id, .. }
             | Request::Release { id, .. }
+            | Request::Cancel { id, .. }
+            | Request::Extend { id, .. }
             | Request::Append { id, .. }
             | Request::Read { id, .. }
             | Request::Locks { id, .. }
@@ -343,6 +379,8 @@ impl Request {
             Request::CloseSession { .. } => "CloseSession",
             Request::Acquire { .. } => "Acquire",
             Request::Release { .. } => "Release",
+            Request::Cancel { .. } => "Cancel",
+            Request::Extend { .. } => "Extend",
             Request::Append { .. } => "Append",
             Request::Read { .. } => "Read",
             Request::Locks { .. } => "Locks",
@@ -377,6 +415,8 @@ impl Response {
             | Response::Queued { id, .. }
             | Response::Granted { id, .. }
             | Response::Released { id }
+            | Response::Cancelled { id }
+            | Response::Extended { id, .. }
             | Response::Appended { id, .. }
             | Response::Data { id, .. }
             | Response::LockList { id, .. }
@@ -396,6 +436,8 @@ impl Response {
             Response::Queued { .. } => "Queued",
             Response::Granted { .. } => "Granted",
             Response::Released { .. } => "Released",
+            Response::Cancelled { .. } => "Cancelled",
+            Response::Extended { .. } => "Extended",
             Response::Appended { .. } => "Appended",
             Response::Data { .. } => "Data",
             Response::LockList { .. } => "LockList",

@@ -228,6 +228,12 @@ pub fn outcome_response(id: u64, outcome: &Outcome) -> Response {
             "the wait bound passed before a grant",
         ),
         Outcome::Released => Response::Released { id },
+        Outcome::Cancelled => Response::Cancelled { id },
+        Outcome::NotWaiting => error(
+            ErrorCode::NotWaiting,
+            "the acquire does not wait in the queue (granted, ended or never applied)",
+        ),
+        Outcome::Extended { hold_ms } => Response::Extended { id, hold_ms },
         Outcome::NotHolder => error(ErrorCode::NotHolder, "the session does not hold the lock"),
         Outcome::Conflict => error(
             ErrorCode::Conflict,
@@ -264,6 +270,18 @@ mod tests {
         assert_eq!(code(Outcome::Busy), Some(ErrorCode::Busy));
         assert_eq!(code(Outcome::TimedOut), Some(ErrorCode::WaitTimeout));
         assert_eq!(code(Outcome::NotHolder), Some(ErrorCode::NotHolder));
+        assert_eq!(code(Outcome::NotWaiting), Some(ErrorCode::NotWaiting));
+        assert_eq!(
+            outcome_response(7, &Outcome::Cancelled),
+            Response::Cancelled { id: 7 }
+        );
+        assert_eq!(
+            outcome_response(7, &Outcome::Extended { hold_ms: 500 }),
+            Response::Extended {
+                id: 7,
+                hold_ms: 500
+            }
+        );
         assert_eq!(code(Outcome::Conflict), Some(ErrorCode::Conflict));
         assert_eq!(code(Outcome::StaleFence), Some(ErrorCode::StaleFence));
         assert_eq!(

@@ -221,6 +221,22 @@ impl Replica {
                 self.leases.set(key(*session, what), after(*hold_ms));
             }
             (
+                Command::Extend {
+                    session,
+                    lock,
+                    fence,
+                    ..
+                },
+                Outcome::Extended { hold_ms },
+            ) => {
+                // The hold restarts now: no earlier than the Extend was sent.
+                let what = What::Hold {
+                    lock: lock.clone(),
+                    fence: *fence,
+                };
+                self.leases.set(key(*session, what), after(*hold_ms));
+            }
+            (
                 Command::Acquire {
                     session,
                     seq,

@@ -61,6 +61,42 @@ pub(crate) fn session_command(request: Request) -> Result<SessionCommand, Reques
             lock,
             ..
         } => (session, token, Command::Release { session, seq, lock }),
+        Request::Cancel {
+            session,
+            token,
+            seq,
+            lock,
+            acquire_seq,
+            ..
+        } => (
+            session,
+            token,
+            Command::Cancel {
+                session,
+                seq,
+                lock,
+                acquire_seq,
+            },
+        ),
+        Request::Extend {
+            session,
+            token,
+            seq,
+            lock,
+            fence,
+            hold_ms,
+            ..
+        } => (
+            session,
+            token,
+            Command::Extend {
+                session,
+                seq,
+                lock,
+                fence,
+                hold_ms,
+            },
+        ),
         Request::Append {
             session,
             token,

@@ -76,6 +76,11 @@ impl Daemon {
         }
     }
 
+    /// The process id (the daemon must be running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     /// Replaces the extra arguments used by later restarts.
     pub fn set_args(&mut self, args: Vec<String>) {
         self.args = args;
