@@ -4,7 +4,8 @@
 //! `sh -c 'sleep 300 & sleep 300; wait'`: no process of its process group is left alive, and
 //! another client is not granted the lock while any of them runs (it tries, and must fail until
 //! the group is gone; then it must succeed). A SIGSTOPped `raftlock` cannot keep CMD running
-//! past the TTL: the supervisor enforces the deadline by itself. A SIGINT of a `raftlock lock` that waits in the
+//! past the TTL: the supervisor enforces the deadline by itself. `--extend` keeps a short hold
+//! while CMD runs. A SIGINT of a `raftlock lock` that waits in the
 //! queue removes its acquire: the next live waiter is granted when the holder releases.
 //!
 //! Each test prints its timeline (signal -> group gone) on stderr.
@@ -399,6 +400,47 @@ fn the_hold_limit_ends_cmds_group_before_it_is_reached() {
         "CMD's group outlived the hold limit"
     );
     assert_eq!(status.code(), Some(6), "stderr: {}", locked.stderr());
+}
+
+#[test]
+fn extend_keeps_a_short_hold_while_cmd_runs() {
+    let daemon = Daemon::start(&[]);
+    let other = Other::connect(&daemon);
+    let name = "extend";
+    let hold = Duration::from_secs(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("done");
+    let spawned = Instant::now();
+    let mut child = Command::new(RAFTLOCK)
+        .args(["lock", name, "--ttl", "10s", "--hold", "2s", "--extend"])
+        .args(["--kill-after", "500ms", "--", "sh", "-c"])
+        .arg(format!("sleep 4 && touch {}", marker.display()))
+        .env("RAFTLOCK_SERVERS", daemon.addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run raftlock");
+    // Past twice the hold limit, the lock is still held: the renewals keep it.
+    let mut tries = 0;
+    while spawned.elapsed() < 2 * hold - Duration::from_millis(500) {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "raftlock exited early"
+        );
+        if spawned.elapsed() > hold {
+            assert!(
+                !other.try_lock(name),
+                "the lock was free after the first hold limit"
+            );
+            tries += 1;
+        }
+        std::thread::sleep(POLL);
+    }
+    assert!(tries > 0, "the lock was tried after the first hold limit");
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "raftlock: {status}");
+    assert!(marker.exists(), "CMD ran to completion");
+    assert!(other.try_lock(name), "released after CMD");
 }
 
 #[test]

@@ -229,13 +229,21 @@ pub(super) async fn lock(
         signal = signals.recv() => return Ok(signal_status(signal)),
         session = client.open_session(args.ttl) => session?,
     };
+    let mut acquire =
+        Box::pin(session.lock_with_hold(&args.name, mode(args.shared), wait(args.wait), args.hold));
     let acquired = tokio::select! {
         biased;
         signal = signals.recv() => Err(signal),
-        guard = session.lock_with_hold(&args.name, mode(args.shared), wait(args.wait), args.hold) => Ok(guard),
+        guard = &mut acquire => Ok(guard),
     };
     let guard = match acquired {
         Err(signal) => {
+            // Take the acquire out of the queue; if it was granted meanwhile, release it.
+            let _ = tokio::time::timeout(CLEANUP_PATIENCE, session.cancel(&args.name)).await;
+            if let Ok(Ok(guard)) = tokio::time::timeout(CLEANUP_PATIENCE, &mut acquire).await {
+                let _ = tokio::time::timeout(CLEANUP_PATIENCE, guard.release()).await;
+            }
+            drop(acquire);
             close_quietly(session).await;
             return Ok(signal_status(signal));
         }
@@ -244,11 +252,13 @@ pub(super) async fn lock(
             if failure.code == EXIT_NOT_ACQUIRED {
                 failure.code = not_acquired;
             }
+            drop(acquire);
             close_quietly(session).await;
             return Err(failure);
         }
         Ok(Ok(guard)) => guard,
     };
+    drop(acquire);
 
     let credentials = session.credentials();
     let kill_after = effective_kill_after(args.kill_after, credentials.ttl);
@@ -290,6 +300,13 @@ pub(super) async fn lock(
     let mut session_open = true;
     let mut grant_open = true;
     let mut poll = tokio::time::interval(POLL);
+    // --extend: renew the hold every third of it, one Extend at a time.
+    let renew_every = args
+        .hold
+        .filter(|_| args.extend)
+        .map(|hold| (hold, hold / 3));
+    let mut renew_at = renew_every.map(|(_, every)| Instant::now() + every);
+    let mut renewing = None;
     let status = loop {
         tokio::select! {
             biased;
@@ -299,6 +316,20 @@ pub(super) async fn lock(
             }
             changed = session_lease.changed(), if session_open => session_open = changed.is_ok(),
             changed = grant_lease.changed(), if grant_open => grant_open = changed.is_ok(),
+            renewed = async { renewing.as_mut().expect("guarded").await }, if renewing.is_some() => {
+                renewing = None;
+                if let Err(error) = renewed {
+                    eprintln!("raftlock: extending the hold of {}: {}", args.name, error_chain(&error));
+                }
+                continue;
+            }
+            _ = sleep_until_some(renew_at), if renewing.is_none() && cause.is_none() => {
+                if let Some((hold, every)) = renew_every {
+                    renewing = Some(Box::pin(guard.extend(hold)));
+                    renew_at = Some(Instant::now() + every);
+                }
+                continue;
+            }
             _ = poll.tick() => {
                 if let Some(status) = supervisor.try_wait()? {
                     break status;
@@ -331,6 +362,7 @@ pub(super) async fn lock(
         }
     };
     drop(control);
+    drop(renewing);
 
     let session_now = *session_lease.borrow();
     let grant_now = *grant_lease.borrow();
@@ -344,6 +376,14 @@ pub(super) async fn lock(
     }
     let code = exit_code(status);
     finish(session, guard, cause, Some(code), &args.name).await
+}
+
+/// Sleeps until `at`; never wakes for `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How a cause reads in messages.

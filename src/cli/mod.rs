@@ -111,17 +111,18 @@ TTL/20 + 25ms for clock drift, or the end of the --hold limit if that is earlier
   - jeopardy (no keep-alive confirmed for TTL/2), session lost, or lock revoked:
     SIGTERM to the group at once, SIGKILL K later; raftlock exits 4 (7 if revoked);
   - in any case, SIGTERM at D - K - 100ms and SIGKILL at D - 100ms (a --hold limit
-    reached this way exits 6);
+    reached this way exits 6; --extend renews the hold every third of it, moving D);
   - SIGINT, SIGTERM, SIGHUP or SIGQUIT to raftlock: passed on to the group, SIGKILL K
     later; once the group is gone the lock is released and raftlock exits 128+N;
   - raftlock killed (kill -9): the supervisor SIGKILLs the group at once;
   - CMD exits: what is left of its group gets SIGTERM, then SIGKILL K later.
-While raftlock waits for the lock, any of those signals closes its session (dropping the
-queued acquire) and exits 128+N. CMD's group is not the terminal's foreground group:
+While raftlock waits for the lock, any of those signals cancels the queued acquire, closes
+the session and exits 128+N. CMD's group is not the terminal's foreground group:
 Ctrl-C reaches it through raftlock, and CMD should not read from the terminal.
 
 Example:
   raftlock lock build-cache --wait 2m -- make -j4
+  raftlock lock deploy --ttl 5s --hold 30s --extend --kill-after 1s -- ./deploy.sh
   raftlock lock journal -- sh -c 'raftlock append journal.log --lock journal --fence $RAFTLOCK_FENCE \"hello\"'")]
     Lock(LockArgs),
     /// Acquire a lock for a script and print the session, token and fence.
@@ -229,6 +230,10 @@ pub struct LockArgs {
     /// Hold the lock at most this long (the cluster releases it then).
     #[arg(long, value_parser = duration::parse_finite)]
     pub hold: Option<Duration>,
+    /// With --hold: renew the hold limit every third of it while CMD runs (a short hold then
+    /// bounds how long a stuck raftlock keeps the lock, not how long CMD may run).
+    #[arg(long, requires = "hold")]
+    pub extend: bool,
     /// Time between SIGTERM and SIGKILL when CMD's group is ended (capped at TTL/4).
     #[arg(long, default_value = "2s", value_parser = duration::parse_finite)]
     pub kill_after: Duration,
