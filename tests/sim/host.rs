@@ -61,6 +61,11 @@ pub struct HostParams {
     pub torn_writes: bool,
     /// The core's `eager_commit` (the daemon runs with it off).
     pub eager_commit: bool,
+    /// `None`: every write is made durable right after the replica hands it out. `Some((lo,
+    /// hi))`: an fsync takes `lo..hi` µs and the host keeps serving meanwhile (sending,
+    /// applying, handing out more writes, which join the next fsync), as the daemon's writer
+    /// thread does: fsyncs complete out of step with sends.
+    pub fsync_us: Option<(u64, u64)>,
 }
 
 /// What a ticket answers: the client's operation, and whether it is a keep-alive (whose wire
@@ -100,6 +105,9 @@ pub struct Host {
     /// Requests in flight, by ticket.
     tickets: BTreeMap<Ticket, Asked>,
     next_ticket: Ticket,
+    /// Writes handed out and not yet durable (asynchronous disk), and when their fsync ends.
+    unsynced: Vec<(WriteId, Write)>,
+    fsync_at: Option<u64>,
     pub restarts: u32,
 }
 
@@ -134,6 +142,8 @@ impl Host {
             lead_term: None,
             tickets: BTreeMap::new(),
             next_ticket: 1,
+            unsynced: Vec::new(),
+            fsync_at: None,
             restarts: 0,
         };
         h.next_tick = h.rng.gen_range(0..h.tick_us());
@@ -155,6 +165,12 @@ impl Host {
         self.replica.as_ref().map(Replica::node)
     }
 
+    /// True if the replica has taken all of its node's output (its pipeline is not full), so
+    /// the node's log is exactly what was handed out for writing.
+    pub fn drained(&self) -> bool {
+        self.replica.as_ref().is_some_and(|r| !r.pipeline_full())
+    }
+
     /// The lock space (of the last life while down).
     pub fn space(&self) -> &LockSpace {
         match &self.replica {
@@ -166,7 +182,9 @@ impl Host {
     /// The next time this host needs to act.
     pub fn next_time(&self) -> u64 {
         let t = match self.life {
-            Life::Up => self.next_tick,
+            Life::Up => self
+                .fsync_at
+                .map_or(self.next_tick, |f| f.min(self.next_tick)),
             Life::Down { until } | Life::Paused { until } => until,
         };
         match self.crash_armed {
@@ -244,6 +262,8 @@ impl Host {
         self.life = Life::Up;
         self.lead_term = None;
         self.tickets.clear();
+        self.unsynced.clear();
+        self.fsync_at = None;
         self.crash_armed = None;
         self.inbox.clear();
         self.next_tick = ctx.now + self.rng.gen_range(0..self.tick_us());
@@ -278,6 +298,8 @@ impl Host {
         }
         self.lead_term = None;
         self.tickets.clear();
+        self.unsynced.clear();
+        self.fsync_at = None;
         self.inbox.clear();
         self.crash_armed = None;
         self.restarts += 1;
@@ -315,6 +337,15 @@ impl Host {
                 let down = self.rng.gen_range(100..2_000) * US;
                 return self.crash(ctx, down);
             }
+        }
+        if self.fsync_at.is_some_and(|at| at <= ctx.now) {
+            self.fsync_at = None;
+            let writes = std::mem::take(&mut self.unsynced);
+            let crash_after_sends = self.sync(ctx, writes)?;
+            if self.replica.is_none() {
+                return Ok(());
+            }
+            return self.drive_from(ctx, crash_after_sends);
         }
         if self.next_tick <= ctx.now {
             self.next_tick += self.tick_us();
@@ -499,7 +530,12 @@ impl Host {
     /// Runs the replica until it has nothing more to do: advance, carry out its effects, and
     /// make its writes durable (with the armed crash point, if any); then notes role changes.
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
-        let mut crash_after_sends = false;
+        self.drive_from(ctx, false)
+    }
+
+    /// [`Host::drive`], crashing once the first effects are carried out if
+    /// `crash_after_sends`.
+    fn drive_from(&mut self, ctx: &mut Ctx<'_>, mut crash_after_sends: bool) -> Result<(), String> {
         loop {
             let now = self.local_ms(ctx.now);
             let Some(replica) = self.replica.as_mut() else {
@@ -524,12 +560,21 @@ impl Host {
                 return Err(error);
             }
             advanced.map_err(|e| format!("n{}: {}", self.id, raftlock::error_chain(&e)))?;
-            // Observe the commit index now: a crash below must not hide it.
+            // Observe the commit index now: a crash below must not hide it. (While the pipeline
+            // is full the node may count entries committed that it has not handed out yet: the
+            // check waits until it has.)
             let node = replica.node();
             let (term, commit) = (node.term(), node.commit_index());
-            ctx.check
-                .observe_commit(self.id, term, &self.shadow, self.seen_commit, commit)?;
-            self.seen_commit = self.seen_commit.max(commit);
+            if !replica.pipeline_full() {
+                ctx.check
+                    .observe_commit(self.id, term, &self.shadow, self.seen_commit, commit)?;
+                self.seen_commit = self.seen_commit.max(commit);
+            }
+            if node.role() == Role::Leader && commit > self.disk.durable().last_index() {
+                // Committed by the followers' acknowledgements while the leader's own write of
+                // the entry is still in flight (Raft thesis §10.2.1).
+                ctx.check.counters.commit_before_own_fsync += 1;
+            }
             let effects = replica.take_effects();
             if effects.is_empty() {
                 break;
@@ -539,6 +584,14 @@ impl Host {
                 return self.crash_now(ctx);
             }
             if writes.is_empty() {
+                continue;
+            }
+            if let Some((lo, hi)) = self.params.fsync_us {
+                // The writer thread: this fsync (or the one running) takes them.
+                self.unsynced.extend(writes);
+                if self.fsync_at.is_none() {
+                    self.fsync_at = Some(ctx.now + self.rng.gen_range(lo..hi));
+                }
                 continue;
             }
             crash_after_sends = self.sync(ctx, writes)?;
@@ -563,8 +616,14 @@ impl Host {
                         hard_state,
                     } = &write
                     {
-                        self.disk
-                            .write(snapshot.as_ref(), *truncate_from, append, *hard_state);
+                        ctx.trace.log(ctx.now, || {
+                            format!(
+                                "n{} write {id}: snapshot {:?}, truncate {truncate_from:?}, append {:?}, {hard_state:?}",
+                                self.id,
+                                snapshot.as_ref().map(|s| s.meta.index),
+                                append.first().zip(append.last()).map(|(a, b)| (a.index, b.index)),
+                            )
+                        });
                     }
                     writes.push((id, write));
                 }
@@ -580,28 +639,38 @@ impl Host {
         writes
     }
 
-    /// Makes `writes` durable and tells the replica, or crashes at the armed point. Returns
-    /// true if the host must crash once the messages the writes released are sent.
+    /// Does `writes` in order on the disk (as the daemon's writer thread does), fsyncs, and
+    /// tells the replica; or crashes at the armed point. Returns true if the host must crash
+    /// once the messages the writes released are sent.
     fn sync(&mut self, ctx: &mut Ctx<'_>, writes: Vec<(WriteId, Write)>) -> Result<bool, String> {
         let durable = self.disk.durable().hard_state;
         let mut grants_vote = false;
         let mut has_writes = false;
-        for (_, write) in &writes {
-            if let Write::Persist {
-                snapshot,
-                truncate_from,
-                append,
-                hard_state,
-            } = write
-            {
-                has_writes |= snapshot.is_some()
-                    || truncate_from.is_some()
-                    || !append.is_empty()
-                    || hard_state.is_some();
-                grants_vote |= hard_state.is_some_and(|hs| {
-                    hs.vote.is_some_and(|v| v != self.id)
-                        && (hs.term, hs.vote) != (durable.term, durable.vote)
-                });
+        let mut last = 0;
+        for (id, write) in writes {
+            last = id;
+            match write {
+                Write::Persist {
+                    snapshot,
+                    truncate_from,
+                    append,
+                    hard_state,
+                } => {
+                    has_writes |= snapshot.is_some()
+                        || truncate_from.is_some()
+                        || !append.is_empty()
+                        || hard_state.is_some();
+                    grants_vote |= hard_state.is_some_and(|hs| {
+                        hs.vote.is_some_and(|v| v != self.id)
+                            && (hs.term, hs.vote) != (durable.term, durable.vote)
+                    });
+                    self.disk
+                        .write(snapshot.as_ref(), truncate_from, &append, hard_state);
+                }
+                // Written to a temporary file, fsynced and renamed: durable at once, after
+                // everything before it.
+                Write::SaveSnapshot(s) => self.disk.save_own_snapshot(s)?,
+                Write::Sync => {}
             }
         }
         if has_writes && self.armed(CrashPoint::BeforeFsync) {
@@ -614,21 +683,11 @@ impl Host {
             return Ok(false);
         }
         self.disk.fsync()?;
-        let mut last = 0;
-        for (id, write) in writes {
-            match write {
-                Write::Persist {
-                    snapshot: Some(s), ..
-                } => {
-                    // A received snapshot is committed state: once durable, the node is at
-                    // least there.
-                    self.highest_applied = self.highest_applied.max(s.meta.index);
-                }
-                Write::SaveSnapshot(s) => self.disk.save_own_snapshot(s)?,
-                Write::Persist { .. } | Write::Sync => {}
-            }
-            last = id;
-        }
+        // A received snapshot is committed state: once durable, the node is at least there.
+        self.highest_applied = self.highest_applied.max(self.disk.durable().snap_index());
+        ctx.trace.log(ctx.now, || {
+            format!("n{} fsync done up to write {last}", self.id)
+        });
         if has_writes && self.armed(CrashPoint::AfterFsync) {
             self.crash_now(ctx)?;
             return Ok(false);

@@ -96,9 +96,14 @@ pub struct Counters {
     pub elections: u64,
     pub committed: u64,
     pub acked_appends: u64,
+    /// A leader's commit index passed its own durable log (its fsync still in flight).
+    pub commit_before_own_fsync: u64,
 }
 
 impl Counters {
+    /// How many counters [`Counters::required`] names.
+    pub const REQUIRED: usize = 6;
+
     /// Adds `o` to `self`.
     pub fn add(&mut self, o: &Counters) {
         self.leader_change_holding += o.leader_change_holding;
@@ -111,10 +116,11 @@ impl Counters {
         self.elections += o.elections;
         self.committed += o.committed;
         self.acked_appends += o.acked_appends;
+        self.commit_before_own_fsync += o.commit_before_own_fsync;
     }
 
     /// The anti-vacuity counters, named.
-    pub fn required(&self) -> [(&'static str, u64); 5] {
+    pub fn required(&self) -> [(&'static str, u64); Counters::REQUIRED] {
         [
             (
                 "leader change while a lock was held",
@@ -126,6 +132,10 @@ impl Counters {
             (
                 "session expired while its holder was paused",
                 self.expired_paused_holders,
+            ),
+            (
+                "commit while the leader's own fsync was in flight",
+                self.commit_before_own_fsync,
             ),
         ]
     }
