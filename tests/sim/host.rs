@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use raftlock::lockspace::{Applied, Command, LockMode, LockSpace, Outcome, SessionId};
 use raftlock::protocol::{self, ErrorCode};
-use raftlock::raft::{Config, Entry, Index, Membership, Node, NodeId, Role, Snapshot, Term};
+use raftlock::raft::{
+    Config, Entry, EntryData, Index, Membership, Node, NodeId, Role, Snapshot, Term,
+};
 use raftlock::replica::{self, Effect, Input, Observer, Replica, Ticket, Write, WriteId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -77,6 +79,17 @@ struct Asked {
     keep_alive: Option<SessionId>,
 }
 
+/// The id of a member that exists only in the membership: nothing ever answers for it.
+pub const GHOST: NodeId = 99;
+
+/// An administrative request the world made through a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AdminAsk {
+    Transfer,
+    AddGhost,
+    RemoveGhost,
+}
+
 /// One host.
 #[derive(Debug)]
 pub struct Host {
@@ -104,6 +117,8 @@ pub struct Host {
     lead_term: Option<Term>,
     /// Requests in flight, by ticket.
     tickets: BTreeMap<Ticket, Asked>,
+    /// Administrative requests in flight, by ticket.
+    admin: BTreeMap<Ticket, AdminAsk>,
     next_ticket: Ticket,
     /// Writes handed out and not yet durable (asynchronous disk), and when their fsync ends.
     unsynced: Vec<(WriteId, Write)>,
@@ -141,6 +156,7 @@ impl Host {
             highest_applied: 0,
             lead_term: None,
             tickets: BTreeMap::new(),
+            admin: BTreeMap::new(),
             next_ticket: 1,
             unsynced: Vec::new(),
             fsync_at: None,
@@ -217,7 +233,8 @@ impl Host {
             election_ticks_max: raft.election_ticks_max,
             snapshot_threshold: self.params.snapshot_every,
             shutdown_timeout_ms: 5_000,
-            add_timeout_ms: replica::ADD_TIMEOUT_MS,
+            // Shorter than the daemon's 10 s, so that a seed sees adds give up.
+            add_timeout_ms: 2_000,
             limits: protocol::Limits::default(),
             seed: self.rng.gen(),
         }
@@ -262,6 +279,7 @@ impl Host {
         self.life = Life::Up;
         self.lead_term = None;
         self.tickets.clear();
+        self.admin.clear();
         self.unsynced.clear();
         self.fsync_at = None;
         self.crash_armed = None;
@@ -298,6 +316,7 @@ impl Host {
         }
         self.lead_term = None;
         self.tickets.clear();
+        self.admin.clear();
         self.unsynced.clear();
         self.fsync_at = None;
         self.inbox.clear();
@@ -368,15 +387,42 @@ impl Host {
     /// Asks this node (if up) to hand its leadership over, as `raftlock cluster
     /// transfer-leader` does.
     pub fn transfer_leadership(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
+        self.admin_request(ctx, AdminAsk::Transfer, |id| {
+            protocol::Request::TransferLeader { id, node_id: None }
+        })
+    }
+
+    /// Asks this node to add [`GHOST`], a node that never answers, as `raftlock cluster add`
+    /// of a dead address does; or to remove it if it is a member already.
+    pub fn ghost_membership(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
+        let member = self.node().is_some_and(|n| n.membership().contains(GHOST));
+        if member {
+            self.admin_request(ctx, AdminAsk::RemoveGhost, |id| {
+                protocol::Request::RemoveMember { id, node_id: GHOST }
+            })
+        } else {
+            self.admin_request(ctx, AdminAsk::AddGhost, |id| protocol::Request::AddMember {
+                id,
+                node_id: GHOST,
+                addr: "ghost".into(),
+            })
+        }
+    }
+
+    fn admin_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ask: AdminAsk,
+        request: impl FnOnce(u64) -> protocol::Request,
+    ) -> Result<(), String> {
         if self.life != Life::Up {
             return Ok(());
         }
-        // An internal ticket: its answer goes to no client.
         let ticket = self.take_ticket();
-        let request = protocol::Request::TransferLeader {
-            id: ticket,
-            node_id: None,
-        };
+        let request = request(ticket);
+        ctx.trace
+            .log(ctx.now, || format!("n{} <- admin: {request:?}", self.id));
+        self.admin.insert(ticket, ask);
         self.input(ctx, Input::Request { ticket, request });
         self.drive(ctx)
     }
@@ -707,6 +753,20 @@ impl Host {
         response: protocol::Response,
         last: bool,
     ) {
+        if let Some(ask) = self.admin.remove(&ticket) {
+            ctx.trace.log(ctx.now, || {
+                format!("n{} -> admin {ask:?}: {response:?}", self.id)
+            });
+            let refused = matches!(
+                &response,
+                protocol::Response::Error { code: ErrorCode::Timeout, message, .. }
+                    if message.contains("did not answer")
+            );
+            if ask == AdminAsk::AddGhost && refused {
+                ctx.check.counters.promotion_refused += 1;
+            }
+            return;
+        }
         let Some(asked) = self.tickets.get(&ticket).copied() else {
             return;
         };
@@ -956,6 +1016,17 @@ impl Probe<'_> {
                 let after = holder_fences(space);
                 self.check
                     .record_first_apply(index, cmd, applied, holders, &after);
+            }
+        }
+        if let EntryData::Config(membership) = &entry.data {
+            if before.first && index > 1 {
+                self.check.counters.membership_committed += 1;
+            }
+            if membership.voters.contains_key(&GHOST) {
+                return Err(format!(
+                    "n{}: entry {index} makes node {GHOST} a voter, but it never answered",
+                    self.id
+                ));
             }
         }
         let state = fnv(&space.snapshot());

@@ -98,11 +98,15 @@ pub struct Counters {
     pub acked_appends: u64,
     /// A leader's commit index passed its own durable log (its fsync still in flight).
     pub commit_before_own_fsync: u64,
+    /// Membership entries committed (besides the bootstrap one).
+    pub membership_committed: u64,
+    /// `AddMember` of a node that never answered gave up without promoting it.
+    pub promotion_refused: u64,
 }
 
 impl Counters {
     /// How many counters [`Counters::required`] names.
-    pub const REQUIRED: usize = 6;
+    pub const REQUIRED: usize = 8;
 
     /// Adds `o` to `self`.
     pub fn add(&mut self, o: &Counters) {
@@ -117,6 +121,8 @@ impl Counters {
         self.committed += o.committed;
         self.acked_appends += o.acked_appends;
         self.commit_before_own_fsync += o.commit_before_own_fsync;
+        self.membership_committed += o.membership_committed;
+        self.promotion_refused += o.promotion_refused;
     }
 
     /// The anti-vacuity counters, named.
@@ -136,6 +142,11 @@ impl Counters {
             (
                 "commit while the leader's own fsync was in flight",
                 self.commit_before_own_fsync,
+            ),
+            ("membership changes committed", self.membership_committed),
+            (
+                "promotion refused for a node that never answered",
+                self.promotion_refused,
             ),
         ]
     }

@@ -35,6 +35,8 @@ pub struct Params {
     pub pause: bool,
     pub partition: bool,
     pub transfer: bool,
+    /// Faults include `AddMember` of a node that never answers (and its removal).
+    pub ghost: bool,
 }
 
 impl Params {
@@ -99,6 +101,7 @@ impl Params {
             pause,
             partition,
             transfer,
+            ghost: false,
         };
         // Drawn last, so the draws above (and the seeds kept for them) are unchanged.
         params.host.eager_commit = rng.gen_bool(0.25);
@@ -106,6 +109,7 @@ impl Params {
             let lo = rng.gen_range(50..2_000);
             (lo, lo + rng.gen_range(1..8_000))
         });
+        params.ghost = params.fault_every_ms.is_some() && rng.gen_bool(0.3);
         params
     }
 }
@@ -284,6 +288,8 @@ impl World {
             return Ok(());
         };
         match p.to {
+            // A node outside the simulation (the ghost member) never answers.
+            Addr::Node(n) if n as usize > self.hosts.len() => Ok(()),
             Addr::Node(n) => {
                 let (hosts, mut ctx) = self.ctx_parts();
                 hosts[n as usize - 1].deliver(&mut ctx, p)
@@ -333,6 +339,9 @@ impl World {
         }
         if self.params.transfer {
             kinds.push(3);
+        }
+        if self.params.ghost {
+            kinds.push(4);
         }
         if kinds.is_empty() {
             return Ok(());
@@ -393,6 +402,13 @@ impl World {
                 hosts[i].pause(&mut ctx, now + ms * MS);
             }
             2 => self.partition(),
+            4 => {
+                // Add a node that never answers (or remove it again).
+                if let Some(i) = self.leader() {
+                    let (hosts, mut ctx) = self.ctx_parts();
+                    hosts[i].ghost_membership(&mut ctx)?;
+                }
+            }
             _ => {
                 if let Some(i) = self.leader() {
                     self.trace
