@@ -76,7 +76,9 @@ pub struct HostParams {
 struct Asked {
     client: u64,
     op: u64,
-    keep_alive: Option<SessionId>,
+    /// The session the request names, if any.
+    session: Option<SessionId>,
+    keep_alive: bool,
 }
 
 /// The id of a member that exists only in the membership: nothing ever answers for it.
@@ -492,17 +494,19 @@ impl Host {
         // the replica refuses the request for the unknown session either way.
         let token = |session: SessionId| self.space().session(session).map_or(0, |info| info.token);
         let id = ticket;
-        let mut keep_alive = None;
+        let session = match &req {
+            Request::Open { .. } => None,
+            Request::KeepAlive { session } => Some(*session),
+            Request::Cmd(command) => command_session(command),
+        };
+        let keep_alive = matches!(req, Request::KeepAlive { .. });
         let request = match req {
             Request::Open { nonce, ttl_ms } => protocol::Request::OpenSession { id, nonce, ttl_ms },
-            Request::KeepAlive { session } => {
-                keep_alive = Some(session);
-                protocol::Request::KeepAlive {
-                    id,
-                    session,
-                    token: token(session),
-                }
-            }
+            Request::KeepAlive { session } => protocol::Request::KeepAlive {
+                id,
+                session,
+                token: token(session),
+            },
             Request::Cmd(Command::CloseSession { session, seq }) => {
                 protocol::Request::CloseSession {
                     id,
@@ -567,6 +571,7 @@ impl Host {
             Asked {
                 client,
                 op,
+                session,
                 keep_alive,
             },
         );
@@ -625,7 +630,7 @@ impl Host {
             if effects.is_empty() {
                 break;
             }
-            let writes = self.carry_out(ctx, effects);
+            let writes = self.carry_out(ctx, effects)?;
             if crash_after_sends {
                 return self.crash_now(ctx);
             }
@@ -649,7 +654,11 @@ impl Host {
     }
 
     /// Carries out the replica's effects in order; returns the writes to make durable.
-    fn carry_out(&mut self, ctx: &mut Ctx<'_>, effects: Vec<Effect>) -> Vec<(WriteId, Write)> {
+    fn carry_out(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        effects: Vec<Effect>,
+    ) -> Result<Vec<(WriteId, Write)>, String> {
         let mut writes = Vec::new();
         for effect in effects {
             match effect {
@@ -677,12 +686,12 @@ impl Host {
                     ticket,
                     response,
                     last,
-                } => self.answer(ctx, ticket, response, last),
+                } => self.answer(ctx, ticket, response, last)?,
                 // The simulated network routes by node id; nobody reads the published leader.
                 Effect::Peers(_) | Effect::Leader(_) => {}
             }
         }
-        writes
+        Ok(writes)
     }
 
     /// Does `writes` in order on the disk (as the daemon's writer thread does), fsyncs, and
@@ -752,7 +761,7 @@ impl Host {
         ticket: Ticket,
         response: protocol::Response,
         last: bool,
-    ) {
+    ) -> Result<(), String> {
         if let Some(ask) = self.admin.remove(&ticket) {
             ctx.trace.log(ctx.now, || {
                 format!("n{} -> admin {ask:?}: {response:?}", self.id)
@@ -765,18 +774,29 @@ impl Host {
             if ask == AdminAsk::AddGhost && refused {
                 ctx.check.counters.promotion_refused += 1;
             }
-            return;
+            return Ok(());
         }
         let Some(asked) = self.tickets.get(&ticket).copied() else {
-            return;
+            return Ok(());
         };
         if last {
             self.tickets.remove(&ticket);
         }
+        if let (
+            protocol::Response::Error {
+                code: ErrorCode::SessionExpired,
+                ..
+            },
+            Some(session),
+        ) = (&response, asked.session)
+        {
+            ctx.check.session_gone(self.id, session)?;
+        }
         let Some(resp) = sim_response(asked, response) else {
-            return;
+            return Ok(());
         };
         self.respond(ctx, asked.client, asked.op, resp);
+        Ok(())
     }
 
     fn observe_role(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
@@ -830,13 +850,24 @@ impl Host {
     }
 }
 
+/// The session a client command acts on.
+fn command_session(command: &Command) -> Option<SessionId> {
+    match command {
+        Command::CloseSession { session, .. }
+        | Command::Acquire { session, .. }
+        | Command::Release { session, .. }
+        | Command::Append { session, .. } => Some(*session),
+        _ => None,
+    }
+}
+
 /// The simulated client's view of a wire answer (`None` for an interim `Queued`).
 fn sim_response(asked: Asked, response: protocol::Response) -> Option<Response> {
     use protocol::Response as W;
     let outcome = match response {
         W::Queued { .. } => return None,
         W::KeptAlive { .. } => {
-            let session = asked.keep_alive?;
+            let session = asked.session.filter(|_| asked.keep_alive)?;
             return Some(Response::KeepAlive {
                 session,
                 alive: true,
@@ -862,7 +893,7 @@ fn sim_response(asked: Asked, response: protocol::Response) -> Option<Response> 
             }
             ErrorCode::Timeout => return Some(Response::Timeout),
             ErrorCode::NotReady => return Some(Response::NotReady),
-            ErrorCode::SessionExpired => match asked.keep_alive {
+            ErrorCode::SessionExpired => match asked.session.filter(|_| asked.keep_alive) {
                 Some(session) => {
                     return Some(Response::KeepAlive {
                         session,

@@ -743,6 +743,19 @@ impl Checker {
         }
     }
 
+    /// Session answers: a node may tell a client that its session is gone (`SessionExpired`, a
+    /// keep-alive answered not alive) only once the committed log has ended the session. A
+    /// new leader that has not applied the session's `OpenSession` yet must say `NotReady`.
+    pub fn session_gone(&self, host: NodeId, session: SessionId) -> Result<(), String> {
+        if self.ended.contains_key(&session) {
+            return Ok(());
+        }
+        Err(format!(
+            "Session answers: n{host} answered that session {session} is gone, but the committed \
+             log has not ended it"
+        ))
+    }
+
     /// Client-visible mutual exclusion (reliability.md L7, in log order): every acknowledged
     /// grant is an applied grant to that session; and for each lock the applied intervals
     /// [grant, end) of acknowledged exclusive grants are disjoint.
