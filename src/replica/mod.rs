@@ -364,9 +364,15 @@ impl Replica {
         self.lockspace
     }
 
-    /// The writes handed out and not yet reported durable, oldest first.
+    /// The writes handed out and not yet reported durable.
     pub fn writes_in_flight(&self) -> usize {
         self.pipeline.writes_in_flight()
+    }
+
+    /// True while the pipeline is full: [`Replica::advance`] takes no more of the node's
+    /// output (its log may be ahead of the writes handed out) until a write is durable.
+    pub fn pipeline_full(&self) -> bool {
+        self.pipeline.is_full()
     }
 
     fn set_now(&mut self, now: u64) {

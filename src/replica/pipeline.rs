@@ -78,6 +78,11 @@ impl Pipeline {
         self.in_flight.iter().filter(|f| f.write.is_some()).count()
     }
 
+    /// True if no more `Ready`s may wait.
+    pub(super) fn is_full(&self) -> bool {
+        self.in_flight.len() >= MAX_IN_FLIGHT
+    }
+
     /// The deferred commit-only hard state, for the final write.
     pub(super) fn take_deferred(&mut self) -> Option<HardState> {
         self.deferred_hard_state.take()

@@ -41,7 +41,7 @@ pub use config::{Args, ConfigError, DaemonCommand, DevClusterArgs, PeerArg, Serv
 
 pub use crate::error_chain;
 use crate::lockspace::{self, LockSpace};
-use crate::raft::{HardState, Node};
+use crate::raft::{HardState, Node, NodeId};
 use crate::storage::{self, Storage};
 use connection::Shared;
 use driver::Driver;
@@ -192,7 +192,14 @@ impl Server {
         let (inbox, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let mut transport_config = TransportConfig::new(config.id, config.cluster_id.clone());
         transport_config.key = config.cluster_key.clone();
-        let transport = Transport::new(transport_config, Default::default(), inbox.clone())
+        transport_config.insecure_peers = config.insecure_peers;
+        let others = |id: &NodeId| *id != config.id;
+        let clustered =
+            config.peers.keys().any(others) || node.membership().voters.keys().any(others);
+        transport_config
+            .check_start(clustered)
+            .map_err(Error::Transport)?;
+        let transport = Transport::new(transport_config, config.peers.clone(), inbox.clone())
             .map_err(Error::Transport)?;
         let acceptor = transport.acceptor();
         let (leader_tx, leader) = watch::channel(LeaderInfo::default());

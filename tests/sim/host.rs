@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use raftlock::lockspace::{Applied, Command, LockMode, LockSpace, Outcome, SessionId};
 use raftlock::protocol::{self, ErrorCode};
-use raftlock::raft::{Config, Entry, Index, Membership, Node, NodeId, Role, Snapshot, Term};
+use raftlock::raft::{
+    Config, Entry, EntryData, Index, Membership, Node, NodeId, Role, Snapshot, Term,
+};
 use raftlock::replica::{self, Effect, Input, Observer, Replica, Ticket, Write, WriteId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -61,6 +63,11 @@ pub struct HostParams {
     pub torn_writes: bool,
     /// The core's `eager_commit` (the daemon runs with it off).
     pub eager_commit: bool,
+    /// `None`: every write is made durable right after the replica hands it out. `Some((lo,
+    /// hi))`: an fsync takes `lo..hi` µs and the host keeps serving meanwhile (sending,
+    /// applying, handing out more writes, which join the next fsync), as the daemon's writer
+    /// thread does: fsyncs complete out of step with sends.
+    pub fsync_us: Option<(u64, u64)>,
 }
 
 /// What a ticket answers: the client's operation, and whether it is a keep-alive (whose wire
@@ -69,7 +76,20 @@ pub struct HostParams {
 struct Asked {
     client: u64,
     op: u64,
-    keep_alive: Option<SessionId>,
+    /// The session the request names, if any.
+    session: Option<SessionId>,
+    keep_alive: bool,
+}
+
+/// The id of a member that exists only in the membership: nothing ever answers for it.
+pub const GHOST: NodeId = 99;
+
+/// An administrative request the world made through a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AdminAsk {
+    Transfer,
+    AddGhost,
+    RemoveGhost,
 }
 
 /// One host.
@@ -99,7 +119,12 @@ pub struct Host {
     lead_term: Option<Term>,
     /// Requests in flight, by ticket.
     tickets: BTreeMap<Ticket, Asked>,
+    /// Administrative requests in flight, by ticket.
+    admin: BTreeMap<Ticket, AdminAsk>,
     next_ticket: Ticket,
+    /// Writes handed out and not yet durable (asynchronous disk), and when their fsync ends.
+    unsynced: Vec<(WriteId, Write)>,
+    fsync_at: Option<u64>,
     pub restarts: u32,
 }
 
@@ -133,7 +158,10 @@ impl Host {
             highest_applied: 0,
             lead_term: None,
             tickets: BTreeMap::new(),
+            admin: BTreeMap::new(),
             next_ticket: 1,
+            unsynced: Vec::new(),
+            fsync_at: None,
             restarts: 0,
         };
         h.next_tick = h.rng.gen_range(0..h.tick_us());
@@ -155,6 +183,12 @@ impl Host {
         self.replica.as_ref().map(Replica::node)
     }
 
+    /// True if the replica has taken all of its node's output (its pipeline is not full), so
+    /// the node's log is exactly what was handed out for writing.
+    pub fn drained(&self) -> bool {
+        self.replica.as_ref().is_some_and(|r| !r.pipeline_full())
+    }
+
     /// The lock space (of the last life while down).
     pub fn space(&self) -> &LockSpace {
         match &self.replica {
@@ -166,7 +200,9 @@ impl Host {
     /// The next time this host needs to act.
     pub fn next_time(&self) -> u64 {
         let t = match self.life {
-            Life::Up => self.next_tick,
+            Life::Up => self
+                .fsync_at
+                .map_or(self.next_tick, |f| f.min(self.next_tick)),
             Life::Down { until } | Life::Paused { until } => until,
         };
         match self.crash_armed {
@@ -199,7 +235,8 @@ impl Host {
             election_ticks_max: raft.election_ticks_max,
             snapshot_threshold: self.params.snapshot_every,
             shutdown_timeout_ms: 5_000,
-            add_timeout_ms: replica::ADD_TIMEOUT_MS,
+            // Shorter than the daemon's 10 s, so that a seed sees adds give up.
+            add_timeout_ms: 2_000,
             limits: protocol::Limits::default(),
             seed: self.rng.gen(),
         }
@@ -244,6 +281,9 @@ impl Host {
         self.life = Life::Up;
         self.lead_term = None;
         self.tickets.clear();
+        self.admin.clear();
+        self.unsynced.clear();
+        self.fsync_at = None;
         self.crash_armed = None;
         self.inbox.clear();
         self.next_tick = ctx.now + self.rng.gen_range(0..self.tick_us());
@@ -278,6 +318,9 @@ impl Host {
         }
         self.lead_term = None;
         self.tickets.clear();
+        self.admin.clear();
+        self.unsynced.clear();
+        self.fsync_at = None;
         self.inbox.clear();
         self.crash_armed = None;
         self.restarts += 1;
@@ -316,6 +359,15 @@ impl Host {
                 return self.crash(ctx, down);
             }
         }
+        if self.fsync_at.is_some_and(|at| at <= ctx.now) {
+            self.fsync_at = None;
+            let writes = std::mem::take(&mut self.unsynced);
+            let crash_after_sends = self.sync(ctx, writes)?;
+            if self.replica.is_none() {
+                return Ok(());
+            }
+            return self.drive_from(ctx, crash_after_sends);
+        }
         if self.next_tick <= ctx.now {
             self.next_tick += self.tick_us();
             self.input(ctx, Input::Tick);
@@ -337,15 +389,42 @@ impl Host {
     /// Asks this node (if up) to hand its leadership over, as `raftlock cluster
     /// transfer-leader` does.
     pub fn transfer_leadership(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
+        self.admin_request(ctx, AdminAsk::Transfer, |id| {
+            protocol::Request::TransferLeader { id, node_id: None }
+        })
+    }
+
+    /// Asks this node to add [`GHOST`], a node that never answers, as `raftlock cluster add`
+    /// of a dead address does; or to remove it if it is a member already.
+    pub fn ghost_membership(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
+        let member = self.node().is_some_and(|n| n.membership().contains(GHOST));
+        if member {
+            self.admin_request(ctx, AdminAsk::RemoveGhost, |id| {
+                protocol::Request::RemoveMember { id, node_id: GHOST }
+            })
+        } else {
+            self.admin_request(ctx, AdminAsk::AddGhost, |id| protocol::Request::AddMember {
+                id,
+                node_id: GHOST,
+                addr: "ghost".into(),
+            })
+        }
+    }
+
+    fn admin_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ask: AdminAsk,
+        request: impl FnOnce(u64) -> protocol::Request,
+    ) -> Result<(), String> {
         if self.life != Life::Up {
             return Ok(());
         }
-        // An internal ticket: its answer goes to no client.
         let ticket = self.take_ticket();
-        let request = protocol::Request::TransferLeader {
-            id: ticket,
-            node_id: None,
-        };
+        let request = request(ticket);
+        ctx.trace
+            .log(ctx.now, || format!("n{} <- admin: {request:?}", self.id));
+        self.admin.insert(ticket, ask);
         self.input(ctx, Input::Request { ticket, request });
         self.drive(ctx)
     }
@@ -415,17 +494,19 @@ impl Host {
         // the replica refuses the request for the unknown session either way.
         let token = |session: SessionId| self.space().session(session).map_or(0, |info| info.token);
         let id = ticket;
-        let mut keep_alive = None;
+        let session = match &req {
+            Request::Open { .. } => None,
+            Request::KeepAlive { session } => Some(*session),
+            Request::Cmd(command) => command_session(command),
+        };
+        let keep_alive = matches!(req, Request::KeepAlive { .. });
         let request = match req {
             Request::Open { nonce, ttl_ms } => protocol::Request::OpenSession { id, nonce, ttl_ms },
-            Request::KeepAlive { session } => {
-                keep_alive = Some(session);
-                protocol::Request::KeepAlive {
-                    id,
-                    session,
-                    token: token(session),
-                }
-            }
+            Request::KeepAlive { session } => protocol::Request::KeepAlive {
+                id,
+                session,
+                token: token(session),
+            },
             Request::Cmd(Command::CloseSession { session, seq }) => {
                 protocol::Request::CloseSession {
                     id,
@@ -490,6 +571,7 @@ impl Host {
             Asked {
                 client,
                 op,
+                session,
                 keep_alive,
             },
         );
@@ -499,7 +581,12 @@ impl Host {
     /// Runs the replica until it has nothing more to do: advance, carry out its effects, and
     /// make its writes durable (with the armed crash point, if any); then notes role changes.
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
-        let mut crash_after_sends = false;
+        self.drive_from(ctx, false)
+    }
+
+    /// [`Host::drive`], crashing once the first effects are carried out if
+    /// `crash_after_sends`.
+    fn drive_from(&mut self, ctx: &mut Ctx<'_>, mut crash_after_sends: bool) -> Result<(), String> {
         loop {
             let now = self.local_ms(ctx.now);
             let Some(replica) = self.replica.as_mut() else {
@@ -524,21 +611,38 @@ impl Host {
                 return Err(error);
             }
             advanced.map_err(|e| format!("n{}: {}", self.id, raftlock::error_chain(&e)))?;
-            // Observe the commit index now: a crash below must not hide it.
+            // Observe the commit index now: a crash below must not hide it. (While the pipeline
+            // is full the node may count entries committed that it has not handed out yet: the
+            // check waits until it has.)
             let node = replica.node();
             let (term, commit) = (node.term(), node.commit_index());
-            ctx.check
-                .observe_commit(self.id, term, &self.shadow, self.seen_commit, commit)?;
-            self.seen_commit = self.seen_commit.max(commit);
+            if !replica.pipeline_full() {
+                ctx.check
+                    .observe_commit(self.id, term, &self.shadow, self.seen_commit, commit)?;
+                self.seen_commit = self.seen_commit.max(commit);
+            }
+            if node.role() == Role::Leader && commit > self.disk.durable().last_index() {
+                // Committed by the followers' acknowledgements while the leader's own write of
+                // the entry is still in flight (Raft thesis §10.2.1).
+                ctx.check.counters.commit_before_own_fsync += 1;
+            }
             let effects = replica.take_effects();
             if effects.is_empty() {
                 break;
             }
-            let writes = self.carry_out(ctx, effects);
+            let writes = self.carry_out(ctx, effects)?;
             if crash_after_sends {
                 return self.crash_now(ctx);
             }
             if writes.is_empty() {
+                continue;
+            }
+            if let Some((lo, hi)) = self.params.fsync_us {
+                // The writer thread: this fsync (or the one running) takes them.
+                self.unsynced.extend(writes);
+                if self.fsync_at.is_none() {
+                    self.fsync_at = Some(ctx.now + self.rng.gen_range(lo..hi));
+                }
                 continue;
             }
             crash_after_sends = self.sync(ctx, writes)?;
@@ -550,7 +654,11 @@ impl Host {
     }
 
     /// Carries out the replica's effects in order; returns the writes to make durable.
-    fn carry_out(&mut self, ctx: &mut Ctx<'_>, effects: Vec<Effect>) -> Vec<(WriteId, Write)> {
+    fn carry_out(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        effects: Vec<Effect>,
+    ) -> Result<Vec<(WriteId, Write)>, String> {
         let mut writes = Vec::new();
         for effect in effects {
             match effect {
@@ -563,8 +671,14 @@ impl Host {
                         hard_state,
                     } = &write
                     {
-                        self.disk
-                            .write(snapshot.as_ref(), *truncate_from, append, *hard_state);
+                        ctx.trace.log(ctx.now, || {
+                            format!(
+                                "n{} write {id}: snapshot {:?}, truncate {truncate_from:?}, append {:?}, {hard_state:?}",
+                                self.id,
+                                snapshot.as_ref().map(|s| s.meta.index),
+                                append.first().zip(append.last()).map(|(a, b)| (a.index, b.index)),
+                            )
+                        });
                     }
                     writes.push((id, write));
                 }
@@ -572,36 +686,46 @@ impl Host {
                     ticket,
                     response,
                     last,
-                } => self.answer(ctx, ticket, response, last),
+                } => self.answer(ctx, ticket, response, last)?,
                 // The simulated network routes by node id; nobody reads the published leader.
                 Effect::Peers(_) | Effect::Leader(_) => {}
             }
         }
-        writes
+        Ok(writes)
     }
 
-    /// Makes `writes` durable and tells the replica, or crashes at the armed point. Returns
-    /// true if the host must crash once the messages the writes released are sent.
+    /// Does `writes` in order on the disk (as the daemon's writer thread does), fsyncs, and
+    /// tells the replica; or crashes at the armed point. Returns true if the host must crash
+    /// once the messages the writes released are sent.
     fn sync(&mut self, ctx: &mut Ctx<'_>, writes: Vec<(WriteId, Write)>) -> Result<bool, String> {
         let durable = self.disk.durable().hard_state;
         let mut grants_vote = false;
         let mut has_writes = false;
-        for (_, write) in &writes {
-            if let Write::Persist {
-                snapshot,
-                truncate_from,
-                append,
-                hard_state,
-            } = write
-            {
-                has_writes |= snapshot.is_some()
-                    || truncate_from.is_some()
-                    || !append.is_empty()
-                    || hard_state.is_some();
-                grants_vote |= hard_state.is_some_and(|hs| {
-                    hs.vote.is_some_and(|v| v != self.id)
-                        && (hs.term, hs.vote) != (durable.term, durable.vote)
-                });
+        let mut last = 0;
+        for (id, write) in writes {
+            last = id;
+            match write {
+                Write::Persist {
+                    snapshot,
+                    truncate_from,
+                    append,
+                    hard_state,
+                } => {
+                    has_writes |= snapshot.is_some()
+                        || truncate_from.is_some()
+                        || !append.is_empty()
+                        || hard_state.is_some();
+                    grants_vote |= hard_state.is_some_and(|hs| {
+                        hs.vote.is_some_and(|v| v != self.id)
+                            && (hs.term, hs.vote) != (durable.term, durable.vote)
+                    });
+                    self.disk
+                        .write(snapshot.as_ref(), truncate_from, &append, hard_state);
+                }
+                // Written to a temporary file, fsynced and renamed: durable at once, after
+                // everything before it.
+                Write::SaveSnapshot(s) => self.disk.save_own_snapshot(s)?,
+                Write::Sync => {}
             }
         }
         if has_writes && self.armed(CrashPoint::BeforeFsync) {
@@ -614,21 +738,11 @@ impl Host {
             return Ok(false);
         }
         self.disk.fsync()?;
-        let mut last = 0;
-        for (id, write) in writes {
-            match write {
-                Write::Persist {
-                    snapshot: Some(s), ..
-                } => {
-                    // A received snapshot is committed state: once durable, the node is at
-                    // least there.
-                    self.highest_applied = self.highest_applied.max(s.meta.index);
-                }
-                Write::SaveSnapshot(s) => self.disk.save_own_snapshot(s)?,
-                Write::Persist { .. } | Write::Sync => {}
-            }
-            last = id;
-        }
+        // A received snapshot is committed state: once durable, the node is at least there.
+        self.highest_applied = self.highest_applied.max(self.disk.durable().snap_index());
+        ctx.trace.log(ctx.now, || {
+            format!("n{} fsync done up to write {last}", self.id)
+        });
         if has_writes && self.armed(CrashPoint::AfterFsync) {
             self.crash_now(ctx)?;
             return Ok(false);
@@ -647,17 +761,42 @@ impl Host {
         ticket: Ticket,
         response: protocol::Response,
         last: bool,
-    ) {
+    ) -> Result<(), String> {
+        if let Some(ask) = self.admin.remove(&ticket) {
+            ctx.trace.log(ctx.now, || {
+                format!("n{} -> admin {ask:?}: {response:?}", self.id)
+            });
+            let refused = matches!(
+                &response,
+                protocol::Response::Error { code: ErrorCode::Timeout, message, .. }
+                    if message.contains("did not answer")
+            );
+            if ask == AdminAsk::AddGhost && refused {
+                ctx.check.counters.promotion_refused += 1;
+            }
+            return Ok(());
+        }
         let Some(asked) = self.tickets.get(&ticket).copied() else {
-            return;
+            return Ok(());
         };
         if last {
             self.tickets.remove(&ticket);
         }
+        if let (
+            protocol::Response::Error {
+                code: ErrorCode::SessionExpired,
+                ..
+            },
+            Some(session),
+        ) = (&response, asked.session)
+        {
+            ctx.check.session_gone(self.id, session)?;
+        }
         let Some(resp) = sim_response(asked, response) else {
-            return;
+            return Ok(());
         };
         self.respond(ctx, asked.client, asked.op, resp);
+        Ok(())
     }
 
     fn observe_role(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
@@ -711,13 +850,24 @@ impl Host {
     }
 }
 
+/// The session a client command acts on.
+fn command_session(command: &Command) -> Option<SessionId> {
+    match command {
+        Command::CloseSession { session, .. }
+        | Command::Acquire { session, .. }
+        | Command::Release { session, .. }
+        | Command::Append { session, .. } => Some(*session),
+        _ => None,
+    }
+}
+
 /// The simulated client's view of a wire answer (`None` for an interim `Queued`).
 fn sim_response(asked: Asked, response: protocol::Response) -> Option<Response> {
     use protocol::Response as W;
     let outcome = match response {
         W::Queued { .. } => return None,
         W::KeptAlive { .. } => {
-            let session = asked.keep_alive?;
+            let session = asked.session.filter(|_| asked.keep_alive)?;
             return Some(Response::KeepAlive {
                 session,
                 alive: true,
@@ -743,7 +893,7 @@ fn sim_response(asked: Asked, response: protocol::Response) -> Option<Response> 
             }
             ErrorCode::Timeout => return Some(Response::Timeout),
             ErrorCode::NotReady => return Some(Response::NotReady),
-            ErrorCode::SessionExpired => match asked.keep_alive {
+            ErrorCode::SessionExpired => match asked.session.filter(|_| asked.keep_alive) {
                 Some(session) => {
                     return Some(Response::KeepAlive {
                         session,
@@ -897,6 +1047,17 @@ impl Probe<'_> {
                 let after = holder_fences(space);
                 self.check
                     .record_first_apply(index, cmd, applied, holders, &after);
+            }
+        }
+        if let EntryData::Config(membership) = &entry.data {
+            if before.first && index > 1 {
+                self.check.counters.membership_committed += 1;
+            }
+            if membership.voters.contains_key(&GHOST) {
+                return Err(format!(
+                    "n{}: entry {index} makes node {GHOST} a voter, but it never answered",
+                    self.id
+                ));
             }
         }
         let state = fnv(&space.snapshot());

@@ -1,19 +1,22 @@
 //! The inbound direction: [`PeerAcceptor`] serves the connections other nodes dial to this one.
 //!
 //! The daemon's listener reads the first frame of every connection; a peer `Hello` hands the
-//! connection to [`PeerAcceptor::serve_peer`], which runs the acceptor's half of the handshake
-//! and then delivers each envelope the dialer sends to the driver's inbox, converted to the
+//! connection to [`PeerAcceptor::serve_peer`]. It first checks that the door is open (this
+//! node has peers, and a cluster key or unauthenticated peers on purpose; see the module
+//! essay's Security section): if not, it answers with an `Error` and closes before reading
+//! anything the dialer says. Otherwise it runs the acceptor's half of the handshake and then
+//! delivers each envelope the dialer sends to the driver's inbox, converted to the
 //! driver's event type `E`. An envelope that does not come from the authenticated dialer to
 //! this node, an undecodable frame or a stray handshake message is dropped (logged and counted)
 //! and the connection stays up: one bad frame is not worth the reconnection.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_util::codec::Framed;
@@ -32,7 +35,8 @@ use crate::raft::{Envelope, NodeId};
 pub struct InboundStats {
     /// Peer connections that completed the handshake.
     pub accepted: u64,
-    /// Peer connections refused or failed during the handshake.
+    /// Peer connections refused or failed during the handshake (including those refused
+    /// because this node accepts no peers).
     pub refused: u64,
     /// Envelopes delivered to the driver.
     pub received: u64,
@@ -56,6 +60,8 @@ struct AcceptorInner<E> {
     config: Arc<TransportConfig>,
     deliver: mpsc::Sender<E>,
     counters: InboundCounters,
+    /// True while this node has at least one peer (set by `Transport::set_peers`).
+    clustered: AtomicBool,
 }
 
 /// The inbound side of the transport: serves connections whose first frame was a peer
@@ -80,8 +86,33 @@ impl<E> PeerAcceptor<E> {
                 config,
                 deliver,
                 counters: InboundCounters::default(),
+                clustered: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Records whether this node has peers; a node without any refuses every dialer.
+    pub(super) fn set_clustered(&self, clustered: bool) {
+        self.inner.clustered.store(clustered, Ordering::Relaxed);
+    }
+
+    /// Why no dialer can be admitted now, if none can.
+    fn closed_door(&self) -> Option<(ErrorCode, &'static str)> {
+        if !self.inner.clustered.load(Ordering::Relaxed) {
+            return Some((
+                ErrorCode::BadRequest,
+                "this node is not configured for a cluster (no --peer, no other member): it \
+                 accepts no peers",
+            ));
+        }
+        if !self.inner.config.admits_peers() {
+            return Some((
+                ErrorCode::Unauthorized,
+                "this node has no cluster key and does not accept unauthenticated peers \
+                 (--insecure-peers)",
+            ));
+        }
+        None
     }
 
     /// A snapshot of the inbound counters.
@@ -100,9 +131,11 @@ impl<E> PeerAcceptor<E> {
 impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
     /// Serves a peer connection whose client `Hello {version, role: "peer"}` the caller has just
     /// read (and whose version it has checked) from `framed`; frames already buffered are kept.
-    /// Runs the acceptor's side of the handshake within the handshake deadline, then delivers
-    /// envelopes until the dialer closes, the connection fails, `cancel` fires or the driver's
-    /// inbox is closed. Refusals are sent as an `Error` frame, logged and counted.
+    /// A node that admits no peers (none configured, or no key and no `insecure_peers`)
+    /// answers with an `Error` frame and closes at once. Otherwise runs the acceptor's side
+    /// of the handshake within the handshake deadline, then delivers envelopes until the dialer
+    /// closes, the connection fails, `cancel` fires or the driver's inbox is closed. Refusals
+    /// are sent as an `Error` frame, logged and counted.
     pub async fn serve_peer<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
         framed: Framed<T, ServerCodec>,
@@ -115,6 +148,20 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
         async move {
             let mut framed = framed.map_codec(|_| PeerCodec::new(PEER_HANDSHAKE_MAX_FRAME));
             let deadline = Instant::now() + config.handshake_timeout;
+            if let Some((code, reason)) = self.closed_door() {
+                bump(&counters.refused, 1);
+                tracing::warn!(?code, reason, "refusing a peer connection");
+                let refusal = refuse_and_close(&mut framed, code, reason);
+                let _ = or_cancel(cancel, async {
+                    let _ = timeout_at(deadline, refusal).await;
+                    Ok(())
+                })
+                .await;
+                return Err(PeerError::Refused {
+                    code,
+                    reason: reason.to_string(),
+                });
+            }
             let handshake = async {
                 timeout_at(deadline, accept_handshake(config, &mut framed))
                     .await
@@ -210,6 +257,9 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
     }
 
     /// Delivers the dialer's envelopes until the connection ends.
+    ///
+    /// Only `accept_handshake`'s success leads here, so `dialer` is authenticated (with a key)
+    /// and every envelope must come from it.
     async fn receive<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
         mut framed: Framed<T, PeerCodec>,
@@ -277,3 +327,22 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
         }
     }
 }
+
+/// Sends the refusal, closes the sending half, and reads (and drops) whatever the dialer had
+/// already sent until it closes too (at most a short while): closing with unread data would
+/// reset the connection, and a reset may destroy the refusal before the dialer reads it.
+async fn refuse_and_close<T: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<T, PeerCodec>,
+    code: ErrorCode,
+    reason: &str,
+) {
+    if framed.send(PeerMessage::error(code, reason)).await.is_err() {
+        return;
+    }
+    let _ = framed.get_mut().shutdown().await;
+    let drain = async { while let Some(Ok(_)) = framed.next().await {} };
+    let _ = timeout(REFUSAL_DRAIN, drain).await;
+}
+
+/// How long a refused connection waits for the dialer to close after the refusal.
+const REFUSAL_DRAIN: Duration = Duration::from_millis(500);

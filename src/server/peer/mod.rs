@@ -49,10 +49,25 @@
 //!
 //! # Security
 //!
-//! The handshake (protocol.md §16.2) proves cluster membership: the same cluster id and, with a
-//! [`ClusterKey`], a mutual HMAC-SHA256 challenge/response. Frames after it are neither
-//! encrypted nor individually authenticated: run peers on a private network or through a
-//! tunnel when an attacker may sit on the path.
+//! The peer door is closed unless it is opened on purpose. Whoever completes a handshake can
+//! vote, win elections and append entries, so the acceptor admits a dialer only when
+//!
+//! - this node belongs to a cluster: it has at least one peer (a `--peer` other than itself, or
+//!   another member in its membership). A standalone node refuses every peer `Hello` with
+//!   `BadRequest` and closes, so no stranger can move its term or feed it entries;
+//! - and it has a [`ClusterKey`], or [`TransportConfig::insecure_peers`] says unauthenticated
+//!   peers are wanted. Without either it refuses with `Unauthorized`.
+//!
+//! [`TransportConfig::check_start`] applies the same rule when the daemon starts: a node with
+//! peers and neither a key nor `insecure_peers` does not start at all, and one that runs
+//! without a key on purpose warns at every start.
+//!
+//! With a key, the handshake (protocol.md §16.2) is a mutual HMAC-SHA256 challenge/response
+//! over fresh 32-byte nonces from both sides: a recorded MAC answers no later challenge, and
+//! the dialer's MAC covers the node id it claims, so a dialer cannot speak for another node
+//! (after the handshake, `receive` drops every envelope whose `from` is not that id). Frames
+//! after the handshake are neither encrypted nor individually authenticated: run peers on a
+//! private network or through a tunnel when an attacker may sit on the path.
 //!
 //! # Files
 //!
@@ -95,6 +110,9 @@ pub struct TransportConfig {
     pub cluster_id: String,
     /// The cluster key, if the cluster uses one (then every peer must prove it holds it).
     pub key: Option<ClusterKey>,
+    /// Accept peers that prove nothing when there is no key (`--insecure-peers`). Off by
+    /// default: without a key and without this, the acceptor refuses every peer.
+    pub insecure_peers: bool,
     /// Messages queued per peer before `send` drops new ones.
     pub queue_capacity: usize,
     /// Most messages written per flush.
@@ -115,12 +133,14 @@ pub struct TransportConfig {
 
 impl TransportConfig {
     /// Defaults for a node: 1024 queued messages per peer, batches of 256, 1 s connect and 2 s
-    /// handshake deadlines, 5 s write deadline, backoff 20 ms doubling to 1 s, no key.
+    /// handshake deadlines, 5 s write deadline, backoff 20 ms doubling to 1 s, no key and no
+    /// unauthenticated peers (so peers are refused until a key or `insecure_peers` is set).
     pub fn new(node_id: NodeId, cluster_id: impl Into<String>) -> TransportConfig {
         TransportConfig {
             node_id,
             cluster_id: cluster_id.into(),
             key: None,
+            insecure_peers: false,
             queue_capacity: 1024,
             max_batch: 256,
             connect_timeout: Duration::from_secs(1),
@@ -130,6 +150,34 @@ impl TransportConfig {
             backoff_max: Duration::from_secs(1),
             max_frame: PEER_MAX_FRAME,
         }
+    }
+
+    /// The start-up rule of the peer door, for a node that is `clustered` (it has peers on its
+    /// command line or other voters in its membership): such a node needs a key, or
+    /// `insecure_peers` set on purpose, and then gets a warning logged. A standalone node
+    /// starts either way (it refuses every peer).
+    pub fn check_start(&self, clustered: bool) -> Result<(), ConfigError> {
+        if self.key.is_some() {
+            return Ok(());
+        }
+        if self.insecure_peers {
+            tracing::warn!(
+                "--insecure-peers: peer connections are not authenticated; anyone who can reach \
+                 this port can join the cluster, vote and append entries. Give every node the \
+                 same --cluster-key-file instead"
+            );
+            return Ok(());
+        }
+        if clustered {
+            return Err(ConfigError::KeyRequired);
+        }
+        Ok(())
+    }
+
+    /// True when a handshaken dialer may be admitted at all: a key, or unauthenticated peers on
+    /// purpose.
+    fn admits_peers(&self) -> bool {
+        self.key.is_some() || self.insecure_peers
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -178,6 +226,15 @@ pub enum ConfigError {
     /// The backoff bounds are zero or inverted.
     #[error("backoff_min must be non-zero and at most backoff_max")]
     Backoff,
+    /// A node with peers (on its command line or in its stored membership) has no cluster key
+    /// and was not told that unauthenticated peers are wanted.
+    #[error(
+        "this node has other cluster members but no cluster key, so anyone who reaches its port \
+         could join the cluster: give every node the same --cluster-key-file \
+         (RAFTLOCKD_CLUSTER_KEY_FILE), or pass --insecure-peers (RAFTLOCKD_INSECURE_PEERS=true) \
+         to run unauthenticated peers on purpose"
+    )]
+    KeyRequired,
     /// The frame limit is below the handshake's.
     #[error("max_frame {max_frame} is below the handshake frame size {min}")]
     MaxFrame {
@@ -261,6 +318,14 @@ mod tests {
     fn config_validation_names_the_problem() {
         let ok = TransportConfig::new(1, "c");
         assert_eq!(ok.validate(), Ok(()));
+        assert_eq!(ok.check_start(false), Ok(()));
+        assert_eq!(ok.check_start(true), Err(ConfigError::KeyRequired));
+        let mut insecure = ok.clone();
+        insecure.insecure_peers = true;
+        assert_eq!(insecure.check_start(true), Ok(()));
+        let mut keyed = ok.clone();
+        keyed.key = Some(ClusterKey::new(*b"sixteen bytes ok").unwrap());
+        assert_eq!(keyed.check_start(true), Ok(()));
         type Breaker = fn(&mut TransportConfig);
         let cases: [(Breaker, ConfigError); 5] = [
             (|c| c.node_id = 0, ConfigError::ZeroNodeId),

@@ -141,10 +141,19 @@ impl<E> Transport<E> {
 
     /// Replaces the set of peers (membership change): tasks of removed peers stop (their
     /// queued messages are dropped), a peer whose address changed is redialed at the new one,
-    /// new peers get a task. This node's own id is ignored.
+    /// new peers get a task. This node's own id is ignored. A node left with no peer refuses
+    /// every dialer (it is standalone); one with peers admits those that pass the handshake.
     pub fn set_peers(&mut self, mut peers: BTreeMap<NodeId, String>) {
         peers.remove(&self.config.node_id);
         peers.remove(&0);
+        self.acceptor.set_clustered(!peers.is_empty());
+        if !peers.is_empty() && !self.config.admits_peers() {
+            tracing::error!(
+                ?peers,
+                "this node has peers but no cluster key: it refuses them all; restart every \
+                 node with the same --cluster-key-file (or --insecure-peers)"
+            );
+        }
         self.peers.retain(|id, outbound| {
             let keep = peers.get(id) == Some(&outbound.addr);
             if !keep {
