@@ -10,8 +10,9 @@
 //! `OpenSession` creates a session whose id is the index of its log entry, so ids are unique and
 //! need no counter. The command carries a client-chosen nonce: a retried open whose first try
 //! was committed finds the live session through the nonce map and gets the same answer, instead
-//! of leaking a second session. A session ends by `CloseSession` (the client) or `ExpireSession`
-//! (the leader, when the lease ran out); either way its grants are released, its queued acquires
+//! of leaking a second session. The open may name an `owner` (free text such as `user@host pid
+//! command`) that queries show. A session ends by `CloseSession` (the client), `ExpireSession`
+//! (the leader, when the lease ran out) or `RevokeSession` (an administrator); either way its grants are released, its queued acquires
 //! end with `SessionExpired` notifications, and its results table and nonce are freed. Requests
 //! naming a session that does not exist answer `SessionExpired` and change nothing.
 //!
@@ -123,6 +124,8 @@ pub struct SessionInfo {
     pub token: u64,
     /// The lease length in ms.
     pub ttl_ms: u64,
+    /// Who opened it, if the client said.
+    pub owner: Option<String>,
 }
 
 /// A lock as queries see it.
@@ -244,7 +247,13 @@ impl LockSpace {
             id,
             token: s.token,
             ttl_ms: s.ttl_ms,
+            owner: s.owner.clone(),
         })
+    }
+
+    /// The owner a live session gave, if any.
+    pub fn owner(&self, id: SessionId) -> Option<&str> {
+        self.sessions.get(&id)?.owner.as_deref()
     }
 
     /// Every live session, by id.
@@ -255,6 +264,7 @@ impl LockSpace {
                 id,
                 token: s.token,
                 ttl_ms: s.ttl_ms,
+                owner: s.owner.clone(),
             })
             .collect()
     }

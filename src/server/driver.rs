@@ -43,7 +43,8 @@ use crate::lockspace::{
     Applied, Command, LockInfo, LockSpace, Notification, Outcome, Seq, SessionId,
 };
 use crate::protocol::{
-    ErrorCode, HolderState, LockState, MemberStatus, Request, Response, StatusInfo, WaiterState,
+    ErrorCode, HolderState, LockState, MemberStatus, Request, Response, SessionSummary, StatusInfo,
+    WaiterState,
 };
 use crate::raft::{
     Entry, EntryData, Envelope, HardState, Index, Membership, MembershipError, Node, NodeId, Ready,
@@ -362,17 +363,30 @@ impl Driver {
             Request::AddMember { node_id, addr, .. } => self.add_member(node_id, addr, reply),
             Request::RemoveMember { node_id, .. } => self.remove_member(node_id, reply),
             Request::TransferLeader { node_id, .. } => self.transfer_leader(node_id, reply),
-            Request::OpenSession { nonce, ttl_ms, .. } => {
+            Request::OpenSession {
+                nonce,
+                ttl_ms,
+                owner,
+                ..
+            } => {
                 let token = self.token_rng.gen();
                 self.propose(
                     Command::OpenSession {
                         nonce,
                         ttl_ms,
                         token,
+                        owner,
                     },
                     reply,
                 );
             }
+            Request::Sessions { .. } => reply.finish(self.session_list(id)),
+            Request::RevokeSession { session_id, .. } => self.propose(
+                Command::RevokeSession {
+                    session: session_id,
+                },
+                reply,
+            ),
             Request::KeepAlive { session, token, .. } => match self.lockspace.session(session) {
                 Some(info) if info.token == token => {
                     let deadline = Instant::now() + std::time::Duration::from_millis(info.ttl_ms);
@@ -1210,7 +1224,12 @@ impl Driver {
                     after(*ttl_ms),
                 );
             }
-            (Command::CloseSession { session, .. } | Command::ExpireSession { session }, _) => {
+            (
+                Command::CloseSession { session, .. }
+                | Command::ExpireSession { session }
+                | Command::RevokeSession { session },
+                _,
+            ) => {
                 self.leases.remove_session(*session);
                 let keys: Vec<_> = self
                     .queued_holds
@@ -1507,7 +1526,7 @@ impl Driver {
                     .lockspace
                     .locks(prefix.as_deref())
                     .into_iter()
-                    .map(lock_state)
+                    .map(|info| lock_state(&self.lockspace, info))
                     .collect(),
             },
             other => Response::error(
@@ -1516,6 +1535,35 @@ impl Driver {
                 format!("{} is not a read", other.type_name()),
             ),
         }
+    }
+
+    /// Answers `Sessions` (leader only): every live session, with the time since the leader
+    /// last restarted its lease deadline (`ttl - time left`).
+    fn session_list(&self, id: u64) -> Response {
+        let now = Instant::now();
+        let sessions = self
+            .lockspace
+            .sessions()
+            .into_iter()
+            .map(|info| {
+                let key = Key {
+                    session: info.id,
+                    what: What::Lease,
+                };
+                let ttl = std::time::Duration::from_millis(info.ttl_ms);
+                let since_renewal_ms = self.leases.deadline(&key).map(|deadline| {
+                    let left = deadline.saturating_duration_since(now);
+                    u64::try_from(ttl.saturating_sub(left).as_millis()).unwrap_or(u64::MAX)
+                });
+                SessionSummary {
+                    session: info.id,
+                    owner: info.owner,
+                    ttl_ms: info.ttl_ms,
+                    since_renewal_ms,
+                }
+            })
+            .collect();
+        Response::SessionList { id, sessions }
     }
 
     fn status(&self, id: u64) -> Response {
@@ -1581,14 +1629,19 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn lock_state(info: LockInfo) -> LockState {
+fn lock_state(space: &LockSpace, info: LockInfo) -> LockState {
+    let owner = |session| space.owner(session).map(str::to_owned);
     LockState {
         name: info.name,
         mode: info.mode,
         holders: info
             .holders
             .into_iter()
-            .map(|(session, fence)| HolderState { session, fence })
+            .map(|(session, fence)| HolderState {
+                session,
+                fence,
+                owner: owner(session),
+            })
             .collect(),
         waiters: info
             .waiters
@@ -1597,6 +1650,7 @@ fn lock_state(info: LockInfo) -> LockState {
                 session: wait.session,
                 seq: wait.seq,
                 mode: wait.mode,
+                owner: owner(wait.session),
             })
             .collect(),
     }

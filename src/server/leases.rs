@@ -68,6 +68,11 @@ impl Leases {
         self.by_time.insert((at, key));
     }
 
+    /// The deadline of `key`, if set.
+    pub fn deadline(&self, key: &Key) -> Option<Instant> {
+        self.by_key.get(key).copied()
+    }
+
     /// Removes the deadline of `key`, if any.
     pub fn remove(&mut self, key: &Key) {
         if let Some(at) = self.by_key.remove(key) {

@@ -387,6 +387,7 @@ impl Host {
                 nonce,
                 ttl_ms,
                 token: self.rng.gen(),
+                owner: None,
             },
             Request::Cmd(c) => c,
         };
