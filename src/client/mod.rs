@@ -20,6 +20,13 @@
 //! - **Locks.** [`Session::lock`] returns a [`LockGuard`] carrying the fencing token and its own
 //!   lease ([`LockGuard::lease`]: the session's, capped by the grant's hold limit); it is
 //!   released by [`LockGuard::release`] or, best effort, in the background when dropped.
+//!   [`LockGuard::extend`] renews a hold limit ([`Session::lock_with_hold`]).
+//! - **Dropped calls.** Dropping a waiting [`Session::lock`] future cancels the queued acquire
+//!   in the background (`Cancel`; if it was granted meanwhile, the lock is released), and
+//!   [`Session::cancel`] does so explicitly. A release, append or extend whose future is dropped
+//!   after it was sent still completes in the background with its original sequence number, and
+//!   the session's next such call waits for it first, so it behaves as if the first had
+//!   finished (a second release of the same lock answers as the first did, not `NotHolder`).
 //!
 //! ```no_run
 //! # async fn demo() -> raftlock::client::Result<()> {

@@ -23,13 +23,19 @@
 //! there are no holders and nobody waits; a shared one if no exclusive grant exists and nobody
 //! waits. The "nobody waits" clause means a queued writer blocks readers that arrive after it,
 //! so writers cannot starve. Otherwise a try-once acquire (`wait_ms == Some(0)`) answers `Busy`
-//! and any other joins the back of the queue (`Queued { position }`). Whenever holders or waiters
-//! leave (release, revoke, wait expiry, session end), the front of the queue is granted while it
+//! and any other joins the back of the queue (`Queued { position }`). A waiter leaves the queue
+//! early by `Cancel`, which names its acquire by (session, seq) so that a late retry of an old
+//! cancel never removes a newer acquire of the same lock; the acquire then ends `Cancelled`,
+//! and a cancel that finds nothing queued answers `NotWaiting`. Whenever holders or waiters
+//! leave (release, revoke, wait expiry, cancel, session end), the front of the queue is granted while it
 //! fits beside the holders: an exclusive front needs the lock free, a shared front brings every
 //! consecutive shared waiter with it, and granting stops at the first waiter that does not fit.
 //! Later results of queued acquires leave `apply` as [`Notification`]s in FIFO order. Re-acquiring
 //! a lock in the mode the session already holds returns the same grant (idempotent); the other
 //! mode, or a second acquire while one waits, is a `Conflict` (no upgrades, no self-deadlock).
+//! A grant's hold limit (`hold_ms`) is renewed by `Extend`, which names the grant by its fence:
+//! the state only records the new duration, and the leader restarts its deadline when it applies
+//! the entry (the `Extended` outcome tells it so).
 //!
 //! # Fencing
 //!
