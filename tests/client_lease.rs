@@ -303,3 +303,72 @@ async fn a_dropped_release_under_failover_completes_and_the_next_release_succeed
         .expect("the lock is free");
     cluster.node(leader).signal(libc::SIGCONT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_show_in_locks_and_sessions_and_a_revoked_session_is_lost() {
+    let daemon = Daemon::start(&[]);
+    let client = client(&daemon).await;
+    let ttl = Duration::from_secs(10);
+    let a = client
+        .open_session_as(ttl, Some("ann@build1 1 make".into()))
+        .await
+        .unwrap();
+    let b = client
+        .open_session_as(ttl, Some("bob@build2 2 test".into()))
+        .await
+        .unwrap();
+    let plain = client.open_session(ttl).await.unwrap();
+    let held = a.lock("o", EX, Wait::TryOnce).await.unwrap();
+    let waiter = tokio::spawn({
+        let b = b.clone();
+        async move { b.lock("o", EX, Wait::Forever).await }
+    });
+    wait_waiters(&client, "o", |w| w.contains(&b.id())).await;
+    let locks = client.locks(Some("o"), false).await.unwrap();
+    assert_eq!(
+        locks[0].holders[0].owner.as_deref(),
+        Some("ann@build1 1 make")
+    );
+    assert_eq!(
+        locks[0].waiters[0].owner.as_deref(),
+        Some("bob@build2 2 test")
+    );
+
+    let sessions = client.sessions().await.unwrap();
+    let ids: Vec<SessionId> = sessions.iter().map(|s| s.session).collect();
+    assert_eq!(ids, vec![a.id(), b.id(), plain.id()]);
+    assert_eq!(sessions[0].owner.as_deref(), Some("ann@build1 1 make"));
+    assert_eq!(sessions[2].owner, None);
+    for s in &sessions {
+        assert_eq!(s.ttl_ms, 10_000);
+        assert!(s.since_renewal_ms.is_some_and(|ms| ms <= 10_000), "{s:?}");
+    }
+
+    // Revoking A ends it through the log: B is granted, A's handle learns it is gone.
+    let mut lease = a.lease();
+    client.revoke_session(a.id()).await.expect("revoke");
+    let granted = tokio::time::timeout(DEADLINE, waiter)
+        .await
+        .expect("B is granted once A is revoked")
+        .unwrap()
+        .unwrap();
+    assert!(granted.fence() > held.fence());
+    assert!(matches!(
+        a.append("o.log", &held, b"late".to_vec()).await,
+        Err(Error::SessionExpired)
+    ));
+    let (lost, _) = wait_lease(&mut lease, "lost", |l| l.state.is_lost()).await;
+    assert_eq!(lost.state, LeaseState::Lost(LostReason::SessionExpired));
+    assert!(matches!(
+        client.revoke_session(a.id()).await,
+        Err(Error::SessionExpired)
+    ));
+    let left: Vec<SessionId> = client
+        .sessions()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.session)
+        .collect();
+    assert_eq!(left, vec![b.id(), plain.id()]);
+}

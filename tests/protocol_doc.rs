@@ -46,6 +46,7 @@ fn examples() -> Vec<(&'static str, Example)> {
                 id: 1,
                 nonce: 0x1f2e_3d4c_5b6a_7988,
                 ttl_ms: 10_000,
+                owner: None,
             }),
         ),
         (
@@ -119,6 +120,35 @@ fn examples() -> Vec<(&'static str, Example)> {
             Example::Response(Response::Extended {
                 id: 7,
                 hold_ms: 30_000,
+            }),
+        ),
+        (
+            "RevokeSession",
+            Example::Request(Request::RevokeSession {
+                id: 8,
+                session_id: 2,
+            }),
+        ),
+        ("Sessions", Example::Request(Request::Sessions { id: 9 })),
+        (
+            "SessionList",
+            Example::Response(Response::SessionList {
+                id: 9,
+                sessions: vec![raftlock::protocol::SessionSummary {
+                    session: 5,
+                    owner: Some("ann@build1 4242 make".into()),
+                    ttl_ms: 10_000,
+                    since_renewal_ms: Some(1_234),
+                }],
+            }),
+        ),
+        (
+            "OpenSession with an owner",
+            Example::Request(Request::OpenSession {
+                id: 10,
+                nonce: 7,
+                ttl_ms: 10_000,
+                owner: Some("ann@build1 4242 make".into()),
             }),
         ),
         (

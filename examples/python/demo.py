@@ -15,7 +15,7 @@ import threading
 
 import msgpack
 
-from raftlock_client import Client, encode_frame, read_frame
+from raftlock_client import Client, RaftLockError, encode_frame, read_frame
 
 TOKEN = 0x9C1D4E7A2B3F0861
 
@@ -209,6 +209,52 @@ def demo(servers):
     return failures
 
 
+def demo_cancel(servers):
+    """Against a real daemon: a waiter, shown with its owner, cancels its queued acquire.
+    Returns the number of mismatches."""
+    failures = 0
+
+    def check(what, got, want):
+        nonlocal failures
+        if got != want:
+            print(f"FAIL {what}: got {got!r}, want {want!r}")
+            failures += 1
+        else:
+            print(f"ok   {what}")
+
+    holder, waiter = Client(servers), Client(servers)
+    holder.open_session(ttl_ms=10_000, owner="python-demo holder")
+    waiter.open_session(ttl_ms=10_000, owner="python-demo waiter")
+    lock = f"demo-cancel-{os.getpid()}-{os.urandom(4).hex()}"
+    holder.acquire(lock, wait_ms=0)
+    queued, outcome = threading.Event(), {}
+
+    def wait_for_lock():
+        try:
+            outcome["fence"] = waiter.acquire(lock, on_queued=lambda _position: queued.set())
+        except RaftLockError as e:
+            outcome["code"] = e.code
+
+    thread = threading.Thread(target=wait_for_lock, daemon=True)
+    thread.start()
+    check("waiter queued", queued.wait(10), True)
+    (state,) = holder.locks(lock)
+    check("holder owner", state["holders"][0].get("owner"), "python-demo holder")
+    check("waiter owner", state["waiters"][0].get("owner"), "python-demo waiter")
+    owners = {s["session"]: s.get("owner") for s in holder.sessions()}
+    check("sessions list the waiter", owners.get(waiter.session), "python-demo waiter")
+    check("cancel", waiter.cancel(lock), True)
+    thread.join(10)
+    check("the cancelled wait ends", outcome.get("code"), "Cancelled")
+    check("the queue is empty", holder.locks(lock)[0]["waiters"], [])
+    check("cancel again", waiter.cancel(lock), False)
+    holder.release(lock)
+    check("the lock is free", holder.locks(lock), [])
+    holder.close()
+    waiter.close()
+    return failures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", action="append", help="HOST:PORT of a member (repeatable)")
@@ -223,7 +269,7 @@ def main():
         # Start at the follower: the client must follow the NotLeader redirect.
         failures += demo([fake.follower_addr])
     elif args.server:
-        failures = demo(args.server)
+        failures = demo(args.server) + demo_cancel(args.server)
     else:
         parser.error("give --server HOST:PORT or --self-test")
     print("demo FAILED" if failures else "demo passed")

@@ -201,6 +201,7 @@ class Client:
         self._keepalive_stop = threading.Event()
         self._keepalive = None
         self.last_renewal = None  # monotonic time the last answered KeepAlive was sent
+        self.waiting = {}  # lock -> seq of this client's Acquire still waiting for an answer
 
     # --- connections and redirects ---------------------------------------------------------
 
@@ -268,10 +269,14 @@ class Client:
 
     # --- sessions --------------------------------------------------------------------------
 
-    def open_session(self, ttl_ms=10_000, keepalive=True):
-        """Opens a session (deduplicated by a random nonce) and starts keep-alives."""
+    def open_session(self, ttl_ms=10_000, keepalive=True, owner=None):
+        """Opens a session (deduplicated by a random nonce) and starts keep-alives. ``owner``
+        (at most 256 bytes) is shown to whoever lists locks or sessions."""
         nonce = int.from_bytes(os.urandom(8), "big")
-        answer = self.call({"type": "OpenSession", "nonce": nonce, "ttl_ms": ttl_ms})
+        message = {"type": "OpenSession", "nonce": nonce, "ttl_ms": ttl_ms}
+        if owner is not None:
+            message["owner"] = owner
+        answer = self.call(message)
         self.session, self.token, self.ttl_ms = answer["session"], answer["token"], answer["ttl_ms"]
         self.last_renewal = time.monotonic()
         if keepalive:
@@ -327,9 +332,35 @@ class Client:
         message = self._session_request(
             "Acquire", lock=lock, mode=mode, wait_ms=wait_ms, hold_ms=hold_ms
         )
-        # A retried queued Acquire (same seq) re-attaches to its queue place.
-        return self.call(message, timeout=None if wait_ms is None else wait_ms / 1000 + 30,
-                         on_queued=on_queued)["fence"]
+        self.waiting[lock] = message["seq"]
+        try:
+            # A retried queued Acquire (same seq) re-attaches to its queue place.
+            answer = self.call(message, timeout=None if wait_ms is None else wait_ms / 1000 + 30,
+                               on_queued=on_queued)
+        finally:
+            self.waiting.pop(lock, None)
+        if answer["type"] == "Cancelled":
+            raise RaftLockError("Cancelled", f"the acquire of {lock} was cancelled")
+        return answer["fence"]
+
+    def cancel(self, lock):
+        """Cancels this client's waiting acquire of ``lock`` (its ``acquire`` call then raises
+        RaftLockError("Cancelled")). Returns False if it no longer waits (``NotWaiting``): if it
+        was granted meanwhile, the lock is held and must be released."""
+        acquire_seq = self.waiting.get(lock)
+        if acquire_seq is None:
+            return False
+        try:
+            self.call(self._session_request("Cancel", lock=lock, acquire_seq=acquire_seq))
+            return True
+        except RaftLockError as e:
+            if e.code == "NotWaiting":
+                return False
+            raise
+
+    def sessions(self):
+        """The leader's live sessions: id, owner, ttl and time since their lease was renewed."""
+        return self.call({"type": "Sessions"})["sessions"]
 
     def release(self, lock):
         """Releases a held lock."""

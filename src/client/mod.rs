@@ -20,6 +20,13 @@
 //! - **Locks.** [`Session::lock`] returns a [`LockGuard`] carrying the fencing token and its own
 //!   lease ([`LockGuard::lease`]: the session's, capped by the grant's hold limit); it is
 //!   released by [`LockGuard::release`] or, best effort, in the background when dropped.
+//!   [`LockGuard::extend`] renews a hold limit ([`Session::lock_with_hold`]).
+//! - **Dropped calls.** Dropping a waiting [`Session::lock`] future cancels the queued acquire
+//!   in the background (`Cancel`; if it was granted meanwhile, the lock is released), and
+//!   [`Session::cancel`] does so explicitly. A release, append or extend whose future is dropped
+//!   after it was sent still completes in the background with its original sequence number, and
+//!   the session's next such call waits for it first, so it behaves as if the first had
+//!   finished (a second release of the same lock answers as the first did, not `NotHolder`).
 //!
 //! ```no_run
 //! # async fn demo() -> raftlock::client::Result<()> {
@@ -53,7 +60,10 @@ pub use self::error::{Error, Result};
 pub use self::lease::{Lease, LeaseState, LostReason};
 pub use self::session::{LockGuard, LockRef, Session, SessionCredentials, SessionState, Wait};
 pub use crate::error_chain;
-use crate::protocol::{ErrorCode, LockState, MemberStatus, Request, Response, StatusInfo};
+use crate::lockspace::SessionId;
+use crate::protocol::{
+    ErrorCode, LockState, MemberStatus, Request, Response, SessionSummary, StatusInfo,
+};
 
 /// How long one `AddMember` attempt may wait for its answer: a little longer than the leader
 /// waits for the new node to answer and catch up before it gives up (10 s).
@@ -216,13 +226,33 @@ impl Client {
     /// Opens a session whose lease lasts `ttl` after each keep-alive, and starts keeping it
     /// alive in the background.
     pub async fn open_session(&self, ttl: Duration) -> Result<Session> {
+        self.open_session_as(ttl, None).await
+    }
+
+    /// Opens a session with an owner string shown by `raftlock locks` / `sessions` (at most
+    /// [`crate::protocol::MAX_OWNER_LEN`] bytes), e.g. `user@host pid command`.
+    pub async fn open_session_as(&self, ttl: Duration, owner: Option<String>) -> Result<Session> {
         let ttl_ms = u64::try_from(ttl.as_millis())
             .map_err(|_| Error::InvalidArgument("ttl too large".into()))?;
+        if let Some(owner) = &owner {
+            if owner.len() > crate::protocol::MAX_OWNER_LEN {
+                return Err(Error::InvalidArgument(format!(
+                    "owner is {} bytes, the maximum is {}",
+                    owner.len(),
+                    crate::protocol::MAX_OWNER_LEN
+                )));
+            }
+        }
         let nonce: u64 = rand::thread_rng().gen_range(1..=u64::MAX);
         let started = Instant::now();
         let response = self
             .call(
-                |id| Request::OpenSession { id, nonce, ttl_ms },
+                |id| Request::OpenSession {
+                    id,
+                    nonce,
+                    ttl_ms,
+                    owner: owner.clone(),
+                },
                 Patience::Normal,
             )
             .await?;
@@ -304,6 +334,34 @@ impl Client {
         match response {
             Response::LockList { locks, .. } => Ok(locks),
             other => Err(unexpected("Locks", &other)),
+        }
+    }
+
+    /// The leader's live sessions: id, owner, TTL and time since the leader last renewed each.
+    pub async fn sessions(&self) -> Result<Vec<SessionSummary>> {
+        let response = self
+            .call(|id| Request::Sessions { id }, Patience::Normal)
+            .await?;
+        match response {
+            Response::SessionList { sessions, .. } => Ok(sessions),
+            other => Err(unexpected("Sessions", &other)),
+        }
+    }
+
+    /// Admin: ends session `session_id` through the log, as an expiry does: its locks are
+    /// released and its waiters answered `SessionExpired`. Fails with
+    /// [`Error::SessionExpired`] if no such session lives (also when a retry finds that an
+    /// earlier attempt already revoked it).
+    pub async fn revoke_session(&self, session_id: SessionId) -> Result<()> {
+        let response = self
+            .call(
+                |id| Request::RevokeSession { id, session_id },
+                Patience::Normal,
+            )
+            .await?;
+        match response {
+            Response::SessionClosed { .. } => Ok(()),
+            other => Err(unexpected("RevokeSession", &other)),
         }
     }
 

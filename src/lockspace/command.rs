@@ -37,11 +37,17 @@ pub enum Command {
         ttl_ms: u64,
         /// The secret the client must present with every session request, drawn by the leader.
         token: u64,
+        /// Who opened it, as the client said (absent in entries written before owners existed).
+        #[serde(default)]
+        owner: Option<String>,
     },
     /// Closes a session at its client's request, releasing its locks and dropping its waits.
     CloseSession { session: SessionId, seq: Seq },
     /// Expires a session whose lease ran out on the leader. Same effect as `CloseSession`.
     ExpireSession { session: SessionId },
+    /// Ends a session at an administrator's request. Same effect as `CloseSession`; a session
+    /// that does not exist answers `SessionExpired`.
+    RevokeSession { session: SessionId },
     /// Acquires a lock, or joins its FIFO queue.
     Acquire {
         session: SessionId,

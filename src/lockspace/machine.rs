@@ -18,7 +18,8 @@ impl LockSpace {
                 nonce,
                 ttl_ms,
                 token,
-            } => self.open_session(index, *nonce, *ttl_ms, *token),
+                owner,
+            } => self.open_session(index, *nonce, *ttl_ms, *token, owner.as_deref()),
             Command::CloseSession { session, seq } => {
                 self.session_request(*session, *seq, |space| {
                     space.end_session(index, *session, &mut notes);
@@ -31,6 +32,14 @@ impl LockSpace {
                     Outcome::SessionClosed
                 } else {
                     Outcome::Ignored
+                }
+            }
+            Command::RevokeSession { session } => {
+                if self.sessions.contains_key(session) {
+                    self.end_session(index, *session, &mut notes);
+                    Outcome::SessionClosed
+                } else {
+                    Outcome::SessionExpired
                 }
             }
             Command::Acquire {
@@ -133,7 +142,14 @@ impl LockSpace {
         }
     }
 
-    fn open_session(&mut self, index: Index, nonce: u64, ttl_ms: u64, token: u64) -> Outcome {
+    fn open_session(
+        &mut self,
+        index: Index,
+        nonce: u64,
+        ttl_ms: u64,
+        token: u64,
+        owner: Option<&str>,
+    ) -> Outcome {
         if let Some(&id) = self.nonces.get(&nonce) {
             let session = &self.sessions[&id];
             return Outcome::SessionOpened {
@@ -143,9 +159,10 @@ impl LockSpace {
             };
         }
         // Indexes increase, so no session can already have this id.
-        let previous = self
-            .sessions
-            .insert(index, Session::new(token, ttl_ms, nonce));
+        let previous = self.sessions.insert(
+            index,
+            Session::new(token, ttl_ms, nonce, owner.map(str::to_owned)),
+        );
         assert!(previous.is_none(), "session {index} opened twice");
         self.nonces.insert(nonce, index);
         Outcome::SessionOpened {

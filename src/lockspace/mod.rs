@@ -10,8 +10,9 @@
 //! `OpenSession` creates a session whose id is the index of its log entry, so ids are unique and
 //! need no counter. The command carries a client-chosen nonce: a retried open whose first try
 //! was committed finds the live session through the nonce map and gets the same answer, instead
-//! of leaking a second session. A session ends by `CloseSession` (the client) or `ExpireSession`
-//! (the leader, when the lease ran out); either way its grants are released, its queued acquires
+//! of leaking a second session. The open may name an `owner` (free text such as `user@host pid
+//! command`) that queries show. A session ends by `CloseSession` (the client), `ExpireSession`
+//! (the leader, when the lease ran out) or `RevokeSession` (an administrator); either way its grants are released, its queued acquires
 //! end with `SessionExpired` notifications, and its results table and nonce are freed. Requests
 //! naming a session that does not exist answer `SessionExpired` and change nothing.
 //!
@@ -22,13 +23,19 @@
 //! there are no holders and nobody waits; a shared one if no exclusive grant exists and nobody
 //! waits. The "nobody waits" clause means a queued writer blocks readers that arrive after it,
 //! so writers cannot starve. Otherwise a try-once acquire (`wait_ms == Some(0)`) answers `Busy`
-//! and any other joins the back of the queue (`Queued { position }`). Whenever holders or waiters
-//! leave (release, revoke, wait expiry, session end), the front of the queue is granted while it
+//! and any other joins the back of the queue (`Queued { position }`). A waiter leaves the queue
+//! early by `Cancel`, which names its acquire by (session, seq) so that a late retry of an old
+//! cancel never removes a newer acquire of the same lock; the acquire then ends `Cancelled`,
+//! and a cancel that finds nothing queued answers `NotWaiting`. Whenever holders or waiters
+//! leave (release, revoke, wait expiry, cancel, session end), the front of the queue is granted while it
 //! fits beside the holders: an exclusive front needs the lock free, a shared front brings every
 //! consecutive shared waiter with it, and granting stops at the first waiter that does not fit.
 //! Later results of queued acquires leave `apply` as [`Notification`]s in FIFO order. Re-acquiring
 //! a lock in the mode the session already holds returns the same grant (idempotent); the other
 //! mode, or a second acquire while one waits, is a `Conflict` (no upgrades, no self-deadlock).
+//! A grant's hold limit (`hold_ms`) is renewed by `Extend`, which names the grant by its fence:
+//! the state only records the new duration, and the leader restarts its deadline when it applies
+//! the entry (the `Extended` outcome tells it so).
 //!
 //! # Fencing
 //!
@@ -123,6 +130,8 @@ pub struct SessionInfo {
     pub token: u64,
     /// The lease length in ms.
     pub ttl_ms: u64,
+    /// Who opened it, if the client said.
+    pub owner: Option<String>,
 }
 
 /// A lock as queries see it.
@@ -244,7 +253,13 @@ impl LockSpace {
             id,
             token: s.token,
             ttl_ms: s.ttl_ms,
+            owner: s.owner.clone(),
         })
+    }
+
+    /// The owner a live session gave, if any.
+    pub fn owner(&self, id: SessionId) -> Option<&str> {
+        self.sessions.get(&id)?.owner.as_deref()
     }
 
     /// Every live session, by id.
@@ -255,6 +270,7 @@ impl LockSpace {
                 id,
                 token: s.token,
                 ttl_ms: s.ttl_ms,
+                owner: s.owner.clone(),
             })
             .collect()
     }

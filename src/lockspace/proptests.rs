@@ -49,6 +49,9 @@ enum Op {
     ExpireSession {
         slot: usize,
     },
+    Revoke {
+        slot: usize,
+    },
     ExpireWait {
         pick: usize,
         stale: bool,
@@ -83,7 +86,8 @@ fn op(sessions: usize, locks: usize) -> impl Strategy<Value = Op> {
         3 => (slot.clone(), 0..locks, prop::bool::weighted(0.3))
             .prop_map(|(slot, lock, stale)| Op::Append { slot, lock, stale }),
         1 => slot.clone().prop_map(|slot| Op::Close { slot }),
-        1 => slot.prop_map(|slot| Op::ExpireSession { slot }),
+        1 => slot.clone().prop_map(|slot| Op::ExpireSession { slot }),
+        1 => slot.prop_map(|slot| Op::Revoke { slot }),
         2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::ExpireWait { pick, stale }),
         2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::ExpireHold { pick, stale }),
         2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::Cancel { pick, stale }),
@@ -303,6 +307,7 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
                 nonce,
                 ttl_ms: 1_000,
                 token: nonce * 7,
+                owner: None,
             }
         }
         Op::Acquire {
@@ -368,6 +373,9 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
             Command::CloseSession { session, seq }
         }
         Op::ExpireSession { slot } => Command::ExpireSession {
+            session: model.session(slot),
+        },
+        Op::Revoke { slot } => Command::RevokeSession {
             session: model.session(slot),
         },
         Op::ExpireWait { pick, stale } => {
@@ -617,6 +625,18 @@ fn observe(model: &mut Model, command: &Command, applied: &Applied) {
                 end_session(model, *session);
             } else {
                 assert_eq!(*outcome, Outcome::Ignored);
+            }
+        }
+        Command::RevokeSession { session } => {
+            if model.live.contains(session) {
+                assert_eq!(*outcome, Outcome::SessionClosed, "revoke");
+                end_session(model, *session);
+            } else {
+                assert_eq!(
+                    *outcome,
+                    Outcome::SessionExpired,
+                    "revoke of a dead session"
+                );
             }
         }
         Command::ExpireWait { session, seq, lock } => {

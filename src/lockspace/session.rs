@@ -23,17 +23,22 @@ pub(crate) struct Session {
     /// Names of the locks this session holds or waits for, sorted: closing the session visits
     /// only these, in name order, instead of scanning every lock.
     pub(crate) locks: Vec<String>,
+    /// Who opened it, as the client said. Last, with a default, so snapshots written before
+    /// owners existed still restore.
+    #[serde(default)]
+    pub(crate) owner: Option<String>,
 }
 
 impl Session {
     /// A fresh session with an empty table.
-    pub(crate) fn new(token: u64, ttl_ms: u64, nonce: u64) -> Session {
+    pub(crate) fn new(token: u64, ttl_ms: u64, nonce: u64, owner: Option<String>) -> Session {
         Session {
             token,
             ttl_ms,
             nonce,
             dedup: Dedup::default(),
             locks: Vec::new(),
+            owner,
         }
     }
 

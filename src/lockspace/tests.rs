@@ -37,6 +37,7 @@ impl Harness {
                 nonce,
                 ttl_ms: 10_000,
                 token: 7,
+                owner: None,
             })
             .outcome
         {
@@ -583,6 +584,56 @@ fn cancel_removes_only_a_queued_acquire() {
     assert_eq!(h.apply(dead).outcome, Outcome::SessionExpired);
 }
 
+/// RevokeSession ends a live session like an expiry (releasing, notifying waiters, granting
+/// the next) and answers `SessionExpired` for one that does not live.
+#[test]
+fn revoke_session_ends_it_like_an_expiry() {
+    let mut h = Harness::new();
+    let (a, b) = (h.open(), h.open());
+    h.acquire(a, "l", X, None);
+    let b_cmd = h.acquire_cmd(b, "l", X, None);
+    let Command::Acquire { seq: b_seq, .. } = b_cmd else {
+        unreachable!()
+    };
+    h.apply(b_cmd);
+    let applied = h.apply(Command::RevokeSession { session: a });
+    assert_eq!(applied.outcome, Outcome::SessionClosed);
+    assert_eq!(applied.notifications, vec![granted(b, b_seq, h.index)]);
+    assert_eq!(h.holders("l"), vec![b]);
+    assert!(h.space.session(a).is_none());
+    assert_eq!(
+        h.apply(Command::RevokeSession { session: a }).outcome,
+        Outcome::SessionExpired
+    );
+    assert_eq!(
+        h.apply(Command::RevokeSession { session: 999 }).outcome,
+        Outcome::SessionExpired
+    );
+}
+
+/// An owner given at open is kept, shown by queries, and survives a snapshot.
+#[test]
+fn owners_are_kept_and_restored() {
+    let mut h = Harness::new();
+    let applied = h.apply(Command::OpenSession {
+        nonce: 5,
+        ttl_ms: 1_000,
+        token: 3,
+        owner: Some("ann@box 42 make".into()),
+    });
+    let Outcome::SessionOpened { session, .. } = applied.outcome else {
+        panic!("{applied:?}")
+    };
+    let plain = h.open();
+    assert_eq!(h.space.owner(session), Some("ann@box 42 make"));
+    assert_eq!(h.space.owner(plain), None);
+    let restored = LockSpace::restore(&h.space.snapshot()).unwrap();
+    assert_eq!(
+        restored.session(session).unwrap().owner.as_deref(),
+        Some("ann@box 42 make")
+    );
+}
+
 /// Extend renews the hold limit of exactly the grant its fence names.
 #[test]
 fn extend_renews_only_the_current_grant() {
@@ -795,6 +846,7 @@ fn open_retry_with_nonce_returns_same_session() {
         nonce: 42,
         ttl_ms: 3_000,
         token: 99,
+        owner: None,
     };
     let first = h.apply(open.clone()).outcome;
     assert_eq!(
@@ -809,6 +861,7 @@ fn open_retry_with_nonce_returns_same_session() {
         nonce: 42,
         ttl_ms: 5_000,
         token: 100,
+        owner: None,
     };
     assert_eq!(h.apply(retry.clone()).outcome, first);
     assert_eq!(h.space.sessions().len(), 1);
@@ -817,7 +870,8 @@ fn open_retry_with_nonce_returns_same_session() {
         Some(SessionInfo {
             id: 1,
             token: 99,
-            ttl_ms: 3_000
+            ttl_ms: 3_000,
+            owner: None,
         })
     );
     h.apply(Command::ExpireSession { session: 1 });

@@ -128,6 +128,8 @@ pub const REQUEST_TYPES: &[&str] = &[
     "Read",
     "Locks",
     "Status",
+    "Sessions",
+    "RevokeSession",
     "AddMember",
     "RemoveMember",
     "TransferLeader",
@@ -147,6 +149,7 @@ pub const RESPONSE_TYPES: &[&str] = &[
     "Appended",
     "Data",
     "LockList",
+    "SessionList",
     "Status",
     "MembershipChanged",
     "LeaderTransferred",
@@ -381,6 +384,7 @@ mod tests {
                 id: 1,
                 nonce: u64::MAX,
                 ttl_ms: 10_000,
+                owner: None,
             },
             Request::KeepAlive {
                 id: 2,
@@ -412,6 +416,11 @@ mod tests {
                 mode: LockMode::Exclusive,
                 wait_ms: None,
                 hold_ms: Some(60_000),
+            },
+            Request::Sessions { id: 23 },
+            Request::RevokeSession {
+                id: 24,
+                session_id: 3,
             },
             Request::Cancel {
                 id: 21,
@@ -505,6 +514,15 @@ mod tests {
             Response::Granted { id: 4, fence: 17 },
             Response::Released { id: 5 },
             Response::Cancelled { id: 21 },
+            Response::SessionList {
+                id: 23,
+                sessions: vec![crate::protocol::SessionSummary {
+                    session: 3,
+                    owner: Some("ann@host 7 make".into()),
+                    ttl_ms: 10_000,
+                    since_renewal_ms: None,
+                }],
+            },
             Response::Extended {
                 id: 22,
                 hold_ms: 30_000,
@@ -528,11 +546,13 @@ mod tests {
                         holders: vec![HolderState {
                             session: 3,
                             fence: 17,
+                            owner: None,
                         }],
                         waiters: vec![WaiterState {
                             session: 5,
                             seq: 2,
                             mode: LockMode::Exclusive,
+                            owner: None,
                         }],
                     },
                     LockState {

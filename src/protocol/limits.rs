@@ -9,6 +9,8 @@ use super::message::Request;
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 /// Longest lock or file name, in UTF-8 bytes. Names must also be non-empty.
 pub const MAX_NAME_LEN: usize = 256;
+/// Longest `OpenSession.owner`, in UTF-8 bytes.
+pub const MAX_OWNER_LEN: usize = 256;
 /// Largest `Append` payload, in bytes (1 MiB).
 pub const MAX_APPEND: usize = 1024 * 1024;
 /// Most bytes one `Read` returns (1 MiB); a larger `len` is served up to this bound.
@@ -151,8 +153,19 @@ impl Limits {
     pub fn validate(&self, request: &Request) -> Result<(), Invalid> {
         match request {
             Request::Hello { .. } => Ok(()),
-            Request::OpenSession { id, ttl_ms, .. } => {
+            Request::OpenSession {
+                id, ttl_ms, owner, ..
+            } => {
                 check_id(*id)?;
+                if let Some(owner) = owner {
+                    if owner.len() > MAX_OWNER_LEN {
+                        return Err(Invalid::NameTooLong {
+                            field: "owner",
+                            len: owner.len(),
+                            max: MAX_OWNER_LEN,
+                        });
+                    }
+                }
                 if !(self.min_ttl_ms..=self.max_ttl_ms).contains(ttl_ms) {
                     return Err(Invalid::TtlOutOfRange {
                         ttl_ms: *ttl_ms,
@@ -252,7 +265,11 @@ impl Limits {
                     _ => Ok(()),
                 }
             }
-            Request::Status { id } => check_id(*id),
+            Request::Status { id } | Request::Sessions { id } => check_id(*id),
+            Request::RevokeSession { id, session_id } => {
+                check_id(*id)?;
+                check_session(*session_id)
+            }
             Request::AddMember { id, node_id, addr } => {
                 check_id(*id)?;
                 check_node(*node_id)?;
@@ -363,11 +380,13 @@ mod tests {
                 id: 1,
                 nonce: 0,
                 ttl_ms: MIN_TTL_MS,
+                owner: None,
             },
             Request::OpenSession {
                 id: 1,
                 nonce: 0,
                 ttl_ms: MAX_TTL_MS,
+                owner: None,
             },
             acquire(&"x".repeat(MAX_NAME_LEN), Some(0), Some(1)),
             acquire("a", None, Some(MAX_WAIT_MS)),
@@ -418,6 +437,7 @@ mod tests {
                     id: 1,
                     nonce: 0,
                     ttl_ms: MIN_TTL_MS - 1,
+                    owner: None,
                 },
                 Invalid::TtlOutOfRange {
                     ttl_ms: 999,
@@ -430,6 +450,7 @@ mod tests {
                     id: 1,
                     nonce: 0,
                     ttl_ms: MAX_TTL_MS + 1,
+                    owner: None,
                 },
                 Invalid::TtlOutOfRange {
                     ttl_ms: MAX_TTL_MS + 1,

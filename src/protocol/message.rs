@@ -32,6 +32,9 @@ pub enum Request {
         nonce: u64,
         /// Lease length in milliseconds.
         ttl_ms: u64,
+        /// Who opens it (e.g. `user@host pid command`), shown by `Locks` and `Sessions`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     /// Renews a session's lease. Not written to the log.
     KeepAlive {
@@ -123,6 +126,11 @@ pub enum Request {
     },
     /// The node's view of itself and the cluster.
     Status { id: u64 },
+    /// Leader only: the live sessions, with owners and the time since their last keep-alive.
+    Sessions { id: u64 },
+    /// Admin (leader only): ends session `session_id` through the log, as an expiry does
+    /// (its locks are released, its waiters answered `SessionExpired`).
+    RevokeSession { id: u64, session_id: SessionId },
     /// Admin (leader only): adds a node to the cluster. It joins as a learner, the leader
     /// waits until it has caught up with the log, then promotes it to voter; the answer
     /// (`MembershipChanged`) comes once the promotion is committed. Idempotent: resending it for
@@ -211,6 +219,11 @@ pub enum Response {
         id: u64,
         locks: Vec<LockState>,
     },
+    /// Answers `Sessions`.
+    SessionList {
+        id: u64,
+        sessions: Vec<SessionSummary>,
+    },
     Status(Box<StatusInfo>),
     /// Answers `AddMember` and `RemoveMember`: the membership now committed.
     MembershipChanged {
@@ -254,6 +267,9 @@ pub struct LockState {
 pub struct HolderState {
     pub session: SessionId,
     pub fence: Fence,
+    /// The holding session's owner, if it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A queued acquire, in FIFO order.
@@ -262,6 +278,21 @@ pub struct WaiterState {
     pub session: SessionId,
     pub seq: Seq,
     pub mode: LockMode,
+    /// The waiting session's owner, if it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// One live session in a `SessionList`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub session: SessionId,
+    /// The owner given at open, if any.
+    pub owner: Option<String>,
+    pub ttl_ms: u64,
+    /// Milliseconds since the leader last renewed the lease (a keep-alive, the open, or its own
+    /// election); nil if it keeps no deadline for the session.
+    pub since_renewal_ms: Option<u64>,
 }
 
 /// Answers `Status`.
@@ -364,6 +395,8 @@ impl Request {
             | Request::Read { id, .. }
             | Request::Locks { id, .. }
             | Request::Status { id }
+            | Request::Sessions { id }
+            | Request::RevokeSession { id, .. }
             | Request::AddMember { id, .. }
             | Request::RemoveMember { id, .. }
             | Request::TransferLeader { id, .. } => *id,
@@ -385,6 +418,8 @@ impl Request {
             Request::Read { .. } => "Read",
             Request::Locks { .. } => "Locks",
             Request::Status { .. } => "Status",
+            Request::Sessions { .. } => "Sessions",
+            Request::RevokeSession { .. } => "RevokeSession",
             Request::AddMember { .. } => "AddMember",
             Request::RemoveMember { .. } => "RemoveMember",
             Request::TransferLeader { .. } => "TransferLeader",
@@ -420,6 +455,7 @@ impl Response {
             | Response::Appended { id, .. }
             | Response::Data { id, .. }
             | Response::LockList { id, .. }
+            | Response::SessionList { id, .. }
             | Response::MembershipChanged { id, .. }
             | Response::LeaderTransferred { id, .. }
             | Response::Error { id, .. } => *id,
@@ -441,6 +477,7 @@ impl Response {
             Response::Appended { .. } => "Appended",
             Response::Data { .. } => "Data",
             Response::LockList { .. } => "LockList",
+            Response::SessionList { .. } => "SessionList",
             Response::Status(_) => "Status",
             Response::MembershipChanged { .. } => "MembershipChanged",
             Response::LeaderTransferred { .. } => "LeaderTransferred",

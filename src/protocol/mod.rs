@@ -14,11 +14,12 @@ pub use codec::{
 };
 pub use limits::{
     Invalid, Limits, HANDSHAKE_TIMEOUT, MAX_APPEND, MAX_CONNECTIONS, MAX_FRAME, MAX_IN_FLIGHT,
-    MAX_NAME_LEN, MAX_READ, MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS, SESSION_RESULTS_REMEMBERED,
+    MAX_NAME_LEN, MAX_OWNER_LEN, MAX_READ, MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS,
+    SESSION_RESULTS_REMEMBERED,
 };
 pub use message::{
-    ErrorCode, HolderState, LockState, MemberStatus, Request, Response, Role, StatusInfo,
-    WaiterState,
+    ErrorCode, HolderState, LockState, MemberStatus, Request, Response, Role, SessionSummary,
+    StatusInfo, WaiterState,
 };
 pub use peer::{
     mac, verify_mac, PeerCodec, PeerMessage, Side, WireEntry, WireEntryData, WireEnvelope,

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use super::deadlines::{Key, What};
 use super::Replica;
-use crate::lockspace::{LockInfo, Outcome};
+use crate::lockspace::{LockInfo, LockSpace, Outcome};
 use crate::protocol::{
-    ErrorCode, HolderState, LockState, MemberStatus, Request, Response, StatusInfo, WaiterState,
+    ErrorCode, HolderState, LockState, MemberStatus, Request, Response, SessionSummary, StatusInfo,
+    WaiterState,
 };
 use crate::raft::{Index, MembershipError, NodeId, Role};
 
@@ -50,7 +52,7 @@ impl Replica {
                     .lockspace
                     .locks(prefix.as_deref())
                     .into_iter()
-                    .map(lock_state)
+                    .map(|info| lock_state(&self.lockspace, info))
                     .collect(),
             },
             other => Response::error(
@@ -59,6 +61,33 @@ impl Replica {
                 format!("{} is not a read", other.type_name()),
             ),
         }
+    }
+
+    /// Answers `Sessions` (leader only): every live session, with the time since the leader
+    /// last restarted its lease deadline (`ttl - time left`).
+    pub(super) fn session_list(&self, id: u64) -> Response {
+        let sessions = self
+            .lockspace
+            .sessions()
+            .into_iter()
+            .map(|info| {
+                let key = Key {
+                    session: info.id,
+                    what: What::Lease,
+                };
+                let since_renewal_ms = self.leases.deadline(&key).map(|deadline| {
+                    let left = deadline.saturating_sub(self.now);
+                    info.ttl_ms.saturating_sub(left)
+                });
+                SessionSummary {
+                    session: info.id,
+                    owner: info.owner,
+                    ttl_ms: info.ttl_ms,
+                    since_renewal_ms,
+                }
+            })
+            .collect();
+        Response::SessionList { id, sessions }
     }
 
     /// This node's `Status`.
@@ -156,14 +185,19 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn lock_state(info: LockInfo) -> LockState {
+fn lock_state(space: &LockSpace, info: LockInfo) -> LockState {
+    let owner = |session| space.owner(session).map(str::to_owned);
     LockState {
         name: info.name,
         mode: info.mode,
         holders: info
             .holders
             .into_iter()
-            .map(|(session, fence)| HolderState { session, fence })
+            .map(|(session, fence)| HolderState {
+                session,
+                fence,
+                owner: owner(session),
+            })
             .collect(),
         waiters: info
             .waiters
@@ -172,6 +206,7 @@ fn lock_state(info: LockInfo) -> LockState {
                 session: wait.session,
                 seq: wait.seq,
                 mode: wait.mode,
+                owner: owner(wait.session),
             })
             .collect(),
     }

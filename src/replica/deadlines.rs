@@ -69,6 +69,11 @@ impl Leases {
         self.by_time.insert((at, key));
     }
 
+    /// The deadline of `key`, if set.
+    pub fn deadline(&self, key: &Key) -> Option<u64> {
+        self.by_key.get(key).copied()
+    }
+
     /// Removes the deadline of `key`, if any.
     pub fn remove(&mut self, key: &Key) {
         if let Some(at) = self.by_key.remove(key) {
@@ -194,7 +199,12 @@ impl Replica {
                     session, ttl_ms, ..
                 },
             ) => self.leases.set(key(*session, What::Lease), after(*ttl_ms)),
-            (Command::CloseSession { session, .. } | Command::ExpireSession { session }, _) => {
+            (
+                Command::CloseSession { session, .. }
+                | Command::ExpireSession { session }
+                | Command::RevokeSession { session },
+                _,
+            ) => {
                 self.leases.remove_session(*session);
                 let keys: Vec<_> = self
                     .queued_holds

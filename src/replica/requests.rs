@@ -188,12 +188,28 @@ impl Replica {
             Request::TransferLeader { node_id, .. } => {
                 return self.transfer_leader(node_id, caller);
             }
-            Request::OpenSession { nonce, ttl_ms, .. } => {
+            Request::OpenSession {
+                nonce,
+                ttl_ms,
+                owner,
+                ..
+            } => {
                 let token = self.token_rng.gen();
                 let command = Command::OpenSession {
                     nonce,
                     ttl_ms,
                     token,
+                    owner,
+                };
+                return self.propose(command, caller);
+            }
+            Request::Sessions { .. } => {
+                let response = self.session_list(id);
+                return self.answer(caller, response);
+            }
+            Request::RevokeSession { session_id, .. } => {
+                let command = Command::RevokeSession {
+                    session: session_id,
                 };
                 return self.propose(command, caller);
             }

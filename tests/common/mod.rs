@@ -364,7 +364,15 @@ impl Client {
     pub async fn open_session(&mut self, ttl_ms: u64) -> (u64, u64) {
         let id = self.id();
         let nonce = rand::random();
-        match self.call(Request::OpenSession { id, nonce, ttl_ms }).await {
+        match self
+            .call(Request::OpenSession {
+                id,
+                nonce,
+                ttl_ms,
+                owner: None,
+            })
+            .await
+        {
             Response::SessionOpened { session, token, .. } => (session, token),
             other => panic!("expected SessionOpened, got {other:?}"),
         }

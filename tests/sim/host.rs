@@ -501,7 +501,12 @@ impl Host {
         };
         let keep_alive = matches!(req, Request::KeepAlive { .. });
         let request = match req {
-            Request::Open { nonce, ttl_ms } => protocol::Request::OpenSession { id, nonce, ttl_ms },
+            Request::Open { nonce, ttl_ms } => protocol::Request::OpenSession {
+                id,
+                nonce,
+                ttl_ms,
+                owner: None,
+            },
             Request::KeepAlive { session } => protocol::Request::KeepAlive {
                 id,
                 session,
