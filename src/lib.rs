@@ -16,16 +16,25 @@
 //! - [`server`]: the daemon. One driver task owns the Raft node and the lock space; a writer
 //!   thread does group-committed fsyncs; connections, the ticker and the peer transport talk to
 //!   the driver through bounded channels.
-//! - [`client`]: the Rust client library (redirects, same-seq retries, keep-alive, lock guards)
-//!   and the `raftlock` CLI; [`bench`](mod@bench): `raftlock bench`.
+//! - [`client`]: the Rust client library (redirects, same-seq retries, keep-alive, lock guards).
+//! - `cli`: the `raftlock` command line and `raftlock bench`, over the client library.
+//!
+//! Cargo features: `server` (the daemon: [`server`], [`replica`], [`storage`] and `raftlockd`) and `cli`
+//! (`cli` and `raftlock`), both on by default. A program that only talks to a cluster depends on
+//! `raftlock` with `default-features = false` and gets the client, the protocol and the pure
+//! cores, without clap, hdrhistogram or the daemon.
 
-pub mod bench;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 pub mod lockspace;
 pub mod protocol;
 pub mod raft;
+#[cfg(feature = "server")]
 pub mod replica;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod storage;
 
 /// An error and its sources on one line, joined with ": " (for logs and the CLI's messages).

@@ -291,6 +291,34 @@ fn usage_and_connection_errors_have_distinct_exit_codes() {
     );
 }
 
+#[test]
+fn lock_not_acquired_exits_3_or_the_conflict_exit_code() {
+    let daemon = Daemon::start(&[]);
+    let exports = ok(raftlock(&daemon, &["acquire", "busy", "--ttl", "60s"]));
+    assert!(exports.contains("RAFTLOCK_FENCE="), "{exports}");
+    let out = raftlock(&daemon, &["lock", "busy", "--wait", "0", "--", "true"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = raftlock(
+        &daemon,
+        &[
+            "lock",
+            "busy",
+            "--wait",
+            "0",
+            "--conflict-exit-code",
+            "42",
+            "--",
+            "true",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(42));
+    // A command that exists and fails keeps its own status.
+    let out = raftlock(&daemon, &["lock", "free", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    let out = raftlock(&daemon, &["lock", "free", "--", "/nonexistent/cmd"]);
+    assert_eq!(out.status.code(), Some(127));
+}
+
 /// A parsed JSON value (the crate has no JSON dependency; this reads the CLI's output).
 #[derive(Debug, PartialEq)]
 enum Json {

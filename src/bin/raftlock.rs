@@ -1,5 +1,5 @@
 //! `raftlock`: the command line client (see `raftlock --help`). The logic lives in
-//! `raftlock::client::cli`.
+//! `raftlock::cli`.
 
 fn main() -> std::process::ExitCode {
     // Like other Unix tools, end quietly when stdout is a closed pipe (`raftlock locks | head`)
@@ -8,5 +8,5 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    raftlock::client::cli::main()
+    raftlock::cli::main()
 }

@@ -43,11 +43,8 @@
 //! # Ok(()) }
 //! ```
 
-pub mod cli;
 mod conn;
-pub mod duration;
 mod error;
-pub mod json;
 pub mod lease;
 mod session;
 

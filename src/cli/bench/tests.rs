@@ -10,7 +10,7 @@ use super::local::{parse_stat_cpu, parse_vm_rss};
 use super::report::{histogram, record, LatencyStats, NodeSample, Report, RunReport, Spread};
 use super::scenarios::{gaps, handoffs, Grant, Release};
 use super::{BenchError, Bound, Plan, Scenario};
-use crate::client::cli::{Cli, Command};
+use crate::cli::{Cli, Command};
 
 fn plan(args: &[&str]) -> Result<Plan, BenchError> {
     let mut argv = vec!["raftlock"];

@@ -1,4 +1,5 @@
-//! Human durations for the CLI: `500ms`, `10s`, `2m`, `1h`, `forever`.
+//! Human durations for the CLI: `500ms`, `10s`, `2m`, `1h`, `forever`; and milliseconds for
+//! reports.
 
 use std::time::Duration;
 
@@ -53,6 +54,11 @@ pub fn parse_finite(input: &str) -> Result<Duration, ParseError> {
             input: input.to_string(),
         }),
     }
+}
+
+/// Milliseconds as a float, for reports (`--json` numbers and text tables).
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 #[cfg(test)]

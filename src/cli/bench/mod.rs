@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::client::duration;
+use crate::cli::duration;
 use crate::client::{error_chain, Client, ClientOptions};
 pub use report::{Json, LatencyStats, Report, RunReport};
 

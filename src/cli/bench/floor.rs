@@ -16,7 +16,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::report::{ms, Json};
+use crate::cli::duration::ms;
+use crate::cli::json::Json;
 
 /// The floor figures.
 #[derive(Clone, Debug, PartialEq)]

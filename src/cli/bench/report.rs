@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-pub use crate::client::json::Json;
+pub use crate::cli::duration::ms;
+pub use crate::cli::json::Json;
 
 use super::floor::Floor;
 use super::Scenario;
@@ -90,11 +91,6 @@ impl LatencyStats {
         }
         Json::Object(fields)
     }
-}
-
-/// Milliseconds as a float.
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// One local node's cost over a run.

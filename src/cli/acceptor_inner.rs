@@ -1,0 +1,5 @@
+struct AcceptorInner<E> {
+    config: Arc<TransportConfig>,
+    deliver: mpsc::Sender<E>,
+    counters: InboundCounters,
+}

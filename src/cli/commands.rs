@@ -1,0 +1,485 @@
+//! One handler per subcommand (except `lock`, in [`super::exec`]): each runs its requests and
+//! prints the result as text or `--json`, returning the exit status.
+
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
+use super::duration::Span;
+use super::json::Json;
+use super::output::{
+    hex, kind, lock_json, member_json, mode_name, print_table, say, shell_quote, status_json,
+};
+use super::{
+    mode, wait, AcquireArgs, AppendArgs, ClusterCommand, Failure, LocksArgs, ReadArgs, ReleaseArgs,
+    SessionArgs, EXIT_OK,
+};
+use crate::client::{error_chain, Client, ClientOptions, Session, SessionCredentials};
+use crate::lockspace::Fence;
+use crate::protocol::{MemberStatus, StatusInfo, MAX_READ};
+
+pub(super) fn resume(client: &Client, args: &SessionArgs) -> Session {
+    client.resume_session(
+        SessionCredentials {
+            id: args.session,
+            token: args.token,
+            // Unused without background keep-alives.
+            ttl: Duration::ZERO,
+        },
+        false,
+    )
+}
+
+/// Opens a session and acquires `name` in it. If the lock is not granted the session is closed
+/// (best effort: the lock's failure is what the user needs to see) and the failure returned.
+pub(super) async fn open_and_acquire(
+    client: &Client,
+    ttl: Duration,
+    name: &str,
+    shared: bool,
+    wait_for: Span,
+    hold: Option<Duration>,
+) -> Result<(Session, Fence), Failure> {
+    let session = client.open_session(ttl).await?;
+    match session
+        .acquire(name, mode(shared), wait(wait_for), hold)
+        .await
+    {
+        Ok(fence) => Ok((session, fence)),
+        Err(error) => {
+            let failure = Failure::from(error);
+            if let Err(close) = session.close().await {
+                tracing::debug!(error = %error_chain(&close), "closing the session after a failed acquire");
+            }
+            Err(failure)
+        }
+    }
+}
+
+pub(super) async fn acquire(client: &Client, args: AcquireArgs, json: bool) -> Result<u8, Failure> {
+    let (session, fence) = open_and_acquire(
+        client,
+        args.ttl,
+        &args.name,
+        args.shared,
+        args.wait,
+        args.hold,
+    )
+    .await?;
+    let c = session.credentials();
+    if json {
+        say(Json::object([
+            ("lock", Json::str(&args.name)),
+            ("session", Json::Uint(c.id)),
+            ("token", Json::Uint(c.token)),
+            ("fence", Json::Uint(fence)),
+            (
+                "ttl_ms",
+                Json::Uint(u64::try_from(c.ttl.as_millis()).unwrap_or(u64::MAX)),
+            ),
+        ]));
+    } else {
+        say(format!(
+            "export RAFTLOCK_LOCK={} RAFTLOCK_SESSION={} RAFTLOCK_TOKEN={} RAFTLOCK_FENCE={}",
+            shell_quote(&args.name),
+            c.id,
+            c.token,
+            fence
+        ));
+    }
+    // Leave the session open: dropping the handle stops only this process's keep-alives.
+    drop(session);
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn release(client: &Client, args: ReleaseArgs, json: bool) -> Result<u8, Failure> {
+    let session = resume(client, &args.session);
+    session.release(&args.name).await?;
+    if args.close {
+        session.close().await?;
+    }
+    if json {
+        say(Json::object([
+            ("released", Json::str(&args.name)),
+            ("closed", Json::Bool(args.close)),
+        ]));
+    }
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn close(client: &Client, args: SessionArgs, json: bool) -> Result<u8, Failure> {
+    resume(client, &args).close().await?;
+    if json {
+        say(Json::object([("closed", Json::Uint(args.session))]));
+    }
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn keepalive(
+    client: &Client,
+    args: SessionArgs,
+    json: bool,
+) -> Result<u8, Failure> {
+    let ttl = resume(client, &args).keep_alive().await?;
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    if json {
+        say(Json::object([("ttl_ms", Json::Uint(ttl_ms))]));
+    } else {
+        say(format!("session {} renewed for {ttl_ms}ms", args.session));
+    }
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn append(client: &Client, args: AppendArgs, json: bool) -> Result<u8, Failure> {
+    let data = if args.data == "-" {
+        let mut data = Vec::new();
+        std::io::stdin().read_to_end(&mut data)?;
+        data
+    } else {
+        args.data.into_bytes()
+    };
+    let session = resume(client, &args.session);
+    let len = data.len();
+    let (offset, size) = session
+        .append(&args.file, (args.lock.as_str(), args.fence), data)
+        .await?;
+    if json {
+        say(Json::object([
+            ("file", Json::str(&args.file)),
+            ("offset", Json::Uint(offset)),
+            ("size", Json::Uint(size)),
+        ]));
+    } else {
+        say(format!(
+            "appended {len} bytes to {} at offset {offset} (size {size})",
+            args.file
+        ));
+    }
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn read(client: &Client, args: ReadArgs, json: bool) -> Result<u8, Failure> {
+    let mut data = Vec::new();
+    let mut offset = args.offset;
+    let mut size;
+    loop {
+        let want = match args.len {
+            Some(len) => (len - data.len() as u64).min(MAX_READ),
+            None => MAX_READ,
+        };
+        let (chunk, total) = client.read(&args.file, offset, want, args.stale).await?;
+        size = total;
+        offset += chunk.len() as u64;
+        let done = chunk.is_empty() || offset >= total;
+        data.extend_from_slice(&chunk);
+        if done || args.len.is_some_and(|len| data.len() as u64 >= len) {
+            break;
+        }
+    }
+    if json {
+        let body = match std::str::from_utf8(&data) {
+            Ok(text) => ("data", Json::str(text)),
+            Err(_) => ("data_hex", Json::Str(hex(&data))),
+        };
+        say(Json::object([
+            ("file", Json::str(&args.file)),
+            ("offset", Json::Uint(args.offset)),
+            ("size", Json::Uint(size)),
+            body,
+        ]));
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(&data)?;
+        out.flush()?;
+    }
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn locks(client: &Client, args: LocksArgs, json: bool) -> Result<u8, Failure> {
+    let locks = client.locks(args.prefix.as_deref(), args.stale).await?;
+    if json {
+        say(Json::Array(locks.iter().map(lock_json).collect()));
+        return Ok(EXIT_OK);
+    }
+    if locks.is_empty() {
+        say("no locks held or awaited");
+        return Ok(EXIT_OK);
+    }
+    let rows: Vec<[String; 4]> = locks
+        .iter()
+        .map(|l| {
+            [
+                l.name.clone(),
+                l.mode.map_or("-", mode_name).to_string(),
+                l.holders
+                    .iter()
+                    .map(|h| format!("{}:{}", h.session, h.fence))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                l.waiters
+                    .iter()
+                    .map(|w| format!("{}:{}", w.session, mode_name(w.mode)))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
+        })
+        .collect();
+    print_table(
+        [
+            "LOCK",
+            "MODE",
+            "HOLDERS(session:fence)",
+            "WAITERS(session:mode)",
+        ],
+        &rows,
+    );
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn status(client: &Client, json: bool) -> Result<u8, Failure> {
+    let status = client.status().await?;
+    if json {
+        say(status_json(&status));
+        return Ok(EXIT_OK);
+    }
+    let leader = match (&status.leader, &status.leader_addr) {
+        (Some(id), Some(addr)) => format!("{id} ({addr})"),
+        (Some(id), None) => id.to_string(),
+        _ => "unknown".to_string(),
+    };
+    say(format!("node:      {}", status.node_id));
+    say(format!("role:      {}", status.role));
+    say(format!("term:      {}", status.term));
+    say(format!("leader:    {leader}"));
+    say(format!(
+        "log:       last {}, commit {}, applied {}",
+        status.last_log_index, status.commit_index, status.applied_index
+    ));
+    say(format!("sessions:  {}", status.sessions));
+    say(format!("locks:     {}", status.locks));
+    let rows: Vec<[String; 4]> = status
+        .members
+        .iter()
+        .map(|m| {
+            [
+                m.node_id.to_string(),
+                m.addr.clone(),
+                if m.voter { "voter" } else { "learner" }.to_string(),
+                m.match_index.map_or("-".to_string(), |i| i.to_string()),
+            ]
+        })
+        .collect();
+    say("");
+    print_table(["NODE", "ADDR", "KIND", "MATCH"], &rows);
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn cluster(
+    client: &Client,
+    servers: &[String],
+    command: ClusterCommand,
+    json: bool,
+) -> Result<u8, Failure> {
+    let changed = |index: u64, members: &[MemberStatus]| {
+        if json {
+            say(Json::object([
+                ("index", Json::Uint(index)),
+                (
+                    "members",
+                    Json::Array(members.iter().map(member_json).collect()),
+                ),
+            ]));
+        } else {
+            let rows: Vec<[String; 3]> = members
+                .iter()
+                .map(|m| [m.node_id.to_string(), m.addr.clone(), kind(m).to_string()])
+                .collect();
+            print_table(["NODE", "ADDR", "KIND"], &rows);
+        }
+    };
+    match command {
+        ClusterCommand::Status => cluster_status(client, servers, json).await,
+        ClusterCommand::Add { id, addr } => {
+            let (index, members) = client.add_member(id, &addr).await?;
+            changed(index, &members);
+            Ok(EXIT_OK)
+        }
+        ClusterCommand::Remove { id } => {
+            let (index, members) = client.remove_member(id).await?;
+            changed(index, &members);
+            Ok(EXIT_OK)
+        }
+        ClusterCommand::TransferLeader { id } => {
+            let (leader, addr) = client.transfer_leader(id).await?;
+            if json {
+                say(Json::object([
+                    ("leader", Json::Uint(leader)),
+                    ("leader_addr", Json::opt_str(addr)),
+                ]));
+            } else {
+                say(format!(
+                    "leader: {leader}{}",
+                    addr.map(|a| format!(" ({a})")).unwrap_or_default()
+                ));
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+/// `cluster status`: the membership from any member, then every member's own status.
+async fn cluster_status(client: &Client, servers: &[String], json: bool) -> Result<u8, Failure> {
+    let first = client.status().await?;
+    let mut members = first.members.clone();
+    // Ask each member (and any configured server outside the membership) for itself.
+    let options = ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(1),
+        retry_timeout: Duration::from_millis(1500),
+        ..client.options().clone()
+    };
+    let mut addrs: Vec<String> = members.iter().map(|m| m.addr.clone()).collect();
+    for server in servers {
+        if !addrs.contains(server) {
+            addrs.push(server.clone());
+        }
+    }
+    let asks = addrs.iter().map(|addr| {
+        let options = options.clone();
+        let addr = addr.clone();
+        async move {
+            let answer = async {
+                let member = Client::connect(vec![addr.clone()], options).await?;
+                member.status().await
+            }
+            .await;
+            (addr, answer.ok())
+        }
+    });
+    let answers: Vec<(String, Option<StatusInfo>)> = futures::future::join_all(asks).await;
+    let leader = answers
+        .iter()
+        .filter_map(|(_, s)| s.as_ref())
+        .filter(|s| s.role == "leader")
+        .max_by_key(|s| s.term)
+        .cloned();
+    if let Some(leader) = &leader {
+        members.clone_from(&leader.members);
+    }
+    let rows: Vec<MemberRow<'_>> = answers
+        .iter()
+        .map(|(addr, status)| {
+            let member = members.iter().find(|m| &m.addr == addr);
+            let node = status
+                .as_ref()
+                .map(|s| s.node_id)
+                .or(member.map(|m| m.node_id))
+                .unwrap_or(0);
+            let kind = member.map_or("not a member", kind);
+            let matched = member.and_then(|m| m.match_index);
+            (node, addr.clone(), kind, status.as_ref(), matched)
+        })
+        .filter(|(node, _, kind, status, _)| {
+            // A configured server that is not a member and did not answer says nothing useful.
+            *node != 0 && (*kind != "not a member" || status.is_some())
+        })
+        .collect();
+    let lag = |status: Option<&StatusInfo>| -> Option<u64> {
+        let leader = leader.as_ref()?;
+        Some(leader.commit_index.saturating_sub(status?.applied_index))
+    };
+    if json {
+        say(Json::object([
+            ("leader", Json::opt_uint(leader.as_ref().map(|l| l.node_id))),
+            ("term", Json::opt_uint(leader.as_ref().map(|l| l.term))),
+            (
+                "members",
+                Json::Array(
+                    rows.iter()
+                        .map(|(node, addr, kind, status, matched)| {
+                            Json::object([
+                                ("node_id", Json::Uint(*node)),
+                                ("addr", Json::str(addr)),
+                                ("kind", Json::str(*kind)),
+                                ("reachable", Json::Bool(status.is_some())),
+                                ("role", Json::opt_str(status.map(|s| s.role.clone()))),
+                                ("term", Json::opt_uint(status.map(|s| s.term))),
+                                (
+                                    "commit_index",
+                                    Json::opt_uint(status.map(|s| s.commit_index)),
+                                ),
+                                (
+                                    "applied_index",
+                                    Json::opt_uint(status.map(|s| s.applied_index)),
+                                ),
+                                ("match_index", Json::opt_uint(*matched)),
+                                ("lag", Json::opt_uint(lag(*status))),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
+        ]));
+        return Ok(EXIT_OK);
+    }
+    match &leader {
+        Some(l) => say(format!(
+            "leader: {} ({}), term {}",
+            l.node_id,
+            addrs_of(&members, l.node_id),
+            l.term
+        )),
+        None => say("leader: none reachable (election in progress, or no quorum)"),
+    }
+    say("");
+    let dash = || "-".to_string();
+    let table: Vec<[String; 9]> = rows
+        .iter()
+        .map(|(node, addr, kind, status, matched)| match status {
+            Some(s) => [
+                node.to_string(),
+                addr.clone(),
+                kind.to_string(),
+                s.role.clone(),
+                s.term.to_string(),
+                s.commit_index.to_string(),
+                s.applied_index.to_string(),
+                matched.map_or_else(dash, |m| m.to_string()),
+                lag(Some(s)).map_or_else(dash, |l| l.to_string()),
+            ],
+            None => [
+                node.to_string(),
+                addr.clone(),
+                kind.to_string(),
+                "unreachable".to_string(),
+                dash(),
+                dash(),
+                dash(),
+                matched.map_or_else(dash, |m| m.to_string()),
+                dash(),
+            ],
+        })
+        .collect();
+    print_table(
+        [
+            "NODE", "ADDR", "KIND", "ROLE", "TERM", "COMMIT", "APPLIED", "MATCH", "LAG",
+        ],
+        &table,
+    );
+    Ok(EXIT_OK)
+}
+
+/// One row of `cluster status`: node, address, kind, its own status, match index.
+type MemberRow<'a> = (
+    u64,
+    String,
+    &'static str,
+    Option<&'a StatusInfo>,
+    Option<u64>,
+);
+
+fn addrs_of(members: &[MemberStatus], node: u64) -> String {
+    members
+        .iter()
+        .find(|m| m.node_id == node)
+        .map_or_else(|| "?".to_string(), |m| m.addr.clone())
+}

@@ -1,0 +1,502 @@
+//! The `raftlock` command line: argument parsing, dispatch and exit statuses.
+//!
+//! - this module: the clap definitions of every subcommand, [`main`] and the exit statuses;
+//! - `commands`: one handler per subcommand, over the client library's [`Client`];
+//! - `exec`: `raftlock lock`, which runs a command while the lock is held, and
+//!   [`supervisor`]: the process between `raftlock lock` and the command that ends the
+//!   command's process group before the lock can move to anyone else;
+//! - `output`: text tables and `--json` objects;
+//! - [`duration`] and [`json`]: argument parsing and the JSON writer;
+//! - [`bench`](mod@bench): `raftlock bench`.
+
+pub mod bench;
+mod commands;
+pub mod duration;
+mod exec;
+pub mod json;
+mod output;
+pub mod supervisor;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use self::duration::Span;
+use crate::client::{error_chain, Client, ClientOptions, Error, Wait};
+use crate::lockspace::{Fence, LockMode, SessionId};
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: any failure not listed below (no server, server error, bad response, I/O).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status: bad command line (clap's own).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: the lock was not acquired (busy on a try-once, or the wait timed out).
+pub const EXIT_NOT_ACQUIRED: u8 = 3;
+/// Exit status: the session expired or was lost (for `lock`: while CMD ran; CMD was terminated).
+pub const EXIT_SESSION_LOST: u8 = 4;
+/// Exit status: the session does not hold the lock (stale fence, not holder, conflict).
+pub const EXIT_NOT_HOLDER: u8 = 5;
+/// Exit status of `lock`: the grant's hold limit came while CMD ran; CMD's group was ended first.
+pub const EXIT_HOLD_LIMIT: u8 = 6;
+/// Exit status of `lock`: the grant or the session was revoked while CMD ran; CMD's group was
+/// ended.
+pub const EXIT_REVOKED: u8 = 7;
+/// Exit status of `lock` when CMD could not be started.
+pub const EXIT_CANNOT_RUN: u8 = 127;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0    success (for `lock`: CMD's own status; 128+N if CMD was killed by signal N)
+  1    error: no server reachable, server or protocol error, I/O error
+  2    bad command line
+  3    lock not acquired: busy (--wait 0) or the wait timed out (`lock --conflict-exit-code`)
+  4    session expired or lost (`lock`: CMD's process group was ended before the lease ran out)
+  5    not the holder: stale fence, lock not held by the session, or conflicting mode
+  6    `lock`: the hold limit (--hold) was reached; CMD's process group was ended before it
+  7    `lock`: the grant or the session was revoked; CMD's process group was ended
+  126  `lock`: CMD is not executable
+  127  `lock`: CMD was not found
+  128+N  `lock`: raftlock received signal N (INT, TERM, HUP, QUIT): passed on to CMD's group,
+       the group ended, the lock released
+
+Sequence numbers: every command that changes state sends the current Unix time in
+microseconds as the session's sequence number (strictly increasing within a process), so
+commands of one session run by different processes one after another never reuse a number
+the daemon has seen (which it would answer from its exactly-once table instead of executing).
+Run such commands one after another, not concurrently, and keep the clock from stepping back.";
+
+/// raftlock: the command line client of a raftlock cluster (distributed locks with fencing
+/// tokens, and files appended under them).
+#[derive(Debug, Parser)]
+#[command(name = "raftlock", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Cluster members to contact, comma separated (any member: followers redirect).
+    #[arg(
+        long,
+        env = "RAFTLOCK_SERVERS",
+        default_value = "127.0.0.1:7400",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub servers: Vec<String>,
+    /// Print machine-readable JSON on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Give up on a request (reconnects and retries included) after this long, e.g. 10s.
+    #[arg(long, default_value = "30s", value_parser = duration::parse_finite, global = true)]
+    pub timeout: Duration,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Hold a lock while a command runs (like flock(1), cluster-wide).
+    #[command(after_help = "\
+CMD runs with RAFTLOCK_FENCE (the fencing token), RAFTLOCK_LOCK, RAFTLOCK_SESSION,
+RAFTLOCK_TOKEN and RAFTLOCK_SERVERS in its environment, so it can append under the lock.
+raftlock exits with CMD's status once CMD's whole process group is gone, and releases the
+lock; 3 (or --conflict-exit-code) if the lock was not acquired.
+
+CMD never outlives the lock. It runs in its own process group under a small supervisor
+process that enforces the lease by its own clock, even if raftlock is stopped or killed.
+D is the local lease deadline: the send time of the last confirmed keep-alive + TTL, less
+TTL/20 + 25ms for clock drift, or the end of the --hold limit if that is earlier. K is
+--kill-after, capped at TTL/4.
+  - jeopardy (no keep-alive confirmed for TTL/2), session lost, or lock revoked:
+    SIGTERM to the group at once, SIGKILL K later; raftlock exits 4 (7 if revoked);
+  - in any case, SIGTERM at D - K - 100ms and SIGKILL at D - 100ms (a --hold limit
+    reached this way exits 6; --extend renews the hold every third of it, moving D);
+  - SIGINT, SIGTERM, SIGHUP or SIGQUIT to raftlock: passed on to the group, SIGKILL K
+    later; once the group is gone the lock is released and raftlock exits 128+N;
+  - raftlock killed (kill -9): the supervisor SIGKILLs the group at once;
+  - CMD exits: what is left of its group gets SIGTERM, then SIGKILL K later.
+While raftlock waits for the lock, any of those signals cancels the queued acquire, closes
+the session and exits 128+N. CMD's group is not the terminal's foreground group:
+Ctrl-C reaches it through raftlock, and CMD should not read from the terminal.
+
+Example:
+  raftlock lock build-cache --wait 2m -- make -j4
+  raftlock lock deploy --ttl 5s --hold 30s --extend --kill-after 1s -- ./deploy.sh
+  raftlock lock journal -- sh -c 'raftlock append journal.log --lock journal --fence $RAFTLOCK_FENCE \"hello\"'")]
+    Lock(LockArgs),
+    /// Acquire a lock for a script and print the session, token and fence.
+    #[command(after_help = "\
+Opens a session with --ttl, acquires, prints shell assignments (or JSON) and exits. The lock
+stays held only while the session lives: run `raftlock keepalive` within every TTL, and
+`raftlock release NAME --close` at the end (the variables are read from the environment).
+
+Example:
+  eval \"$(raftlock acquire nightly-job --ttl 60s)\"
+  raftlock append out.log --lock nightly-job \"done\"
+  raftlock release nightly-job --close")]
+    Acquire(AcquireArgs),
+    /// Release a lock held by a session (from `acquire`), optionally closing the session.
+    #[command(
+        after_help = "Example:\n  raftlock release nightly-job --session 12 --token 9876 --close"
+    )]
+    Release(ReleaseArgs),
+    /// Close a session (from `acquire`), releasing every lock it holds.
+    #[command(after_help = "Example:\n  raftlock close --session 12 --token 9876")]
+    Close(SessionArgs),
+    /// Renew a session's lease once (for sessions opened by `acquire`).
+    #[command(after_help = "Example:\n  raftlock keepalive --session 12 --token 9876")]
+    Keepalive(SessionArgs),
+    /// Append data to a file under a lock's fencing token.
+    #[command(after_help = "\
+The append is applied only if FENCE is the lock's current exclusive grant to the session
+(else exit 5). DATA `-` reads the data from stdin.
+
+Example:
+  raftlock append journal.log --lock journal --fence 42 --session 12 --token 9876 \"line\\n\"")]
+    Append(AppendArgs),
+    /// Read a file (all of it, or a range) to stdout.
+    #[command(after_help = "Example:\n  raftlock read journal.log --offset 0 --len 100")]
+    Read(ReadArgs),
+    /// List held and awaited locks with their holders and queues.
+    #[command(after_help = "Example:\n  raftlock locks build-")]
+    Locks(LocksArgs),
+    /// Show the node's status: role, term, leader, commit/applied indexes, members.
+    #[command(after_help = "Example:\n  raftlock --servers 10.0.0.1:7400 status")]
+    Status,
+    /// Measure throughput and latency of a cluster (or of local daemons it starts).
+    Bench(bench::BenchArgs),
+    /// Cluster administration: status of every member, add, remove, transfer leadership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Internal: the supervisor `lock` starts between itself and CMD.
+    #[command(name = "__supervise", hide = true)]
+    Supervise(supervisor::SuperviseArgs),
+}
+
+/// `raftlock cluster` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every member's role, term, commit and applied index, and lag behind the leader.
+    #[command(after_help = "\
+Asks any reachable --servers member for the membership, then every member for its own status.
+A member that does not answer is listed as unreachable.
+
+Example:
+  raftlock --servers 10.0.0.1:7400 cluster status")]
+    Status,
+    /// Add a node: start it first with an empty data directory and --join, then run this.
+    #[command(after_help = "\
+The leader adds the node as a learner, waits until it has caught up with the log, promotes
+it to voter and answers once the promotion is committed.
+
+Example:
+  raftlockd --id 4 --listen 10.0.0.4:7400 --join --peer 1=10.0.0.1:7400,2=10.0.0.2:7400,3=10.0.0.3:7400
+  raftlock --servers 10.0.0.1:7400 cluster add 4 10.0.0.4:7400")]
+    Add {
+        /// The new node's id (its --id).
+        id: u64,
+        /// The address peers and clients reach it at (its --advertise or --listen).
+        addr: String,
+    },
+    /// Remove a member (then stop it).
+    #[command(after_help = "Example:\n  raftlock cluster remove 4")]
+    Remove {
+        /// The member's id.
+        id: u64,
+    },
+    /// Hand leadership to ID (default: the most up-to-date follower).
+    #[command(after_help = "Example:\n  raftlock cluster transfer-leader 2")]
+    TransferLeader {
+        /// The voter to hand over to.
+        id: Option<u64>,
+    },
+}
+
+/// Arguments of `lock`.
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The lock's name.
+    pub name: String,
+    /// Take the lock in shared mode (readers share it) instead of exclusive.
+    #[arg(long)]
+    pub shared: bool,
+    /// How long to wait for the lock: 0 tries once, e.g. 30s, or forever.
+    #[arg(long, default_value = "forever", value_parser = duration::parse)]
+    pub wait: Span,
+    /// The session's lease: how long the lock outlives this process if it dies.
+    #[arg(long, default_value = "10s", value_parser = duration::parse_finite)]
+    pub ttl: Duration,
+    /// Hold the lock at most this long (the cluster releases it then).
+    #[arg(long, value_parser = duration::parse_finite)]
+    pub hold: Option<Duration>,
+    /// With --hold: renew the hold limit every third of it while CMD runs (a short hold then
+    /// bounds how long a stuck raftlock keeps the lock, not how long CMD may run).
+    #[arg(long, requires = "hold")]
+    pub extend: bool,
+    /// Time between SIGTERM and SIGKILL when CMD's group is ended (capped at TTL/4).
+    #[arg(long, default_value = "2s", value_parser = duration::parse_finite)]
+    pub kill_after: Duration,
+    /// Exit with this status instead of 3 when the lock is not acquired (like flock -E).
+    #[arg(long, value_name = "N")]
+    pub conflict_exit_code: Option<u8>,
+    /// The command to run, and its arguments.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub cmd: Vec<OsString>,
+}
+
+/// Arguments of `acquire`.
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    /// The lock's name.
+    pub name: String,
+    /// Take the lock in shared mode instead of exclusive.
+    #[arg(long)]
+    pub shared: bool,
+    /// How long to wait for the lock: 0 tries once, e.g. 30s, or forever.
+    #[arg(long, default_value = "forever", value_parser = duration::parse)]
+    pub wait: Span,
+    /// The session's lease; keep it alive with `raftlock keepalive` within this period.
+    #[arg(long, default_value = "60s", value_parser = duration::parse_finite)]
+    pub ttl: Duration,
+    /// Hold the lock at most this long.
+    #[arg(long, value_parser = duration::parse_finite)]
+    pub hold: Option<Duration>,
+}
+
+/// A session opened by another process.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    /// The session id.
+    #[arg(long, env = "RAFTLOCK_SESSION")]
+    pub session: SessionId,
+    /// The session's secret token.
+    #[arg(long, env = "RAFTLOCK_TOKEN")]
+    pub token: u64,
+}
+
+/// Arguments of `release`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The lock's name.
+    #[arg(env = "RAFTLOCK_LOCK")]
+    pub name: String,
+    /// The session holding it.
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// Also close the session (releasing every other lock it holds).
+    #[arg(long)]
+    pub close: bool,
+}
+
+/// Arguments of `append`.
+#[derive(Debug, Args)]
+pub struct AppendArgs {
+    /// The file to append to.
+    pub file: String,
+    /// The lock guarding the file.
+    #[arg(long, env = "RAFTLOCK_LOCK")]
+    pub lock: String,
+    /// The fencing token of the session's exclusive grant of the lock.
+    #[arg(long, env = "RAFTLOCK_FENCE")]
+    pub fence: Fence,
+    /// The session holding the lock.
+    #[command(flatten)]
+    pub session: SessionArgs,
+    /// The bytes to append, or `-` to read them from stdin.
+    pub data: String,
+}
+
+/// Arguments of `read`.
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The file to read.
+    pub file: String,
+    /// Where to start.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
+    /// How many bytes at most (default: to the end).
+    #[arg(long)]
+    pub len: Option<u64>,
+    /// Let any member answer from its own state, which may lag the leader.
+    #[arg(long)]
+    pub stale: bool,
+}
+
+/// Arguments of `locks`.
+#[derive(Debug, Args)]
+pub struct LocksArgs {
+    /// Only locks whose name starts with this.
+    pub prefix: Option<String>,
+    /// Let any member answer from its own state.
+    #[arg(long)]
+    pub stale: bool,
+}
+
+/// A command's failure: the message for stderr and the exit status.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        let code = match error {
+            Error::Busy | Error::WaitTimeout => EXIT_NOT_ACQUIRED,
+            Error::SessionExpired => EXIT_SESSION_LOST,
+            Error::StaleFence | Error::NotHolder | Error::Conflict => EXIT_NOT_HOLDER,
+            _ => EXIT_ERROR,
+        };
+        Failure {
+            code,
+            message: error_chain(&error),
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(error: std::io::Error) -> Self {
+        Failure {
+            code: EXIT_ERROR,
+            message: error_chain(&error),
+        }
+    }
+}
+
+/// Parses the process arguments, runs the command and returns the exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_OK
+            });
+        }
+    };
+    if let Command::Supervise(args) = &cli.command {
+        return supervisor::main(args);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RAFTLOCK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Command::Bench(args) = &cli.command {
+        return bench::main(args, &cli.servers, cli.json);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("raftlock: cannot start the runtime: {error}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("raftlock: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// Runs one parsed command; returns the exit status on success.
+async fn run(cli: Cli) -> Result<u8, Failure> {
+    let options = ClientOptions {
+        connect_timeout: cli.timeout.min(Duration::from_secs(2)),
+        request_timeout: cli.timeout.min(Duration::from_secs(5)),
+        retry_timeout: cli.timeout,
+        clock_seq: true,
+        ..ClientOptions::default()
+    };
+    let servers: Vec<String> = cli
+        .servers
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let client = Client::connect(servers.clone(), options).await?;
+    let json = cli.json;
+    match cli.command {
+        Command::Lock(args) => exec::lock(&client, &servers, args).await,
+        Command::Acquire(args) => commands::acquire(&client, args, json).await,
+        Command::Release(args) => commands::release(&client, args, json).await,
+        Command::Close(args) => commands::close(&client, args, json).await,
+        Command::Keepalive(args) => commands::keepalive(&client, args, json).await,
+        Command::Append(args) => commands::append(&client, args, json).await,
+        Command::Read(args) => commands::read(&client, args, json).await,
+        Command::Locks(args) => commands::locks(&client, args, json).await,
+        Command::Status => commands::status(&client, json).await,
+        Command::Bench(_) => unreachable!("bench is dispatched before connecting"),
+        Command::Supervise(_) => unreachable!("the supervisor is dispatched before connecting"),
+        Command::Cluster(command) => commands::cluster(&client, &servers, command, json).await,
+    }
+}
+
+pub(crate) fn mode(shared: bool) -> LockMode {
+    if shared {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    }
+}
+fn wait(span: Span) -> Wait {
+    match span {
+        Span::Forever => Wait::Forever,
+        Span::Finite(d) if d.is_zero() => Wait::TryOnce,
+        Span::Finite(d) => Wait::For(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lock_parses_command_after_double_dash() {
+        let cli = Cli::try_parse_from([
+            "raftlock",
+            "--servers",
+            "a:1,b:2",
+            "lock",
+            "demo",
+            "--shared",
+            "--wait",
+            "0",
+            "--",
+            "echo",
+            "--flag",
+        ])
+        .expect("parses");
+        assert_eq!(cli.servers, ["a:1", "b:2"]);
+        let Command::Lock(args) = cli.command else {
+            panic!("not lock: {:?}", cli.command)
+        };
+        assert_eq!(args.name, "demo");
+        assert!(args.shared);
+        assert_eq!(wait(args.wait), Wait::TryOnce);
+        assert_eq!(args.cmd, ["echo", "--flag"]);
+    }
+
+    #[test]
+    fn bad_durations_are_usage_errors() {
+        let error = Cli::try_parse_from(["raftlock", "lock", "x", "--wait", "soon", "--", "true"])
+            .expect_err("bad duration");
+        assert!(error.use_stderr());
+    }
+}
