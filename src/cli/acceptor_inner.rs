@@ -1,5 +1,0 @@
-struct AcceptorInner<E> {
-    config: Arc<TransportConfig>,
-    deliver: mpsc::Sender<E>,
-    counters: InboundCounters,
-}
