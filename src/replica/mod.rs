@@ -13,10 +13,11 @@
 //!    the ticket is the shell's name for where the answer goes. Reads and `Status` are answered
 //!    from local state (a linearizable read first confirms leadership through a read index).
 //!    Everything else needs the leader. A session request is checked against the lock space
-//!    (`SessionExpired` for an unknown session or a wrong token, or the retryable `NotReady`
-//!    while a new leader has not yet applied an entry of its own term, so it cannot tell a
-//!    session it has not applied yet from one that is gone) and converted, in one function,
-//!    into the log [`Command`] it proposes. The proposal's (index, term) is remembered with the
+//!    (`SessionExpired` for an unknown session or a wrong token; the retryable `NotReady` while
+//!    this node cannot tell a session it has not applied yet from one that is gone: a new
+//!    leader that has not applied an entry of its own term, or a session whose id, the index
+//!    of its `OpenSession`, is beyond what this node has applied) and converted, in one
+//!    function, into the log [`Command`] it proposes. The proposal's (index, term) is remembered with the
 //!    ticket.
 //! 2. **Replication and the write pipeline** (`pipeline.rs`). [`Replica::advance`] takes the
 //!    node's `Ready`: messages that depend on nothing unwritten become [`Effect::Send`]; the
@@ -57,6 +58,8 @@ mod error;
 mod pipeline;
 mod requests;
 mod shutdown;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 

@@ -4,8 +4,9 @@
 //! session. [`session_command`] is the one place that turns such a request into the log
 //! [`Command`] it proposes, so a new session request is one more arm there. Before proposing,
 //! the session is checked against the lock space: an unknown session or a wrong token is
-//! `SessionExpired`, unless this leader has not yet applied an entry of its own term, in which
-//! case it cannot tell "not applied yet" from "gone" and answers the retryable `NotReady`.
+//! `SessionExpired`, unless this node cannot tell "not applied yet" from "gone" (it leads but
+//! has not applied an entry of its own term, or the session's id is beyond its applied index),
+//! in which case it answers the retryable `NotReady`.
 
 use rand::Rng;
 
@@ -224,7 +225,7 @@ impl Replica {
                 token,
                 command,
             }) => match self.check_session(session, token) {
-                Ok(()) => self.propose(command, caller),
+                Ok(_) => self.propose(command, caller),
                 Err(refusal) => self.refuse(caller, refusal),
             },
             Err(other) => {
@@ -242,9 +243,8 @@ impl Replica {
         if !self.caught_up() {
             return self.refuse(caller, Refusal::NotReady);
         }
-        match self.lockspace.session(session) {
-            Some(info) if info.token == token => {
-                let ttl_ms = info.ttl_ms;
+        match self.check_session(session, token) {
+            Ok(ttl_ms) => {
                 self.renew_lease(session, ttl_ms);
                 let response = Response::KeptAlive {
                     id: caller.id,
@@ -252,16 +252,25 @@ impl Replica {
                 };
                 self.answer(caller, response);
             }
-            _ => self.refuse(caller, Refusal::Expired),
+            Err(refusal) => self.refuse(caller, refusal),
         }
     }
 
     /// Checks a session request against the lock space. The state machine checks again when
     /// the command applies; this spares the log requests that cannot succeed.
-    fn check_session(&self, session: SessionId, token: u64) -> Result<(), Refusal> {
+    ///
+    /// A session's id is the log index of its `OpenSession`. So an unknown session with an id
+    /// above this node's applied index may simply not be applied here yet (a leader that was
+    /// deposed without knowing it, or one that has not caught up): that is `NotReady`, never
+    /// `SessionExpired`. Only a caught-up leader that has applied past the session's creation
+    /// and does not have it can say it is gone.
+    /// Returns the session's TTL.
+    fn check_session(&self, session: SessionId, token: u64) -> Result<u64, Refusal> {
         match self.lockspace.session(session) {
-            Some(info) if info.token == token => Ok(()),
-            _ if !self.caught_up() => Err(Refusal::NotReady),
+            Some(info) if info.token == token => Ok(info.ttl_ms),
+            _ if session > self.lockspace.applied_index() || !self.caught_up() => {
+                Err(Refusal::NotReady)
+            }
             _ => Err(Refusal::Expired),
         }
     }

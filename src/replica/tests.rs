@@ -1,0 +1,200 @@
+//! The replica on a single node whose writes are durable at once: admission, answers and the
+//! two fixes (an unknown session beyond the applied log is `NotReady`; a learner that never
+//! answers is not promoted and its add gives up).
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::protocol::ErrorCode;
+use crate::raft::{Config as RaftConfig, Recovered};
+
+/// A one-node replica (`voters`: the bootstrap membership; node 1 is this one).
+fn replica(voters: &[NodeId]) -> Replica {
+    let mut raft = RaftConfig::new(1);
+    raft.bootstrap = Some(Membership {
+        voters: voters.iter().map(|&i| (i, format!("n{i}"))).collect(),
+        learners: BTreeMap::new(),
+    });
+    let config = Config {
+        id: 1,
+        peers: BTreeMap::new(),
+        tick_ms: 10,
+        election_ticks_max: raft.election_ticks_max,
+        snapshot_threshold: 1_000,
+        shutdown_timeout_ms: 1_000,
+        add_timeout_ms: 2_000,
+        limits: Limits::default(),
+        seed: 7,
+    };
+    let node = Node::new(raft, Recovered::default(), 7);
+    Replica::new(config, node, LockSpace::new(), 0)
+}
+
+/// Advances, makes every write durable at once, and returns the answers, by ticket.
+fn settle(replica: &mut Replica, now: u64) -> Vec<(Ticket, Response)> {
+    let mut answers = Vec::new();
+    loop {
+        replica.advance(now).expect("advance");
+        let effects = replica.take_effects();
+        if effects.is_empty() {
+            return answers;
+        }
+        let mut last = None;
+        for effect in effects {
+            match effect {
+                Effect::Persist { id, .. } => last = Some(id),
+                Effect::Answer {
+                    ticket, response, ..
+                } => answers.push((ticket, response)),
+                _ => {}
+            }
+        }
+        if let Some(id) = last {
+            replica.durable(now, id);
+        }
+    }
+}
+
+/// Ticks until the single node leads and has applied an entry of its term; returns the time.
+fn elect(replica: &mut Replica) -> u64 {
+    let mut now = 0;
+    while !replica.caught_up() {
+        now += 10;
+        assert!(now < 60_000, "no leader");
+        replica.handle(now, Input::Tick);
+        settle(replica, now);
+    }
+    now
+}
+
+fn request(replica: &mut Replica, now: u64, ticket: Ticket, request: Request) -> Response {
+    replica.handle(now, Input::Request { ticket, request });
+    let answers = settle(replica, now);
+    let mine: Vec<Response> = answers
+        .into_iter()
+        .filter(|(t, _)| *t == ticket)
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(mine.len(), 1, "one answer for ticket {ticket}: {mine:?}");
+    mine.into_iter().next().expect("one answer")
+}
+
+fn code(response: &Response) -> Option<ErrorCode> {
+    match response {
+        Response::Error { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_session_is_opened_kept_alive_and_its_lock_granted() {
+    let mut replica = replica(&[1]);
+    let now = elect(&mut replica);
+    let open = Request::OpenSession {
+        id: 1,
+        nonce: 9,
+        ttl_ms: 5_000,
+    };
+    let Response::SessionOpened { session, token, .. } = request(&mut replica, now, 1, open) else {
+        panic!("no session");
+    };
+    let keep = Request::KeepAlive {
+        id: 2,
+        session,
+        token,
+    };
+    assert_eq!(
+        request(&mut replica, now, 2, keep),
+        Response::KeptAlive {
+            id: 2,
+            ttl_ms: 5_000
+        }
+    );
+    let acquire = Request::Acquire {
+        id: 3,
+        session,
+        token,
+        seq: 1,
+        lock: "l".into(),
+        mode: crate::lockspace::LockMode::Exclusive,
+        wait_ms: Some(0),
+        hold_ms: None,
+    };
+    assert!(matches!(
+        request(&mut replica, now, 3, acquire),
+        Response::Granted { id: 3, .. }
+    ));
+    let wrong_token = Request::KeepAlive {
+        id: 4,
+        session,
+        token: token ^ 1,
+    };
+    let refused = request(&mut replica, now, 4, wrong_token);
+    assert_eq!(code(&refused), Some(ErrorCode::SessionExpired));
+}
+
+#[test]
+fn an_unknown_session_beyond_the_applied_log_is_not_ready_not_expired() {
+    let mut replica = replica(&[1]);
+    let now = elect(&mut replica);
+    let applied = replica.lockspace().applied_index();
+    let ahead = Request::KeepAlive {
+        id: 1,
+        session: applied + 10,
+        token: 1,
+    };
+    assert_eq!(
+        code(&request(&mut replica, now, 1, ahead)),
+        Some(ErrorCode::NotReady)
+    );
+    let gone = Request::KeepAlive {
+        id: 2,
+        session: applied,
+        token: 1,
+    };
+    assert_eq!(
+        code(&request(&mut replica, now, 2, gone)),
+        Some(ErrorCode::SessionExpired)
+    );
+}
+
+#[test]
+fn a_learner_that_never_answers_is_not_promoted_and_the_add_gives_up() {
+    let mut replica = replica(&[1]);
+    let mut now = elect(&mut replica);
+    let add = Request::AddMember {
+        id: 1,
+        node_id: 2,
+        addr: "nowhere:1".into(),
+    };
+    replica.handle(
+        now,
+        Input::Request {
+            ticket: 1,
+            request: add,
+        },
+    );
+    let mut answer = None;
+    while answer.is_none() {
+        now += 10;
+        assert!(now < 60_000, "the add never gave up");
+        replica.handle(now, Input::Tick);
+        answer = settle(&mut replica, now)
+            .into_iter()
+            .find(|(ticket, _)| *ticket == 1);
+        assert!(
+            !replica.node().membership().voters.contains_key(&2),
+            "node 2 was promoted without answering"
+        );
+    }
+    let (_, response) = answer.expect("answered");
+    assert!(now >= 2_000, "gave up before its timeout");
+    match response {
+        Response::Error { code, message, .. } => {
+            assert_eq!(code, ErrorCode::Timeout);
+            assert!(message.contains("did not answer"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(replica.node().membership().learners.contains_key(&2));
+}
