@@ -94,6 +94,7 @@ fn a_session_is_opened_kept_alive_and_its_lock_granted() {
         id: 1,
         nonce: 9,
         ttl_ms: 5_000,
+        owner: None,
     };
     let Response::SessionOpened { session, token, .. } = request(&mut replica, now, 1, open) else {
         panic!("no session");
