@@ -478,21 +478,33 @@ impl Session {
     ) -> Result<LockGuard> {
         let grant = self.acquire_grant(name, mode, wait, hold).await?;
         let limited = match hold {
+            // The acquire's send instant may lie a whole hold in the past, so a guard built
+            // from it could be born lost. Restart the hold first: its local start is then this
+            // Extend's send instant (see the `lease` docs). If that fails the guard keeps the
+            // safe, early start and reports what it implies.
+            Some(limit) if grant.queued => {
+                let start = match self.extend(name, grant.fence, limit).await {
+                    Ok(sent) => sent,
+                    Err(error) => {
+                        tracing::debug!(lock = %name, error = %super::error_chain(&error), "renewing a queued grant's hold failed");
+                        grant.sent
+                    }
+                };
+                Hold::Limited { start, limit }
+            }
             Some(limit) => Hold::Limited {
                 start: grant.sent,
                 limit,
             },
             None => Hold::Unlimited,
         };
-        let guard = LockGuard::new(self.clone(), name, mode, grant.fence, limited);
-        if let (Some(limit), true) = (hold, grant.queued) {
-            // The acquire's send instant may lie a whole hold in the past: restart the hold
-            // now, so its local start is this Extend's send instant (see the `lease` docs).
-            if let Err(error) = guard.extend(limit).await {
-                tracing::debug!(lock = %name, error = %super::error_chain(&error), "renewing a queued grant's hold failed");
-            }
-        }
-        Ok(guard)
+        Ok(LockGuard::new(
+            self.clone(),
+            name,
+            mode,
+            grant.fence,
+            limited,
+        ))
     }
 
     /// Acquires `name` and returns its fencing token, without a guard: the lock stays held
