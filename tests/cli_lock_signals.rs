@@ -3,7 +3,8 @@
 //! SIGINT/SIGTERM/SIGHUP/SIGQUIT and SIGKILL of `raftlock`), CMD is
 //! `sh -c 'sleep 300 & sleep 300; wait'`: no process of its process group is left alive, and
 //! another client is not granted the lock while any of them runs (it tries, and must fail until
-//! the group is gone; then it must succeed). A SIGSTOPped `raftlock` cannot keep CMD running
+//! the group is gone; then it must succeed). An admin revoke ends the group and `raftlock` exits
+//! 4 (the cluster frees the lock at once, so that case is not an exclusion check). A SIGSTOPped `raftlock` cannot keep CMD running
 //! past the TTL: the supervisor enforces the deadline by itself. `--extend` keeps a short hold
 //! while CMD runs. A SIGINT of a `raftlock lock` that waits in the
 //! queue removes its acquire: the next live waiter is granted when the holder releases.
@@ -400,6 +401,60 @@ fn the_hold_limit_ends_cmds_group_before_it_is_reached() {
         "CMD's group outlived the hold limit"
     );
     assert_eq!(status.code(), Some(6), "stderr: {}", locked.stderr());
+}
+
+/// Runs `raftlock ARGS` against `daemon` to completion and returns stdout, asserting success.
+fn raftlock_ok(daemon: &Daemon, args: &[&str]) -> String {
+    let out = Command::new(RAFTLOCK)
+        .args(args)
+        .env("RAFTLOCK_SERVERS", daemon.addr.to_string())
+        .output()
+        .expect("run raftlock");
+    assert!(
+        out.status.success(),
+        "raftlock {args:?}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn an_admin_revoke_ends_cmds_group() {
+    let daemon = Daemon::start(&[]);
+    let other = Other::connect(&daemon);
+    let name = "revoked";
+    let owner = "nightly job on build-7";
+    let mut locked = Locked::start(&daemon, name, &["--ttl", "10s", "--owner", owner]);
+    // `sessions` and `locks` name the holder by its owner.
+    let sessions = raftlock_ok(&daemon, &["sessions"]);
+    let row = sessions
+        .lines()
+        .find(|line| line.ends_with(owner))
+        .unwrap_or_else(|| panic!("no session of {owner:?}:\n{sessions}"));
+    let session = row
+        .split_whitespace()
+        .next()
+        .expect("session id")
+        .to_string();
+    let locks = raftlock_ok(&daemon, &["locks"]);
+    assert!(locks.contains(owner), "{locks}");
+    assert!(!other.try_lock(name), "the lock is held while CMD runs");
+
+    let sent = Instant::now();
+    raftlock_ok(&daemon, &["revoke", &session]);
+    // A revoke is an explicit end: the cluster frees the lock at once, and raftlock learns of it
+    // from its next keep-alive (within a third of the TTL), so the group ends soon after, not
+    // before the lock moves.
+    let gone = wait_group_gone(locked.pgid, DEADLINE);
+    let status = wait_exit(&mut locked.child);
+    eprintln!(
+        "timeline: revoke of raftlock's session -> group gone after {:?} (TTL 10s)",
+        gone - sent
+    );
+    // The daemon answers the revoked session's keep-alive `SessionExpired`: a lost session.
+    assert_eq!(status.code(), Some(4), "stderr: {}", locked.stderr());
+    assert!(other.try_lock(name), "the revoked session's lock is free");
 }
 
 #[test]

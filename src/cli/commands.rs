@@ -7,11 +7,12 @@ use std::time::Duration;
 use super::duration::Span;
 use super::json::Json;
 use super::output::{
-    hex, kind, lock_json, member_json, mode_name, print_table, say, shell_quote, status_json,
+    hex, kind, lock_json, member_json, mode_name, print_table, say, session_json, shell_quote,
+    status_json,
 };
 use super::{
     mode, wait, AcquireArgs, AppendArgs, ClusterCommand, Failure, LocksArgs, ReadArgs, ReleaseArgs,
-    SessionArgs, EXIT_OK,
+    RevokeArgs, SessionArgs, EXIT_OK,
 };
 use crate::client::{error_chain, Client, ClientOptions, Session, SessionCredentials};
 use crate::lockspace::Fence;
@@ -204,7 +205,7 @@ pub(super) async fn locks(client: &Client, args: LocksArgs, json: bool) -> Resul
         say("no locks held or awaited");
         return Ok(EXIT_OK);
     }
-    let rows: Vec<[String; 4]> = locks
+    let rows: Vec<[String; 5]> = locks
         .iter()
         .map(|l| {
             [
@@ -220,6 +221,11 @@ pub(super) async fn locks(client: &Client, args: LocksArgs, json: bool) -> Resul
                     .map(|w| format!("{}:{}", w.session, mode_name(w.mode)))
                     .collect::<Vec<_>>()
                     .join(" "),
+                l.holders
+                    .iter()
+                    .map(|h| h.owner.as_deref().unwrap_or("-"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
             ]
         })
         .collect();
@@ -229,9 +235,46 @@ pub(super) async fn locks(client: &Client, args: LocksArgs, json: bool) -> Resul
             "MODE",
             "HOLDERS(session:fence)",
             "WAITERS(session:mode)",
+            "HOLDER OWNERS",
         ],
         &rows,
     );
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn sessions(client: &Client, json: bool) -> Result<u8, Failure> {
+    let sessions = client.sessions().await?;
+    if json {
+        say(Json::Array(sessions.iter().map(session_json).collect()));
+        return Ok(EXIT_OK);
+    }
+    if sessions.is_empty() {
+        say("no live sessions");
+        return Ok(EXIT_OK);
+    }
+    let rows: Vec<[String; 4]> = sessions
+        .iter()
+        .map(|s| {
+            [
+                s.session.to_string(),
+                format!("{}ms", s.ttl_ms),
+                s.since_renewal_ms
+                    .map_or_else(|| "-".to_string(), |ms| format!("{ms}ms ago")),
+                s.owner.clone().unwrap_or_else(|| "-".to_string()),
+            ]
+        })
+        .collect();
+    print_table(["SESSION", "TTL", "RENEWED", "OWNER"], &rows);
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn revoke(client: &Client, args: RevokeArgs, json: bool) -> Result<u8, Failure> {
+    client.revoke_session(args.session).await?;
+    if json {
+        say(Json::object([("revoked", Json::Uint(args.session))]));
+    } else {
+        say(format!("session {} revoked", args.session));
+    }
     Ok(EXIT_OK)
 }
 

@@ -26,6 +26,7 @@ use super::{
     EXIT_SESSION_LOST,
 };
 use crate::client::{error_chain, Client, LeaseState, LockGuard, LostReason, Session};
+use crate::protocol::MAX_OWNER_LEN;
 
 /// How often `raftlock` checks whether the supervisor has exited.
 const POLL: Duration = Duration::from_millis(20);
@@ -213,6 +214,42 @@ fn spawn_supervisor(launch: &Launch<'_>) -> io::Result<(Child, Control)> {
     Ok((child, Control { fd: ours }))
 }
 
+/// The default `--owner`: `user@host pid N: CMD`, cut to the protocol's bound.
+pub(super) fn default_owner(cmd: &[OsString]) -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            // SAFETY: getuid has no preconditions.
+            format!("uid{}", unsafe { libc::getuid() })
+        });
+    let mut host = [0u8; 256];
+    // SAFETY: gethostname writes at most host.len() bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) };
+    let host = if rc == 0 {
+        let end = host.iter().position(|&b| b == 0).unwrap_or(host.len());
+        String::from_utf8_lossy(&host[..end]).into_owned()
+    } else {
+        "localhost".to_string()
+    };
+    let command: Vec<String> = cmd
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let mut owner = format!(
+        "{user}@{host} pid {}: {}",
+        std::process::id(),
+        command.join(" ")
+    );
+    if owner.len() > MAX_OWNER_LEN {
+        let mut end = MAX_OWNER_LEN;
+        while !owner.is_char_boundary(end) {
+            end -= 1;
+        }
+        owner.truncate(end);
+    }
+    owner
+}
+
 /// Runs `raftlock lock`.
 pub(super) async fn lock(
     client: &Client,
@@ -222,12 +259,15 @@ pub(super) async fn lock(
     let mut signals = Signals::new()?;
     let not_acquired = args.conflict_exit_code.unwrap_or(EXIT_NOT_ACQUIRED);
 
-    // Every signal while the lock is not yet held ends raftlock; the queued acquire (if any)
-    // goes with the session, which is closed first.
+    // Every signal while the lock is not yet held ends raftlock, after cancelling the queued
+    // acquire (if any) and closing the session.
     let session = tokio::select! {
         biased;
         signal = signals.recv() => return Ok(signal_status(signal)),
-        session = client.open_session(args.ttl) => session?,
+        session = client.open_session_as(
+            args.ttl,
+            Some(args.owner.clone().unwrap_or_else(|| default_owner(&args.cmd))),
+        ) => session?,
     };
     let mut acquire =
         Box::pin(session.lock_with_hold(&args.name, mode(args.shared), wait(args.wait), args.hold));
@@ -458,5 +498,17 @@ mod tests {
         let raw = monotonic_at(at);
         assert!(raw <= monotonic_ns() + 1_000_000_000);
         assert!(raw >= before + 500_000_000);
+    }
+
+    #[test]
+    fn the_default_owner_names_user_host_pid_and_command() {
+        let owner = default_owner(&["make".into(), "-j4".into()]);
+        assert!(owner.contains('@'), "{owner}");
+        assert!(
+            owner.ends_with(&format!("pid {}: make -j4", std::process::id())),
+            "{owner}"
+        );
+        let long = default_owner(&["x".repeat(1000).into()]);
+        assert!(long.len() <= MAX_OWNER_LEN);
     }
 }

@@ -41,8 +41,8 @@ pub const EXIT_SESSION_LOST: u8 = 4;
 pub const EXIT_NOT_HOLDER: u8 = 5;
 /// Exit status of `lock`: the grant's hold limit came while CMD ran; CMD's group was ended first.
 pub const EXIT_HOLD_LIMIT: u8 = 6;
-/// Exit status of `lock`: the grant or the session was revoked while CMD ran; CMD's group was
-/// ended.
+/// Exit status of `lock`: the cluster ended the grant (revoked) while CMD ran; CMD's group was
+/// ended. (A revoked session reads as lost: [`EXIT_SESSION_LOST`].)
 pub const EXIT_REVOKED: u8 = 7;
 /// Exit status of `lock` when CMD could not be started.
 pub const EXIT_CANNOT_RUN: u8 = 127;
@@ -56,7 +56,7 @@ Exit status:
   4    session expired or lost (`lock`: CMD's process group was ended before the lease ran out)
   5    not the holder: stale fence, lock not held by the session, or conflicting mode
   6    `lock`: the hold limit (--hold) was reached; CMD's process group was ended before it
-  7    `lock`: the grant or the session was revoked; CMD's process group was ended
+  7    `lock`: the cluster ended the grant (revoked); CMD's process group was ended
   126  `lock`: CMD is not executable
   127  `lock`: CMD was not found
   128+N  `lock`: raftlock received signal N (INT, TERM, HUP, QUIT): passed on to CMD's group,
@@ -108,8 +108,9 @@ process that enforces the lease by its own clock, even if raftlock is stopped or
 D is the local lease deadline: the send time of the last confirmed keep-alive + TTL, less
 TTL/20 + 25ms for clock drift, or the end of the --hold limit if that is earlier. K is
 --kill-after, capped at TTL/4.
-  - jeopardy (no keep-alive confirmed for TTL/2), session lost, or lock revoked:
-    SIGTERM to the group at once, SIGKILL K later; raftlock exits 4 (7 if revoked);
+  - jeopardy (no keep-alive confirmed for TTL/2), session lost (or revoked), or grant
+    revoked: SIGTERM to the group at once, SIGKILL K later; raftlock exits 4 (7 for a
+    revoked grant);
   - in any case, SIGTERM at D - K - 100ms and SIGKILL at D - 100ms (a --hold limit
     reached this way exits 6; --extend renews the hold every third of it, moving D);
   - SIGINT, SIGTERM, SIGHUP or SIGQUIT to raftlock: passed on to the group, SIGKILL K
@@ -161,6 +162,18 @@ Example:
     /// List held and awaited locks with their holders and queues.
     #[command(after_help = "Example:\n  raftlock locks build-")]
     Locks(LocksArgs),
+    /// List live sessions (from the leader): owner, TTL and time since the last renewal.
+    #[command(after_help = "Example:\n  raftlock sessions")]
+    Sessions,
+    /// End a session by id, as its expiry would (an administrative operation).
+    #[command(after_help = "\
+Its locks are released and its waiters dropped at once (the lock may move before the holder
+hears of it); a `raftlock lock` of that session ends its command when its next keep-alive is
+refused (within a third of its TTL) and exits 4. Exits 4 if no such session lives.
+
+Example:
+  raftlock revoke 12")]
+    Revoke(RevokeArgs),
     /// Show the node's status: role, term, leader, commit/applied indexes, members.
     #[command(after_help = "Example:\n  raftlock --servers 10.0.0.1:7400 status")]
     Status,
@@ -237,12 +250,23 @@ pub struct LockArgs {
     /// Time between SIGTERM and SIGKILL when CMD's group is ended (capped at TTL/4).
     #[arg(long, default_value = "2s", value_parser = duration::parse_finite)]
     pub kill_after: Duration,
+    /// Who holds the lock, shown by `raftlock locks` and `raftlock sessions` (default:
+    /// user@host, raftlock's pid and CMD).
+    #[arg(long)]
+    pub owner: Option<String>,
     /// Exit with this status instead of 3 when the lock is not acquired (like flock -E).
     #[arg(long, value_name = "N")]
     pub conflict_exit_code: Option<u8>,
     /// The command to run, and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub cmd: Vec<OsString>,
+}
+
+/// Arguments of `revoke`.
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The session's id (see `raftlock sessions` or `raftlock locks`).
+    pub session: SessionId,
 }
 
 /// Arguments of `acquire`.
@@ -435,6 +459,8 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Append(args) => commands::append(&client, args, json).await,
         Command::Read(args) => commands::read(&client, args, json).await,
         Command::Locks(args) => commands::locks(&client, args, json).await,
+        Command::Sessions => commands::sessions(&client, json).await,
+        Command::Revoke(args) => commands::revoke(&client, args, json).await,
         Command::Status => commands::status(&client, json).await,
         Command::Bench(_) => unreachable!("bench is dispatched before connecting"),
         Command::Supervise(_) => unreachable!("the supervisor is dispatched before connecting"),

@@ -2,7 +2,7 @@
 
 use super::json::Json;
 use crate::lockspace::LockMode;
-use crate::protocol::{LockState, MemberStatus, StatusInfo};
+use crate::protocol::{LockState, MemberStatus, SessionSummary, StatusInfo};
 
 /// Prints one line (JSON or text) on stdout.
 pub(super) fn say(text: impl std::fmt::Display) {
@@ -78,6 +78,7 @@ pub(super) fn lock_json(lock: &LockState) -> Json {
                         Json::object([
                             ("session", Json::Uint(h.session)),
                             ("fence", Json::Uint(h.fence)),
+                            ("owner", Json::opt_str(h.owner.clone())),
                         ])
                     })
                     .collect(),
@@ -93,11 +94,22 @@ pub(super) fn lock_json(lock: &LockState) -> Json {
                             ("session", Json::Uint(w.session)),
                             ("seq", Json::Uint(w.seq)),
                             ("mode", Json::str(mode_name(w.mode))),
+                            ("owner", Json::opt_str(w.owner.clone())),
                         ])
                     })
                     .collect(),
             ),
         ),
+    ])
+}
+
+/// `raftlock sessions --json`: one live session.
+pub(super) fn session_json(session: &SessionSummary) -> Json {
+    Json::object([
+        ("session", Json::Uint(session.session)),
+        ("owner", Json::opt_str(session.owner.clone())),
+        ("ttl_ms", Json::Uint(session.ttl_ms)),
+        ("since_renewal_ms", Json::opt_uint(session.since_renewal_ms)),
     ])
 }
 
