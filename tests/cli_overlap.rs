@@ -255,10 +255,13 @@ fn no_two_commands_ever_run_at_once_under_pauses() {
             latest = Some(run);
         }
     }
+    // Not vacuous: commands ran (killed ones count: they are what the check is about), some
+    // to completion.
     let completed = statuses.get("exit 0").copied().unwrap_or(0);
     assert!(
-        completed >= 5,
-        "seed {seed}: only {completed} commands ran to completion; the check saw too little: {statuses:?}"
+        runs.len() as u64 >= secs / 15 && completed >= 1,
+        "seed {seed}: {} commands started, {completed} ran to completion; the check saw too little: {statuses:?}",
+        runs.len()
     );
     assert!(
         faults.values().sum::<u32>() >= 3,
