@@ -10,6 +10,9 @@
 //! - [`lockspace`]: the replicated state machine: sessions, locks with FIFO queues, fencing
 //!   tokens, lock-guarded files and the exactly-once table. Also pure.
 //! - [`storage`]: the durable log: checksummed segments, hard state, snapshots, recovery.
+//! - [`replica`]: every decision of a node (admission, the write pipeline, apply and answers,
+//!   deadlines, membership, shutdown) as a pure state machine around the Raft node and the lock
+//!   space; the daemon and the simulation both run it.
 //! - [`server`]: the daemon. One driver task owns the Raft node and the lock space; a writer
 //!   thread does group-committed fsyncs; connections, the ticker and the peer transport talk to
 //!   the driver through bounded channels.
@@ -21,6 +24,7 @@ pub mod client;
 pub mod lockspace;
 pub mod protocol;
 pub mod raft;
+pub mod replica;
 pub mod server;
 pub mod storage;
 

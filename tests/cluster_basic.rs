@@ -91,7 +91,8 @@ async fn a_peer_frame_on_a_client_connection_is_refused() {
             to: target,
             term: 1_000_000,
             message: Message::TimeoutNow,
-        },
+        }
+        .into(),
     };
     let body = rmp_serde::to_vec_named(&raft).expect("encode");
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();

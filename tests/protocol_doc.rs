@@ -6,9 +6,9 @@ use bytes::BytesMut;
 use raftlock::lockspace::LockMode;
 use raftlock::protocol::{
     mac, ClientCodec, ErrorCode, PeerCodec, PeerMessage, Request, Response, Role, ServerCodec,
-    Side, PEER_MAX_FRAME, PEER_TYPES, REQUEST_TYPES, RESPONSE_TYPES, VERSION,
+    Side, WireEntry, WireEntryData, WireEnvelope, WireMessage, PEER_MAX_FRAME, PEER_TYPES,
+    REQUEST_TYPES, RESPONSE_TYPES, VERSION,
 };
-use raftlock::raft::{Entry, EntryData, Envelope, Message as RaftMessage};
 use tokio_util::codec::{Decoder, Encoder};
 
 const DOC: &str = include_str!("../protocol.md");
@@ -280,8 +280,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
             BadRequest | UnknownType | FrameTooLarge | HandshakeRequired | HandshakeTimeout
             | UnsupportedVersion | TooManyConnections | TooManyRequests | NotLeader
             | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | NotWaiting
-            | StaleFence | SequenceTooOld | NotFound | Timeout | ShuttingDown | Internal
-            | WrongCluster | Unauthorized => {}
+            | StaleFence | SequenceTooOld | NotFound | Timeout | ShuttingDown | NotReady
+            | Internal | WrongCluster | Unauthorized => {}
         }
     }
     let all = vec![
@@ -305,6 +305,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
         NotFound,
         Timeout,
         ShuttingDown,
+        NotReady,
         Internal,
         WrongCluster,
         Unauthorized,
@@ -430,11 +431,11 @@ fn peer_examples() -> Vec<(&'static str, PeerMessage)> {
         (
             "Raft (Heartbeat)",
             PeerMessage::Raft {
-                envelope: Envelope {
+                envelope: WireEnvelope {
                     from: 2,
                     to: 1,
                     term: 5,
-                    message: RaftMessage::Heartbeat {
+                    message: WireMessage::Heartbeat {
                         commit: 7,
                         read_seq: 3,
                     },
@@ -444,17 +445,17 @@ fn peer_examples() -> Vec<(&'static str, PeerMessage)> {
         (
             "Raft (Append)",
             PeerMessage::Raft {
-                envelope: Envelope {
+                envelope: WireEnvelope {
                     from: 2,
                     to: 1,
                     term: 5,
-                    message: RaftMessage::Append {
+                    message: WireMessage::Append {
                         prev_index: 7,
                         prev_term: 5,
-                        entries: vec![Entry {
+                        entries: vec![WireEntry {
                             index: 8,
                             term: 5,
-                            data: EntryData::Command(vec![0x81, 0xa1, 0x78, 0x01]),
+                            data: WireEntryData::Command(vec![0x81, 0xa1, 0x78, 0x01]),
                         }],
                         commit: 7,
                     },

@@ -1,7 +1,7 @@
 //! The peer transport over real loopback sockets, in process: envelopes flow between nodes both
 //! ways, a restarted peer is redialed, the handshake refuses a wrong cluster id or key (and
-//! accepts the right key), forged envelopes are dropped, and a slow receiver stalls only its
-//! own connection. Every wait is bounded by a deadline; nothing sleeps to synchronize.
+//! accepts the right key), a node that admits no peers refuses every dialer, forged envelopes
+//! are dropped, and a slow receiver stalls only its own connection. Every wait is bounded by a deadline; nothing sleeps to synchronize.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,7 +13,7 @@ use raftlock::protocol::{
     PEER_NONCE_LEN, VERSION,
 };
 use raftlock::raft::{Envelope, Message, NodeId, Snapshot};
-use raftlock::server::transport::{ClusterKey, PeerAcceptor, Transport, TransportConfig};
+use raftlock::server::peer::{ClusterKey, PeerAcceptor, Transport, TransportConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -29,8 +29,11 @@ fn key(secret: &str) -> ClusterKey {
     ClusterKey::new(secret.as_bytes().to_vec()).expect("test keys are long enough")
 }
 
+/// A node's transport configuration; without a key it accepts unauthenticated peers on
+/// purpose (`insecure_peers`), as the daemon does with `--insecure-peers`.
 fn config(id: NodeId, cluster: &str, key: Option<ClusterKey>) -> TransportConfig {
     let mut config = TransportConfig::new(id, cluster);
+    config.insecure_peers = key.is_none();
     config.key = key;
     config.connect_timeout = Duration::from_secs(1);
     config.handshake_timeout = Duration::from_secs(1);
@@ -484,7 +487,11 @@ async fn an_envelope_with_a_forged_from_is_dropped() {
         heartbeat(3, 2, 2), // addressed to another node
         heartbeat(3, 1, 3), // genuine
     ] {
-        raw.send(PeerMessage::Raft { envelope }).await.unwrap();
+        raw.send(PeerMessage::Raft {
+            envelope: envelope.into(),
+        })
+        .await
+        .unwrap();
     }
     let got = nodes[0].recv().await;
     assert_eq!((got.from, got.to, mark(&got)), (3, 1, 3));
@@ -495,7 +502,7 @@ async fn an_envelope_with_a_forged_from_is_dropped() {
     // A handshake frame after the handshake is dropped too; the connection stays usable.
     raw.send(PeerMessage::PeerAuth { mac: None }).await.unwrap();
     raw.send(PeerMessage::Raft {
-        envelope: heartbeat(3, 1, 4),
+        envelope: heartbeat(3, 1, 4).into(),
     })
     .await
     .unwrap();
@@ -605,7 +612,7 @@ async fn set_peers_adds_and_removes_peers() {
 /// `HandshakeTimeout`; a non-peer first frame is refused.
 #[tokio::test]
 async fn a_stalled_or_foreign_handshake_is_refused() {
-    let nodes = cluster(vec![config(1, CLUSTER, None)]).await;
+    let nodes = cluster(vec![config(1, CLUSTER, None), config(2, CLUSTER, None)]).await;
     let started = Instant::now();
     let mut raw = raw_dial(nodes[0].addr).await;
     expect_refusal(&mut raw, ErrorCode::HandshakeTimeout).await;
@@ -627,6 +634,65 @@ async fn a_stalled_or_foreign_handshake_is_refused() {
         other => panic!("expected a BadRequest error, got {other:?}"),
     }
     assert_eq!(nodes[0].transport.stats().inbound.refused, 2);
+}
+
+/// A node with no peer (standalone) refuses every dialer at once with `BadRequest`, before
+/// reading its `PeerHello`; a node with peers but neither a key nor `insecure_peers` refuses
+/// with `Unauthorized`. Nothing reaches either driver, and the refusal leaves the connection
+/// closed.
+#[tokio::test]
+async fn a_node_that_admits_no_peers_refuses_every_dialer() {
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut standalone = TestNode::start(config(1, CLUSTER, None), l1, BTreeMap::new(), 16);
+    let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut unkeyed_config = config(2, CLUSTER, None);
+    unkeyed_config.insecure_peers = false;
+    let peers = BTreeMap::from([(3, "127.0.0.1:1".to_string())]);
+    let mut unkeyed = TestNode::start(unkeyed_config, l2, peers, 16);
+
+    for (node, code) in [
+        (&mut standalone, ErrorCode::BadRequest),
+        (&mut unkeyed, ErrorCode::Unauthorized),
+    ] {
+        // Refused without a PeerHello at all...
+        let mut raw = raw_dial(node.addr).await;
+        expect_refusal(&mut raw, code).await;
+        // ...and with a well-formed one followed by a Raft frame.
+        let mut raw = raw_dial(node.addr).await;
+        raw.send(PeerMessage::PeerHello {
+            cluster_id: CLUSTER.into(),
+            node_id: 3,
+            nonce: None,
+        })
+        .await
+        .unwrap();
+        let _ = raw
+            .send(PeerMessage::Raft {
+                envelope: heartbeat(3, node.id, 1).into(),
+            })
+            .await;
+        expect_refusal(&mut raw, code).await;
+        let inbound = node.transport.stats().inbound;
+        assert_eq!((inbound.refused, inbound.accepted), (2, 0), "{inbound:?}");
+        assert!(node.inbox.try_recv().is_err(), "nothing was delivered");
+    }
+
+    // Once the standalone node gets a peer, the same dialer is admitted.
+    standalone
+        .transport
+        .set_peers(BTreeMap::from([(3, "127.0.0.1:1".to_string())]));
+    let mut raw = raw_dial(standalone.addr).await;
+    raw.send(PeerMessage::PeerHello {
+        cluster_id: CLUSTER.into(),
+        node_id: 3,
+        nonce: None,
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        raw_next(&mut raw).await,
+        Some(PeerMessage::PeerWelcome { node_id: 1, .. })
+    ));
 }
 
 /// Invalid configurations and keys are refused up front.

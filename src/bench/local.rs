@@ -97,6 +97,12 @@ impl LocalCluster {
             free_addrs(n)?.into_iter().map(Some).collect()
         };
         let cluster_id = format!("bench-{}-{nanos}", std::process::id());
+        // Nodes of a multi-node cluster refuse to start without a key: make one for this run.
+        let key = cluster.root.join("cluster.key");
+        if n > 1 {
+            crate::server::peer::ClusterKey::create_file(&key)
+                .map_err(|e| BenchError::Local(crate::error_chain(&e)))?;
+        }
         for i in 0..n {
             let id = i as u64 + 1;
             let data = cluster.root.join(format!("node{id}"));
@@ -116,6 +122,8 @@ impl LocalCluster {
                 args.push("--bootstrap".into());
                 args.push("--cluster-id".into());
                 args.push(cluster_id.clone().into());
+                args.push("--cluster-key-file".into());
+                args.push(key.clone().into_os_string());
                 for (j, addr) in addrs.iter().enumerate() {
                     if let (true, Some(addr)) = (j != i, addr) {
                         args.push("--peer".into());

@@ -82,7 +82,8 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| error_chain(&e))
 }
 
-/// `raftlockd dev-cluster`: N nodes of this binary on consecutive local ports, stopped together.
+/// `raftlockd dev-cluster`: N nodes of this binary on consecutive local ports, sharing a
+/// generated cluster key, stopped together.
 async fn dev_cluster(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
     use std::process::Stdio;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
@@ -101,6 +102,8 @@ async fn dev_cluster(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
         peers.push(format!("{n}={}", addr(n)?));
     }
     let peers = peers.join(",");
+    let key = dev_cluster_key(&dev.data_dir)?;
+    println!("cluster key: {}", key.display());
     let mut children = Vec::new();
     for n in 1..=dev.nodes {
         let dir = dev.data_dir.join(format!("node{n}"));
@@ -116,6 +119,8 @@ async fn dev_cluster(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
             .arg("--bootstrap")
             .arg("--cluster-id")
             .arg(&args.cluster_id)
+            .arg("--cluster-key-file")
+            .arg(&key)
             .arg("--log-level")
             .arg(&args.log_level)
             .env_remove("RAFTLOCKD_PEERS")
@@ -124,6 +129,8 @@ async fn dev_cluster(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
             .env_remove("RAFTLOCKD_ADVERTISE")
             .env_remove("RAFTLOCKD_LISTEN")
             .env_remove("RAFTLOCKD_DATA_DIR")
+            .env_remove("RAFTLOCKD_CLUSTER_KEY_FILE")
+            .env_remove("RAFTLOCKD_INSECURE_PEERS")
             .env_remove("NOTIFY_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -177,6 +184,21 @@ async fn dev_cluster(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
         }
     }
     outcome
+}
+
+/// The dev cluster's key file, `DIR/cluster.key`: created with a fresh random key (mode 0600)
+/// on the first run, reused afterwards so that the nodes' data directories and the key agree.
+fn dev_cluster_key(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    use raftlock::server::peer::ClusterKey;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join("cluster.key");
+    let made = if path.exists() {
+        ClusterKey::from_file(&path)
+    } else {
+        ClusterKey::create_file(&path)
+    };
+    made.map_err(|e| error_chain(&e))?;
+    Ok(path)
 }
 
 /// Binds with address reuse (a restarted daemon gets its port back at once) and a deep backlog.

@@ -68,6 +68,10 @@ use crate::protocol::{
     ErrorCode, LockState, MemberStatus, Request, Response, SessionSummary, StatusInfo,
 };
 
+/// How long one `AddMember` attempt may wait for its answer: a little longer than the leader
+/// waits for the new node to answer and catch up before it gives up (10 s).
+const ADD_PATIENCE: Duration = Duration::from_secs(15);
+
 /// Timeouts and retry policy of a [`Client`].
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -109,6 +113,8 @@ enum Patience {
     /// An acquire: the request timeout until the first answer; after `Queued`, until `until`
     /// (`None`: forever).
     Queue { until: Option<Instant> },
+    /// A request the server may take this long to answer (at least the request timeout).
+    Long(Duration),
 }
 
 /// Where the client sends requests next.
@@ -149,7 +155,8 @@ enum Failure {
     NoLeader(String),
     TimedOut,
     Lost(String),
-    Busy(ErrorCode),
+    /// A retryable error answer, with the server's message.
+    Busy(ErrorCode, String),
 }
 
 impl Failure {
@@ -160,8 +167,8 @@ impl Failure {
             Failure::NoLeader(addr) => Error::NoServerAvailable {
                 last: format!("no leader known to {addr}"),
             },
-            Failure::Busy(code) => Error::NoServerAvailable {
-                last: format!("server kept answering {code:?}"),
+            Failure::Busy(code, message) => Error::NoServerAvailable {
+                last: format!("server kept answering {code:?}: {message}"),
             },
         }
     }
@@ -383,7 +390,8 @@ impl Client {
                     node_id,
                     addr: addr.to_string(),
                 },
-                Patience::Normal,
+                // The leader answers once the node has caught up, or after its add timeout.
+                Patience::Long(ADD_PATIENCE),
             )
             .await?;
         match response {
@@ -534,6 +542,9 @@ impl Client {
             loop {
                 let limit = match patience {
                     Patience::Queue { until } if queued => until,
+                    Patience::Long(wait) => {
+                        Some(Instant::now() + wait.max(self.inner.options.request_timeout))
+                    }
                     _ => Some(Instant::now() + self.inner.options.request_timeout),
                 };
                 let answer: Option<Reply> = match limit {
@@ -588,8 +599,11 @@ impl Client {
                             last = Some(Failure::Lost(format!("{} is shutting down", conn.addr)));
                             break;
                         }
-                        ErrorCode::Timeout | ErrorCode::TooManyRequests | ErrorCode::Internal => {
-                            last = Some(Failure::Busy(code));
+                        ErrorCode::Timeout
+                        | ErrorCode::TooManyRequests
+                        | ErrorCode::Internal
+                        | ErrorCode::NotReady => {
+                            last = Some(Failure::Busy(code, message));
                             break;
                         }
                         _ => return Err(Error::from_code(code, message)),

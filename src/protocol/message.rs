@@ -366,6 +366,9 @@ pub enum ErrorCode {
     Timeout,
     /// The node is shutting down; retry elsewhere.
     ShuttingDown,
+    /// A new leader has not yet applied its log up to its own term, so it cannot answer for a
+    /// session yet; retry shortly (same request).
+    NotReady,
     /// An unexpected server-side failure.
     Internal,
     /// Peer connections only: the two nodes state different cluster ids. The connection is

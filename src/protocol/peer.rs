@@ -23,6 +23,14 @@
 //! ([`Side`]), so a MAC one node computes as acceptor can never be replayed as a dialer's
 //! answer. Any failure is an [`PeerMessage::Error`] frame (when the other side can be told),
 //! then the connection is closed. `protocol.md` §16 is the contract.
+//!
+//! The Raft messages in `Raft` frames are this module's own types ([`WireEnvelope`] and what
+//! it holds), not the Raft core's: the core can rename a field or add a variant without the
+//! bytes on the wire changing by accident. The daemon converts between the two at the transport
+//! (`server::peer`), with matches that name every variant, so a new core message fails to
+//! compile until the wire says how it travels; the tests below pin the bytes of each one.
+
+use std::collections::BTreeMap;
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -30,7 +38,9 @@ use sha2::Sha256;
 
 use super::codec::{Message, MsgPackCodec};
 use super::message::ErrorCode;
-use crate::raft::{Envelope, NodeId};
+
+/// A node id on the wire: a non-zero uint chosen by the operator.
+type NodeId = u64;
 
 /// Length in bytes of a handshake nonce (a fresh random challenge).
 pub const PEER_NONCE_LEN: usize = 32;
@@ -89,7 +99,7 @@ pub enum PeerMessage {
     /// id and `envelope.to` the acceptor's id, or the acceptor drops it.
     Raft {
         /// The Raft message.
-        envelope: Envelope,
+        envelope: WireEnvelope,
     },
     /// Either side: the handshake was refused (or the connection is otherwise unusable); the
     /// sender closes the connection after it. Same shape as the client `Error` with id 0, so a
@@ -100,6 +110,148 @@ pub enum PeerMessage {
         /// Human-readable detail, for logs.
         message: String,
     },
+}
+
+/// One Raft message in a `Raft` frame (protocol.md §16.4): `{from, to, term, message}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEnvelope {
+    /// The sender's node id.
+    pub from: NodeId,
+    /// The receiver's node id.
+    pub to: NodeId,
+    /// The sender's term (for `PreVote`, the term it would campaign in).
+    pub term: u64,
+    /// What is said.
+    pub message: WireMessage,
+}
+
+/// The Raft message kinds, as an externally tagged enum: `"TimeoutNow"`, or a map with one key,
+/// the kind, whose value is the map of its fields. Indexes and terms are uint; index 0 means
+/// "before the first entry". The meaning of each is the Raft core's (`raft::Message`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireMessage {
+    /// Would you vote for me in the envelope's term? (Changes no state.)
+    PreVote {
+        /// The index of the candidate's last entry.
+        last_index: u64,
+        /// The term of the candidate's last entry.
+        last_term: u64,
+    },
+    /// Answer to a `PreVote`.
+    PreVoteResponse {
+        /// True if the receiver would vote.
+        granted: bool,
+    },
+    /// RequestVote in the envelope's term.
+    Vote {
+        /// The index of the candidate's last entry.
+        last_index: u64,
+        /// The term of the candidate's last entry.
+        last_term: u64,
+        /// Set after a `TimeoutNow` (leadership transfer).
+        transfer: bool,
+    },
+    /// Answer to a `Vote`, sent once the vote is durable.
+    VoteResponse {
+        /// True if the receiver voted for the candidate.
+        granted: bool,
+    },
+    /// AppendEntries.
+    Append {
+        /// The index of the entry just before `entries`.
+        prev_index: u64,
+        /// The term of that entry.
+        prev_term: u64,
+        /// Entries contiguous from `prev_index + 1` (empty for a commit update).
+        entries: Vec<WireEntry>,
+        /// The leader's commit index.
+        commit: u64,
+    },
+    /// The follower's log matches the leader's up to `index` (durable).
+    AppendResponse {
+        /// The highest index known to match.
+        index: u64,
+    },
+    /// Log mismatch at `rejected`, with a back-off hint.
+    AppendReject {
+        /// The `prev_index` of the rejected `Append`.
+        rejected: u64,
+        /// The first index the leader should consider.
+        conflict_index: u64,
+        /// The follower's term at `rejected`, nil if its log is shorter.
+        conflict_term: Option<u64>,
+    },
+    /// Leadership assertion with a safe commit index and the read round.
+    Heartbeat {
+        /// The leader's commit index, capped at what the follower holds.
+        commit: u64,
+        /// The leader's latest read-index round.
+        read_seq: u64,
+    },
+    /// Confirms the read round `read_seq`.
+    HeartbeatResponse {
+        /// The round answered.
+        read_seq: u64,
+    },
+    /// The leader's snapshot, data included.
+    InstallSnapshot {
+        /// The snapshot.
+        snapshot: WireSnapshot,
+    },
+    /// Campaign at once (leadership transfer).
+    TimeoutNow,
+}
+
+/// A log entry: `{index, term, data}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEntry {
+    /// Its position in the log.
+    pub index: u64,
+    /// The term of the leader that created it.
+    pub term: u64,
+    /// What it carries.
+    pub data: WireEntryData,
+}
+
+/// What a log entry carries: `"Noop"`, `{"Command": bin}` or `{"Config": membership}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireEntryData {
+    /// A new leader's first entry of its term; applies nothing.
+    Noop,
+    /// A MessagePack-encoded lock command, opaque to Raft.
+    Command(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A membership change.
+    Config(WireMembership),
+}
+
+/// A membership: `{voters: {id: addr}, learners: {id: addr}}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireMembership {
+    /// Members that vote, by node id, with their addresses.
+    pub voters: BTreeMap<NodeId, String>,
+    /// Members that replicate without voting, by node id, with their addresses.
+    pub learners: BTreeMap<NodeId, String>,
+}
+
+/// A snapshot: `{meta: {index, term, membership}, data: bin}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireSnapshot {
+    /// What it covers.
+    pub meta: WireSnapshotMeta,
+    /// The serialized lock space.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// The log prefix a snapshot replaces: `{index, term, membership}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireSnapshotMeta {
+    /// The index of the last entry it includes.
+    pub index: u64,
+    /// The term of that entry.
+    pub term: u64,
+    /// The membership in force at `index`.
+    pub membership: WireMembership,
 }
 
 /// Every `type` of a [`PeerMessage`], in declaration order.
@@ -222,7 +374,6 @@ mod opt_bytes {
 mod tests {
     use super::*;
     use crate::protocol::{decode_body, FrameError};
-    use crate::raft::{Entry, EntryData, Message as RaftMessage, Snapshot};
     use bytes::BytesMut;
     use tokio_util::codec::{Decoder, Encoder};
 
@@ -247,23 +398,23 @@ mod tests {
             PeerMessage::PeerAuth { mac: None },
             PeerMessage::PeerAccepted {},
             PeerMessage::Raft {
-                envelope: Envelope {
+                envelope: WireEnvelope {
                     from: 2,
                     to: 1,
                     term: 5,
-                    message: RaftMessage::Append {
+                    message: WireMessage::Append {
                         prev_index: 3,
                         prev_term: 4,
                         entries: vec![
-                            Entry {
+                            WireEntry {
                                 index: 4,
                                 term: 5,
-                                data: EntryData::Command(vec![0, 1, 255]),
+                                data: WireEntryData::Command(vec![0, 1, 255]),
                             },
-                            Entry {
+                            WireEntry {
                                 index: 5,
                                 term: 5,
-                                data: EntryData::Noop,
+                                data: WireEntryData::Noop,
                             },
                         ],
                         commit: 3,
@@ -271,24 +422,24 @@ mod tests {
                 },
             },
             PeerMessage::Raft {
-                envelope: Envelope {
+                envelope: WireEnvelope {
                     from: 1,
                     to: 3,
                     term: 9,
-                    message: RaftMessage::InstallSnapshot {
-                        snapshot: Snapshot {
+                    message: WireMessage::InstallSnapshot {
+                        snapshot: WireSnapshot {
                             data: (0..=255).collect(),
-                            ..Snapshot::default()
+                            ..WireSnapshot::default()
                         },
                     },
                 },
             },
             PeerMessage::Raft {
-                envelope: Envelope {
+                envelope: WireEnvelope {
                     from: 1,
                     to: 3,
                     term: 9,
-                    message: RaftMessage::TimeoutNow,
+                    message: WireMessage::TimeoutNow,
                 },
             },
             PeerMessage::error(ErrorCode::WrongCluster, "cluster id mismatch"),
@@ -304,6 +455,137 @@ mod tests {
             assert_eq!(codec.decode(&mut buf).unwrap(), Some(Ok(message.clone())));
             assert!(buf.is_empty());
             assert!(PEER_TYPES.contains(&message.type_name()));
+        }
+    }
+
+    /// The bytes of one `Raft` frame body of every message kind, pinned: a change to the wire
+    /// types (or to anything they are converted from) that would alter what other nodes read
+    /// fails here. Each body is `{type: "Raft", envelope: {from: 1, to: 2, term: 4, message}}`;
+    /// the table gives `message` and its encoding.
+    #[test]
+    fn raft_frame_bytes_are_pinned() {
+        const ENVELOPE: &str = "82a474797065a452616674a8656e76656c6f706584a466726f6d01a2746f02\
+                                a47465726d04a76d657373616765";
+        let membership = WireMembership {
+            voters: [(1, "a:1".to_string()), (2, "b:2".to_string())].into(),
+            learners: [(3, "c:3".to_string())].into(),
+        };
+        let cases = [
+            (
+                WireMessage::PreVote {
+                    last_index: 7,
+                    last_term: 3,
+                },
+                "81a7507265566f746582aa6c6173745f696e64657807a96c6173745f7465726d03",
+            ),
+            (
+                WireMessage::PreVoteResponse { granted: true },
+                "81af507265566f7465526573706f6e736581a76772616e746564c3",
+            ),
+            (
+                WireMessage::Vote {
+                    last_index: 7,
+                    last_term: 3,
+                    transfer: true,
+                },
+                "81a4566f746583aa6c6173745f696e64657807a96c6173745f7465726d03a87472616e73666572c3",
+            ),
+            (
+                WireMessage::VoteResponse { granted: false },
+                "81ac566f7465526573706f6e736581a76772616e746564c2",
+            ),
+            (
+                WireMessage::Append {
+                    prev_index: 3,
+                    prev_term: 4,
+                    entries: vec![
+                        WireEntry {
+                            index: 4,
+                            term: 5,
+                            data: WireEntryData::Noop,
+                        },
+                        WireEntry {
+                            index: 5,
+                            term: 5,
+                            data: WireEntryData::Command(vec![0, 1, 255]),
+                        },
+                        WireEntry {
+                            index: 6,
+                            term: 5,
+                            data: WireEntryData::Config(membership.clone()),
+                        },
+                    ],
+                    commit: 3,
+                },
+                "81a6417070656e6484aa707265765f696e64657803a9707265765f7465726d04a7656e7472696573\
+                 9383a5696e64657804a47465726d05a464617461a44e6f6f7083a5696e64657805a47465726d05\
+                 a46461746181a7436f6d6d616e64c4030001ff83a5696e64657806a47465726d05a46461746181\
+                 a6436f6e66696782a6766f746572738201a3613a3102a3623a32a86c6561726e6572738103a363\
+                 3a33a6636f6d6d697403",
+            ),
+            (
+                WireMessage::AppendResponse { index: 6 },
+                "81ae417070656e64526573706f6e736581a5696e64657806",
+            ),
+            (
+                WireMessage::AppendReject {
+                    rejected: 9,
+                    conflict_index: 5,
+                    conflict_term: Some(2),
+                },
+                "81ac417070656e6452656a65637483a872656a656374656409ae636f6e666c6963745f696e6465\
+                 7805ad636f6e666c6963745f7465726d02",
+            ),
+            (
+                WireMessage::AppendReject {
+                    rejected: 9,
+                    conflict_index: 5,
+                    conflict_term: None,
+                },
+                "81ac417070656e6452656a65637483a872656a656374656409ae636f6e666c6963745f696e6465\
+                 7805ad636f6e666c6963745f7465726dc0",
+            ),
+            (
+                WireMessage::Heartbeat {
+                    commit: 7,
+                    read_seq: 3,
+                },
+                "81a948656172746265617482a6636f6d6d697407a8726561645f73657103",
+            ),
+            (
+                WireMessage::HeartbeatResponse { read_seq: 3 },
+                "81b1486561727462656174526573706f6e736581a8726561645f73657103",
+            ),
+            (
+                WireMessage::InstallSnapshot {
+                    snapshot: WireSnapshot {
+                        meta: WireSnapshotMeta {
+                            index: 9,
+                            term: 4,
+                            membership,
+                        },
+                        data: vec![1, 2, 3],
+                    },
+                },
+                "81af496e7374616c6c536e617073686f7481a8736e617073686f7482a46d65746183a5696e6465\
+                 7809a47465726d04aa6d656d6265727368697082a6766f746572738201a3613a3102a3623a32a8\
+                 6c6561726e6572738103a3633a33a464617461c403010203",
+            ),
+            (WireMessage::TimeoutNow, "aa54696d656f75744e6f77"),
+        ];
+        for (message, hex) in cases {
+            let frame = PeerMessage::Raft {
+                envelope: WireEnvelope {
+                    from: 1,
+                    to: 2,
+                    term: 4,
+                    message,
+                },
+            };
+            let body = rmp_serde::to_vec_named(&frame).unwrap();
+            let got: String = body.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(got, format!("{ENVELOPE}{hex}"), "{frame:?}");
+            assert_eq!(decode_body::<PeerMessage>(&body), Ok(frame));
         }
     }
 

@@ -1,9 +1,22 @@
-//! The messages Raft nodes exchange. Every message travels in an [`Envelope`](super::Envelope)
-//! that carries the sender's term; the variants below carry what is specific to each exchange.
+//! The messages Raft nodes exchange. Every message travels in an [`Envelope`] that carries the
+//! sender's term; the variants of [`Message`] carry what is specific to each exchange.
 
 use serde::{Deserialize, Serialize};
 
-use super::{Entry, Index, Snapshot, Term};
+use super::{Entry, Index, NodeId, Snapshot, Term};
+
+/// A Raft message between two nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender.
+    pub from: NodeId,
+    /// The receiver.
+    pub to: NodeId,
+    /// The sender's term.
+    pub term: Term,
+    /// What is said.
+    pub message: Message,
+}
 
 /// A Raft message. The envelope's `term` is the sender's current term, except for `PreVote`
 /// (the term the sender would campaign in) and a granted `PreVoteResponse` (the term of the

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use super::transport::{ClusterKey, KeyError};
+use super::peer::{ClusterKey, KeyError};
 use crate::protocol::{Limits, MAX_CLUSTER_ID_LEN};
 use crate::raft::{self, NodeId};
 
@@ -49,6 +49,15 @@ pub enum ConfigError {
         /// The node id.
         id: NodeId,
     },
+    /// Peers configured, but no cluster key and no `--insecure-peers`.
+    #[error(
+        "--peer names other nodes but no --cluster-key-file (RAFTLOCKD_CLUSTER_KEY_FILE) is \
+         given, so anyone who reaches this port could join the cluster: create a key (for \
+         example `openssl rand -hex 32 > cluster.key`, mode 0600), give every node the same \
+         --cluster-key-file, or pass --insecure-peers (RAFTLOCKD_INSECURE_PEERS=true) to run \
+         unauthenticated peers on purpose"
+    )]
+    ClusterKeyRequired,
     /// `--join` with no `--peer` to reach the cluster through.
     #[error("--join needs the current members as --peer ID=HOST:PORT (to answer the leader)")]
     JoinWithoutPeers,
@@ -95,8 +104,9 @@ impl std::str::FromStr for PeerArg {
 pub enum DaemonCommand {
     /// Run a local test cluster: N nodes as child processes on consecutive ports.
     #[command(after_help = "\
-Each node is this same binary with --id N --listen 127.0.0.1:BASE+N-1 --data-dir DIR/nodeN and
-the full --peer list. Ctrl-C or SIGTERM stops all of them.
+Each node is this same binary with --id N --listen 127.0.0.1:BASE+N-1 --data-dir DIR/nodeN,
+the full --peer list and --cluster-key-file DIR/cluster.key (a random key made on the first run,
+mode 0600). Ctrl-C or SIGTERM stops all of them.
 
 Example:
   raftlockd dev-cluster --nodes 3
@@ -190,9 +200,17 @@ pub struct Args {
     #[arg(long = "peer", env = "RAFTLOCKD_PEERS", value_delimiter = ',')]
     pub peers: Vec<PeerArg>,
     /// A file holding the cluster key (at least 16 bytes; trailing whitespace ignored). Peers
-    /// must prove they hold the same key.
+    /// must prove they hold the same key. Required on a node with other members unless
+    /// --insecure-peers. Under systemd, `LoadCredential=cluster-key:/etc/raftlockd/cluster.key`
+    /// and `RAFTLOCKD_CLUSTER_KEY_FILE=%d/cluster-key` let a DynamicUser unit read a root-only
+    /// file.
     #[arg(long, env = "RAFTLOCKD_CLUSTER_KEY_FILE")]
     pub cluster_key_file: Option<PathBuf>,
+    /// Run a multi-node node without a cluster key, accepting peers that prove nothing (any
+    /// process that reaches the port can then join, vote and append entries). Only on a
+    /// network where every reachable process is trusted; a warning is logged at every start.
+    #[arg(long, env = "RAFTLOCKD_INSECURE_PEERS")]
+    pub insecure_peers: bool,
     /// The address other nodes and clients reach this node at (default: its --peer entry,
     /// else the bound listen address).
     #[arg(long, env = "RAFTLOCKD_ADVERTISE")]
@@ -262,6 +280,10 @@ impl Args {
             Some(path) => Some(ClusterKey::from_file(path).map_err(ConfigError::ClusterKey)?),
             None => None,
         };
+        let has_others = peers.keys().any(|id| *id != self.id);
+        if has_others && cluster_key.is_none() && !self.insecure_peers {
+            return Err(ConfigError::ClusterKeyRequired);
+        }
         let limits = Limits {
             max_frame: self.max_frame_bytes,
             max_connections: self.max_connections,
@@ -282,6 +304,7 @@ impl Args {
             cluster_id: self.cluster_id.clone(),
             peers,
             cluster_key,
+            insecure_peers: self.insecure_peers,
             advertise: self.advertise.clone(),
             join: self.join,
             bootstrap: self.bootstrap,
@@ -316,6 +339,8 @@ pub struct ServerConfig {
     pub peers: BTreeMap<NodeId, String>,
     /// The cluster key peers must prove they hold.
     pub cluster_key: Option<ClusterKey>,
+    /// Accept unauthenticated peers when there is no key (`--insecure-peers`).
+    pub insecure_peers: bool,
     /// The address others reach this node at, if set explicitly.
     pub advertise: Option<String>,
     /// Wait to be added instead of bootstrapping an empty disk.
@@ -410,13 +435,21 @@ mod tests {
         assert_eq!(config.limits.max_connections, 7);
         assert_eq!(config.limits.handshake_timeout, Duration::from_millis(250));
         assert!(matches!(
-            parse(&["--peer", "2=a:1", "--peer", "2=b:1"]),
+            parse(&["--peer", "2=a:1", "--peer", "2=b:1", "--insecure-peers"]),
             Err(ConfigError::DuplicatePeer { id: 2 })
         ));
         assert!(matches!(
             parse(&["--join"]),
             Err(ConfigError::JoinWithoutPeers)
         ));
+        assert!(matches!(
+            parse(&["--peer", "1=a:1,2=b:1"]),
+            Err(ConfigError::ClusterKeyRequired)
+        ));
+        let insecure = parse(&["--peer", "1=a:1,2=b:1", "--insecure-peers"]).expect("valid");
+        assert!(insecure.insecure_peers && insecure.cluster_key.is_none());
+        // A --peer list naming only this node is still a standalone node.
+        assert!(parse(&["--peer", "1=a:1"]).is_ok());
         assert!(matches!(
             parse(&["--cluster-id", ""]),
             Err(ConfigError::ClusterId { .. })
@@ -436,6 +469,7 @@ mod tests {
             "--peer",
             "3=10.0.0.3:7400",
             "--bootstrap",
+            "--insecure-peers",
         ])
         .expect("flags parse");
         let config = args.to_config().expect("valid");
@@ -449,10 +483,18 @@ mod tests {
         );
         assert!(membership.learners.is_empty());
 
-        let join = Args::try_parse_from(["raftlockd", "--id", "4", "--join", "--peer", "1=h:1"])
-            .expect("flags parse")
-            .to_config()
-            .expect("valid");
+        let join = Args::try_parse_from([
+            "raftlockd",
+            "--id",
+            "4",
+            "--join",
+            "--peer",
+            "1=h:1",
+            "--insecure-peers",
+        ])
+        .expect("flags parse")
+        .to_config()
+        .expect("valid");
         assert_eq!(join.bootstrap_membership("h:4"), None);
         assert_eq!(join.advertise_addr(local), "0.0.0.0:7400");
     }
@@ -462,10 +504,17 @@ mod tests {
     /// peer is a one-node cluster and bootstraps itself.
     #[test]
     fn peers_without_bootstrap_wait_to_be_added() {
-        let wiped = Args::try_parse_from(["raftlockd", "--id", "2", "--peer", "1=h:1,2=h:2,3=h:3"])
-            .expect("flags parse")
-            .to_config()
-            .expect("valid");
+        let wiped = Args::try_parse_from([
+            "raftlockd",
+            "--id",
+            "2",
+            "--peer",
+            "1=h:1,2=h:2,3=h:3",
+            "--insecure-peers",
+        ])
+        .expect("flags parse")
+        .to_config()
+        .expect("valid");
         assert_eq!(wiped.bootstrap_membership("h:2"), None);
 
         let single = Args::try_parse_from(["raftlockd"])

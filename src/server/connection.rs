@@ -21,8 +21,8 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::driver::{Event, LeaderInfo};
-use super::transport::PeerAcceptor;
+use super::inbox::{ConnHandle, Event, LeaderInfo, Outgoing, Reply};
+use super::peer::PeerAcceptor;
 use crate::protocol::{
     self, ErrorCode, FrameError, Limits, Request, Response, Role, ServerCodec, PEER_TYPES,
 };
@@ -39,15 +39,6 @@ const LOCAL_QUEUE: usize = 16;
 type FrameSink = SplitSink<Framed<TcpStream, ServerCodec>, Response>;
 type FrameStream = SplitStream<Framed<TcpStream, ServerCodec>>;
 
-/// What the writer task receives.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// A response to encode and send.
-    Frame(Response),
-    /// Flush what was queued before, then close the connection.
-    Close,
-}
-
 /// What every connection task shares with the server.
 pub(crate) struct Shared {
     /// Frame, in-flight and handshake limits.
@@ -62,73 +53,6 @@ pub(crate) struct Shared {
     pub closing: CancellationToken,
     /// Serves connections that open with a peer `Hello` (Raft traffic from another node).
     pub acceptor: PeerAcceptor<Event>,
-}
-
-/// The driver's way to answer a connection: a bounded queue it never waits on.
-#[derive(Clone, Debug)]
-pub(crate) struct ConnHandle {
-    outgoing: mpsc::Sender<Outgoing>,
-    close: CancellationToken,
-    in_flight: Arc<AtomicUsize>,
-    peer: SocketAddr,
-}
-
-impl ConnHandle {
-    /// Queues `response` without waiting. A full queue means the client does not read its
-    /// answers: it is disconnected rather than buffered for. A closed one is ignored.
-    pub fn send(&self, response: Response) {
-        match self.outgoing.try_send(Outgoing::Frame(response)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.close.is_cancelled() {
-                    tracing::warn!(peer = %self.peer, "client does not read its answers; disconnecting");
-                    self.close.cancel();
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
-    }
-
-    /// True once the connection is gone or going: answers to it would be dropped.
-    pub fn is_closed(&self) -> bool {
-        self.close.is_cancelled() || self.outgoing.is_closed()
-    }
-}
-
-/// The handle through which the driver answers one request. It counts toward its connection's
-/// in-flight limit until it is dropped (answered with [`Reply::finish`] or discarded).
-#[derive(Debug)]
-pub(crate) struct Reply {
-    id: u64,
-    conn: ConnHandle,
-}
-
-impl Reply {
-    /// The id of the request this answers.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Sends an interim answer (`Queued`); the request stays in flight.
-    pub fn interim(&self, response: Response) {
-        self.conn.send(response);
-    }
-
-    /// Sends the final answer.
-    pub fn finish(self, response: Response) {
-        self.conn.send(response);
-    }
-
-    /// True if the client is gone, so the answer would be dropped.
-    pub fn is_closed(&self) -> bool {
-        self.conn.is_closed()
-    }
-}
-
-impl Drop for Reply {
-    fn drop(&mut self) {
-        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// How the reader loop ended.
@@ -427,10 +351,7 @@ async fn read_loop(
             continue;
         }
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
-        let reply = Reply {
-            id,
-            conn: conn.clone(),
-        };
+        let reply = Reply { conn: conn.clone() };
         let event = Event::Client { request, reply };
         let sent = tokio::select! {
             biased;

@@ -1,12 +1,13 @@
 //! The tokio daemon around the pure core.
 //!
 //! Tasks and who owns what:
-//! - the **driver** (`driver.rs`) owns the Raft `Node` and the `LockSpace` and reads one bounded
-//!   inbox of events; it is the only place state changes;
+//! - the **driver** (`driver.rs`) runs the [`Replica`](crate::replica::Replica), which owns the
+//!   Raft `Node` and the `LockSpace` and makes every decision, and reads one bounded inbox of
+//!   events (`inbox.rs`); it is the only place state changes;
 //! - the **storage writer** (`writer.rs`), a dedicated OS thread, owns `Storage` and does one
 //!   fsync per batch of writes (group commit);
 //! - the **ticker** sends a `Tick` every `--tick-ms`; on the leader each tick also checks the
-//!   lease, wait and hold deadlines (`leases.rs`) and turns passed ones into proposals;
+//!   lease, wait and hold deadlines (in the replica) and turns passed ones into proposals;
 //! - the **listener** (here) accepts connections under a connection-count semaphore, and one
 //!   task per **connection** (`connection.rs`) reads frames and forwards requests to the driver,
 //!   with a writer task fed by a bounded queue.
@@ -19,9 +20,9 @@
 mod config;
 mod connection;
 mod driver;
-mod leases;
+mod inbox;
 pub mod notify;
-pub mod transport;
+pub mod peer;
 mod writer;
 
 use std::future::Future;
@@ -40,11 +41,12 @@ pub use config::{Args, ConfigError, DaemonCommand, DevClusterArgs, PeerArg, Serv
 
 pub use crate::error_chain;
 use crate::lockspace::{self, LockSpace};
-use crate::raft::{HardState, Node};
+use crate::raft::{HardState, Node, NodeId};
 use crate::storage::{self, Storage};
 use connection::Shared;
-use driver::{Driver, Event, LeaderInfo};
-use transport::{PeerAcceptor, Transport, TransportConfig};
+use driver::Driver;
+use inbox::{Event, LeaderInfo};
+use peer::{PeerAcceptor, Transport, TransportConfig};
 use writer::Writer;
 
 /// The file in the data directory that records which cluster the node belongs to.
@@ -70,14 +72,9 @@ pub enum Error {
     /// The snapshot does not restore.
     #[error("cannot restore the lock space from the snapshot")]
     Restore(#[source] lockspace::Error),
-    /// A committed entry holds bytes that are not a command.
-    #[error("committed log entry {index} is not a valid command")]
-    CorruptCommand {
-        /// The entry's index.
-        index: u64,
-        /// The decoding failure.
-        source: rmp_serde::decode::Error,
-    },
+    /// The replica failed while running (a snapshot that does not restore, a corrupt entry).
+    #[error(transparent)]
+    Replica(crate::replica::Error),
     /// The storage writer thread is gone (it panicked).
     #[error("the storage writer thread stopped")]
     WriterStopped,
@@ -94,7 +91,7 @@ pub enum Error {
     },
     /// The peer transport refused its configuration.
     #[error("cannot start the peer transport")]
-    Transport(#[source] transport::ConfigError),
+    Transport(#[source] peer::ConfigError),
     /// A socket or thread operation failed.
     #[error("{op} failed")]
     Io {
@@ -195,7 +192,14 @@ impl Server {
         let (inbox, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let mut transport_config = TransportConfig::new(config.id, config.cluster_id.clone());
         transport_config.key = config.cluster_key.clone();
-        let transport = Transport::new(transport_config, Default::default(), inbox.clone())
+        transport_config.insecure_peers = config.insecure_peers;
+        let others = |id: &NodeId| *id != config.id;
+        let clustered =
+            config.peers.keys().any(others) || node.membership().voters.keys().any(others);
+        transport_config
+            .check_start(clustered)
+            .map_err(Error::Transport)?;
+        let transport = Transport::new(transport_config, config.peers.clone(), inbox.clone())
             .map_err(Error::Transport)?;
         let acceptor = transport.acceptor();
         let (leader_tx, leader) = watch::channel(LeaderInfo::default());

@@ -10,32 +10,15 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
-use crate::raft::{Entry, HardState, Index, Snapshot};
+use crate::replica::Write;
 use crate::storage::{self, Storage};
 
 /// The answer to a job: `Ok` once everything it wrote is durable.
 pub type Done = oneshot::Receiver<Result<(), storage::Error>>;
 
-/// A unit of durable work, done in field order; durable once the group's fsync is done.
-#[derive(Debug)]
-pub enum Job {
-    /// The writes of one `Ready`: a snapshot received from the leader, a truncated conflicting
-    /// suffix, new entries and the hard state.
-    Persist {
-        /// A snapshot to install (it replaces the log it covers).
-        snapshot: Option<Snapshot>,
-        /// Drop every entry from this index on.
-        truncate_from: Option<Index>,
-        /// Entries to append after the (possibly truncated) log.
-        append: Vec<Entry>,
-        /// The hard state to record.
-        hard_state: Option<HardState>,
-    },
-    /// Saves a snapshot this node took of its state machine, compacting the log before it.
-    SaveSnapshot(Snapshot),
-    /// Only an fsync (the final one at shutdown).
-    Sync,
-}
+/// A unit of durable work: the replica's [`Write`], done in field order; durable once the
+/// group's fsync is done.
+pub type Job = Write;
 
 /// How many jobs may wait in the writer's queue. The driver keeps fewer than this in flight
 /// (plus its final sync), so [`Writer::submit`] never blocks an async worker.
@@ -127,7 +110,7 @@ fn run(mut storage: Storage, inbox: std_mpsc::Receiver<Order>) {
 /// itself, which also syncs the log before it).
 fn write(storage: &mut Storage, job: Job) -> Result<(), storage::Error> {
     match job {
-        Job::Persist {
+        Write::Persist {
             snapshot,
             truncate_from,
             append,
@@ -152,15 +135,15 @@ fn write(storage: &mut Storage, job: Job) -> Result<(), storage::Error> {
             }
             Ok(())
         }
-        Job::SaveSnapshot(snapshot) => storage.save_snapshot(&snapshot),
-        Job::Sync => Ok(()),
+        Write::SaveSnapshot(snapshot) => storage.save_snapshot(&snapshot),
+        Write::Sync => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::EntryData;
+    use crate::raft::{Entry, EntryData, HardState, Index};
 
     fn entry(index: Index) -> Entry {
         Entry {
@@ -179,7 +162,7 @@ mod tests {
         let count = CAPACITY as Index + 4;
         let done: Vec<Done> = (1..=count)
             .map(|index| {
-                writer.submit(Job::Persist {
+                writer.submit(Write::Persist {
                     snapshot: None,
                     truncate_from: None,
                     append: vec![entry(index)],
@@ -195,7 +178,7 @@ mod tests {
             assert!(matches!(answer.blocking_recv(), Ok(Ok(()))));
         }
         assert!(matches!(
-            writer.submit(Job::Sync).blocking_recv(),
+            writer.submit(Write::Sync).blocking_recv(),
             Ok(Ok(()))
         ));
         drop(writer);

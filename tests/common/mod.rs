@@ -76,6 +76,11 @@ impl Daemon {
         }
     }
 
+    /// The process id (the daemon must be running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
     /// Replaces the extra arguments used by later restarts.
     pub fn set_args(&mut self, args: Vec<String>) {
         self.args = args;
@@ -465,12 +470,28 @@ pub async fn try_status(addr: SocketAddr, within: Duration) -> Option<StatusInfo
 }
 
 /// A cluster of real `raftlockd` processes on pre-allocated loopback ports, ids 1..=n
-/// (node `id` is `nodes[id - 1]`), each with its own temporary data directory.
+/// (node `id` is `nodes[id - 1]`), each with its own temporary data directory. The nodes share
+/// a freshly generated cluster key (multi-node nodes refuse to start without one).
 pub struct Cluster {
     /// The nodes, index = id - 1.
     pub nodes: Vec<Daemon>,
-    /// Arguments every node gets (besides id, peers and listen).
+    /// Arguments every node gets (besides id, peers and listen), including the cluster key.
     pub common: Vec<String>,
+    /// Holds the cluster key file for as long as the cluster lives.
+    key_dir: tempfile::TempDir,
+}
+
+/// A new directory with a generated cluster key, and the `--cluster-key-file` arguments that
+/// name it.
+pub fn cluster_key() -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().expect("tempdir for the cluster key");
+    let path = dir.path().join("cluster.key");
+    raftlock::server::peer::ClusterKey::create_file(&path).expect("create the cluster key");
+    let args = vec![
+        "--cluster-key-file".to_string(),
+        path.to_str().expect("utf-8 temp path").to_string(),
+    ];
+    (dir, args)
 }
 
 /// A library client with default options that knows `servers` (any member: followers
@@ -490,7 +511,8 @@ impl Cluster {
             .enumerate()
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect();
-        let common: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let (key_dir, mut common) = cluster_key();
+        common.extend(extra.iter().map(|a| a.to_string()));
         let nodes = addrs
             .iter()
             .enumerate()
@@ -506,7 +528,11 @@ impl Cluster {
                 Daemon::start_at(&addr.to_string(), &args)
             })
             .collect();
-        Cluster { nodes, common }
+        Cluster {
+            nodes,
+            common,
+            key_dir,
+        }
     }
 
     /// Starts one more node with id `nodes.len() + 1` and `--join`, knowing the current nodes

@@ -38,7 +38,9 @@ impl Durable {
         match write {
             Write::Snapshot(s) => {
                 let (index, term) = (s.meta.index, s.meta.term);
-                let keep = self.entries.get(&index).is_some_and(|e| e.term == term);
+                // The log after the snapshot survives if it continues from the snapshot's last
+                // entry (which may itself be the durable snapshot's), as in the real storage.
+                let keep = self.term_at(index) == Some(term);
                 if keep {
                     self.entries = self.entries.split_off(&(index + 1));
                 } else {

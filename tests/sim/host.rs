@@ -1,13 +1,18 @@
-//! A simulated raftlockd: the real Raft `Node`, the real `LockSpace`, a simulated disk, and
-//! the leader-side logic of the daemon (proposals, answers on apply, lease/wait/hold deadlines
-//! on the host's own skewed clock, snapshots every K applied entries).
+//! A simulated raftlockd: the daemon's own [`Replica`] (the real Raft `Node` and `LockSpace`,
+//! admission, the write pipeline, apply and answers, the lease/wait/hold deadlines) on a
+//! simulated disk and a skewed clock. The host is only a shell: it turns simulated client
+//! requests into wire requests, carries out the replica's effects (messages onto the network,
+//! writes onto the disk, answers back to the clients), injects crashes at chosen points of the
+//! write path, and feeds the invariant checks through the replica's [`Observer`] hooks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use raftlock::lockspace::{Command, Fence, LockMode, LockSpace, Outcome, Seq, SessionId};
+use raftlock::lockspace::{Applied, Command, LockMode, LockSpace, Outcome, SessionId};
+use raftlock::protocol::{self, ErrorCode};
 use raftlock::raft::{
-    Config, EntryData, Index, Membership, Node, NodeId, Ready, Role, Snapshot, Term,
+    Config, Entry, EntryData, Index, Membership, Node, NodeId, Role, Snapshot, Term,
 };
+use raftlock::replica::{self, Effect, Input, Observer, Replica, Ticket, Write, WriteId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -17,16 +22,17 @@ use crate::invariants::{chain, fnv, holder_fences, ApplyCtx, Checker, Shadow};
 use crate::network::{Addr, Net, Packet, Payload};
 use crate::trace::Trace;
 
-/// Where an armed crash strikes inside the next `Ready` that writes.
+/// Where an armed crash strikes on the write path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CrashPoint {
     /// After the writes, before the fsync: unsynced writes are lost (or torn).
     BeforeFsync,
-    /// After the fsync, before the persisted messages leave.
+    /// After the fsync, before the replica learns the writes are durable (the messages that
+    /// wait for them never leave).
     AfterFsync,
-    /// After the persisted messages, before applying.
-    BeforeApply,
-    /// Before the fsync of a Ready that grants a vote to another node; the node then restarts
+    /// After the replica learned the writes are durable and the messages they released left.
+    AfterDurable,
+    /// Before the fsync of writes that grant a vote to another node; the node then restarts
     /// at once (a vote must survive that: it must be durable before it is sent).
     VoteBeforeFsync,
 }
@@ -55,33 +61,35 @@ pub struct HostParams {
     /// one by one, the figure-8 shape).
     pub max_entries: usize,
     pub torn_writes: bool,
-    /// Apply committed entries (and install a received snapshot) before this node's own write
-    /// and fsync, as the daemon does (thesis §10.2.1); otherwise after them, in the strict
-    /// order of the `Ready` contract. A crash before the fsync then loses writes whose entries
-    /// were already applied and answered.
-    pub early_apply: bool,
     /// The core's `eager_commit` (the daemon runs with it off).
     pub eager_commit: bool,
+    /// `None`: every write is made durable right after the replica hands it out. `Some((lo,
+    /// hi))`: an fsync takes `lo..hi` µs and the host keeps serving meanwhile (sending,
+    /// applying, handing out more writes, which join the next fsync), as the daemon's writer
+    /// thread does: fsyncs complete out of step with sends.
+    pub fsync_us: Option<(u64, u64)>,
 }
 
-/// What a leader keeps in memory.
-#[derive(Debug, Default)]
-struct LeaderSide {
-    term: Term,
-    /// Proposals waiting for their entry to apply: index -> (term, client, op).
-    pending: BTreeMap<Index, (Term, u64, u64)>,
-    /// Queued acquires waiting for a notification: (session, seq) -> (client, op).
-    waiting: BTreeMap<(SessionId, Seq), (u64, u64)>,
-    /// Lease deadlines (local ms).
-    sessions: BTreeMap<SessionId, u64>,
-    /// Wait deadlines by (session, seq, lock).
-    waits: BTreeMap<(SessionId, Seq, String), u64>,
-    /// Hold deadlines by (session, lock, fence).
-    holds: BTreeMap<(SessionId, String, Fence), u64>,
-    /// Expiries proposed, by a key, at a local time (re-proposed after a while).
-    proposed: BTreeMap<String, u64>,
-    /// An entry of this term has been applied here (the state is caught up).
-    caught_up: bool,
+/// What a ticket answers: the client's operation, and whether it is a keep-alive (whose wire
+/// answers map to the simulated `KeepAlive` response).
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    client: u64,
+    op: u64,
+    /// The session the request names, if any.
+    session: Option<SessionId>,
+    keep_alive: bool,
+}
+
+/// The id of a member that exists only in the membership: nothing ever answers for it.
+pub const GHOST: NodeId = 99;
+
+/// An administrative request the world made through a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AdminAsk {
+    Transfer,
+    AddGhost,
+    RemoveGhost,
 }
 
 /// One host.
@@ -90,8 +98,9 @@ pub struct Host {
     pub id: NodeId,
     /// Clock rate in permille of real time (skew).
     pub rate: u64,
-    pub node: Option<Node>,
-    pub space: LockSpace,
+    replica: Option<Replica>,
+    /// The lock space of the last life, while the host is down.
+    last_space: LockSpace,
     pub disk: Disk,
     pub shadow: Shadow,
     pub life: Life,
@@ -106,7 +115,16 @@ pub struct Host {
     pub seen_commit: Index,
     pub seen_applied: Index,
     pub highest_applied: Index,
-    lead: Option<LeaderSide>,
+    /// The term this host was last seen leading in (role changes are checked against it).
+    lead_term: Option<Term>,
+    /// Requests in flight, by ticket.
+    tickets: BTreeMap<Ticket, Asked>,
+    /// Administrative requests in flight, by ticket.
+    admin: BTreeMap<Ticket, AdminAsk>,
+    next_ticket: Ticket,
+    /// Writes handed out and not yet durable (asynchronous disk), and when their fsync ends.
+    unsynced: Vec<(WriteId, Write)>,
+    fsync_at: Option<u64>,
     pub restarts: u32,
 }
 
@@ -124,8 +142,8 @@ impl Host {
         let mut h = Host {
             id,
             rate,
-            node: None,
-            space: LockSpace::new(),
+            replica: None,
+            last_space: LockSpace::new(),
             disk: Disk::default(),
             shadow: Shadow::default(),
             life: Life::Down { until: 0 },
@@ -138,7 +156,12 @@ impl Host {
             seen_commit: 0,
             seen_applied: 0,
             highest_applied: 0,
-            lead: None,
+            lead_term: None,
+            tickets: BTreeMap::new(),
+            admin: BTreeMap::new(),
+            next_ticket: 1,
+            unsynced: Vec::new(),
+            fsync_at: None,
             restarts: 0,
         };
         h.next_tick = h.rng.gen_range(0..h.tick_us());
@@ -155,10 +178,31 @@ impl Host {
         now / US * self.rate / 1_000
     }
 
+    /// The Raft node, while up.
+    pub fn node(&self) -> Option<&Node> {
+        self.replica.as_ref().map(Replica::node)
+    }
+
+    /// True if the replica has taken all of its node's output (its pipeline is not full), so
+    /// the node's log is exactly what was handed out for writing.
+    pub fn drained(&self) -> bool {
+        self.replica.as_ref().is_some_and(|r| !r.pipeline_full())
+    }
+
+    /// The lock space (of the last life while down).
+    pub fn space(&self) -> &LockSpace {
+        match &self.replica {
+            Some(replica) => replica.lockspace(),
+            None => &self.last_space,
+        }
+    }
+
     /// The next time this host needs to act.
     pub fn next_time(&self) -> u64 {
         let t = match self.life {
-            Life::Up => self.next_tick,
+            Life::Up => self
+                .fsync_at
+                .map_or(self.next_tick, |f| f.min(self.next_tick)),
             Life::Down { until } | Life::Paused { until } => until,
         };
         match self.crash_armed {
@@ -169,7 +213,7 @@ impl Host {
 
     /// True if the node leads (in its own view).
     pub fn leading(&self) -> Option<Term> {
-        let node = self.node.as_ref()?;
+        let node = self.node()?;
         (node.role() == Role::Leader).then(|| node.term())
     }
 
@@ -182,17 +226,33 @@ impl Host {
         c
     }
 
+    /// The replica's config: the daemon's defaults on a 10 ms tick.
+    fn replica_config(&mut self, raft: &Config) -> replica::Config {
+        replica::Config {
+            id: self.id,
+            peers: BTreeMap::new(),
+            tick_ms: 10,
+            election_ticks_max: raft.election_ticks_max,
+            snapshot_threshold: self.params.snapshot_every,
+            shutdown_timeout_ms: 5_000,
+            // Shorter than the daemon's 10 s, so that a seed sees adds give up.
+            add_timeout_ms: 2_000,
+            limits: protocol::Limits::default(),
+            seed: self.rng.gen(),
+        }
+    }
+
     /// (Re)starts the node from the durable disk.
     pub fn start(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
         let rec = self.disk.recover();
         let snap_index = rec.snapshot.as_ref().map_or(0, |s| s.meta.index);
-        self.space = match &rec.snapshot {
+        let space = match &rec.snapshot {
             Some(s) => LockSpace::restore(&s.data)
                 .map_err(|e| format!("n{}: durable snapshot does not restore: {e}", self.id))?,
             None => LockSpace::new(),
         };
         ctx.check
-            .restart_continuity(self.id, snap_index, self.highest_applied, &self.space)?;
+            .restart_continuity(self.id, snap_index, self.highest_applied, &space)?;
         // The shadow log: the durable snapshot, then the durable entries.
         let mut shadow = Shadow {
             base: snap_index,
@@ -211,12 +271,19 @@ impl Host {
             .log_matching(self.id, &mut shadow, None, None, &rec.entries)?;
         self.shadow = shadow;
         let seed = self.rng.gen();
-        let node = Node::new(self.config(), rec, seed);
+        let last_term = rec.snapshot.as_ref().map_or(0, |s| s.meta.term);
+        let config = self.config();
+        let replica_config = self.replica_config(&config);
+        let node = Node::new(config, rec, seed);
         self.seen_commit = node.commit_index();
         self.seen_applied = node.applied_index();
-        self.node = Some(node);
+        self.replica = Some(Replica::new(replica_config, node, space, last_term));
         self.life = Life::Up;
-        self.lead = None;
+        self.lead_term = None;
+        self.tickets.clear();
+        self.admin.clear();
+        self.unsynced.clear();
+        self.fsync_at = None;
         self.crash_armed = None;
         self.inbox.clear();
         self.next_tick = ctx.now + self.rng.gen_range(0..self.tick_us());
@@ -246,8 +313,14 @@ impl Host {
                 down_for / US
             )
         });
-        self.node = None;
-        self.lead = None;
+        if let Some(replica) = self.replica.take() {
+            self.last_space = replica.into_lockspace();
+        }
+        self.lead_term = None;
+        self.tickets.clear();
+        self.admin.clear();
+        self.unsynced.clear();
+        self.fsync_at = None;
         self.inbox.clear();
         self.crash_armed = None;
         self.restarts += 1;
@@ -286,12 +359,18 @@ impl Host {
                 return self.crash(ctx, down);
             }
         }
+        if self.fsync_at.is_some_and(|at| at <= ctx.now) {
+            self.fsync_at = None;
+            let writes = std::mem::take(&mut self.unsynced);
+            let crash_after_sends = self.sync(ctx, writes)?;
+            if self.replica.is_none() {
+                return Ok(());
+            }
+            return self.drive_from(ctx, crash_after_sends);
+        }
         if self.next_tick <= ctx.now {
             self.next_tick += self.tick_us();
-            if let Some(node) = self.node.as_mut() {
-                node.tick();
-            }
-            self.leader_timers(ctx)?;
+            self.input(ctx, Input::Tick);
             self.drive(ctx)?;
         }
         Ok(())
@@ -307,6 +386,62 @@ impl Host {
         }
     }
 
+    /// Asks this node (if up) to hand its leadership over, as `raftlock cluster
+    /// transfer-leader` does.
+    pub fn transfer_leadership(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
+        self.admin_request(ctx, AdminAsk::Transfer, |id| {
+            protocol::Request::TransferLeader { id, node_id: None }
+        })
+    }
+
+    /// Asks this node to add [`GHOST`], a node that never answers, as `raftlock cluster add`
+    /// of a dead address does; or to remove it if it is a member already.
+    pub fn ghost_membership(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
+        let member = self.node().is_some_and(|n| n.membership().contains(GHOST));
+        if member {
+            self.admin_request(ctx, AdminAsk::RemoveGhost, |id| {
+                protocol::Request::RemoveMember { id, node_id: GHOST }
+            })
+        } else {
+            self.admin_request(ctx, AdminAsk::AddGhost, |id| protocol::Request::AddMember {
+                id,
+                node_id: GHOST,
+                addr: "ghost".into(),
+            })
+        }
+    }
+
+    fn admin_request(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ask: AdminAsk,
+        request: impl FnOnce(u64) -> protocol::Request,
+    ) -> Result<(), String> {
+        if self.life != Life::Up {
+            return Ok(());
+        }
+        let ticket = self.take_ticket();
+        let request = request(ticket);
+        ctx.trace
+            .log(ctx.now, || format!("n{} <- admin: {request:?}", self.id));
+        self.admin.insert(ticket, ask);
+        self.input(ctx, Input::Request { ticket, request });
+        self.drive(ctx)
+    }
+
+    fn take_ticket(&mut self) -> Ticket {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        ticket
+    }
+
+    fn input(&mut self, ctx: &mut Ctx<'_>, input: Input) {
+        let now = self.local_ms(ctx.now);
+        if let Some(replica) = self.replica.as_mut() {
+            replica.handle(now, input);
+        }
+    }
+
     /// Handles a delivered message.
     pub fn deliver(&mut self, ctx: &mut Ctx<'_>, p: Packet) -> Result<(), String> {
         match self.life {
@@ -317,14 +452,14 @@ impl Host {
             }
             Life::Down { .. } => return Ok(()),
         }
-        let Some(node) = self.node.as_mut() else {
+        if self.replica.is_none() {
             return Ok(());
-        };
+        }
         match p.payload {
             Payload::Raft(env) => {
                 ctx.trace
                     .log(ctx.now, || format!("n{} <- {:?}", self.id, env));
-                node.step(env);
+                self.input(ctx, Input::Peer(env));
             }
             Payload::Request { op, req } => {
                 let Addr::Client(client) = p.from else {
@@ -351,217 +486,363 @@ impl Host {
         );
     }
 
-    /// A client request: proposed if this node leads, else NotLeader.
+    /// A client request, as the wire request a real client would send.
     fn request(&mut self, ctx: &mut Ctx<'_>, client: u64, op: u64, req: Request) {
-        let local = self.local_ms(ctx.now);
-        let node = self.node.as_mut().expect("up");
-        let leader = node.leader();
-        let lead = match self.lead.as_mut() {
-            Some(l) if node.role() == Role::Leader && node.term() == l.term => l,
-            _ => {
-                self.respond(ctx, client, op, Response::NotLeader(leader));
-                return;
-            }
+        let ticket = self.take_ticket();
+        // The simulated clients do not model tokens: the host presents the one its lock space
+        // holds for the session. For a session it does not know the token does not matter:
+        // the replica refuses the request for the unknown session either way.
+        let token = |session: SessionId| self.space().session(session).map_or(0, |info| info.token);
+        let id = ticket;
+        let session = match &req {
+            Request::Open { .. } => None,
+            Request::KeepAlive { session } => Some(*session),
+            Request::Cmd(command) => command_session(command),
         };
-        let cmd = match req {
-            Request::KeepAlive { session } => {
-                let resp = match self.space.session(session) {
-                    Some(info) => {
-                        let dl = local + info.ttl_ms;
-                        lead.sessions.insert(session, dl);
-                        Response::KeepAlive {
-                            session,
-                            alive: true,
-                        }
-                    }
-                    None if lead.caught_up => Response::KeepAlive {
-                        session,
-                        alive: false,
-                    },
-                    None => Response::NotReady,
-                };
-                self.respond(ctx, client, op, resp);
-                return;
-            }
-            Request::Open { nonce, ttl_ms } => Command::OpenSession {
+        let keep_alive = matches!(req, Request::KeepAlive { .. });
+        let request = match req {
+            Request::Open { nonce, ttl_ms } => protocol::Request::OpenSession {
+                id,
                 nonce,
                 ttl_ms,
-                token: self.rng.gen(),
                 owner: None,
             },
-            Request::Cmd(c) => c,
-        };
-        let bytes = rmp_serde::to_vec_named(&cmd).expect("commands serialize");
-        match node.propose(bytes) {
-            Ok((index, term)) => {
-                ctx.trace.log(ctx.now, || {
-                    format!(
-                        "n{} propose ({index}, {term}) for c{client} op {op}: {cmd:?}",
-                        self.id
-                    )
-                });
-                lead.pending.insert(index, (term, client, op));
+            Request::KeepAlive { session } => protocol::Request::KeepAlive {
+                id,
+                session,
+                token: token(session),
+            },
+            Request::Cmd(Command::CloseSession { session, seq }) => {
+                protocol::Request::CloseSession {
+                    id,
+                    session,
+                    token: token(session),
+                    seq,
+                }
             }
-            Err(e) => self.respond(ctx, client, op, Response::NotLeader(e.leader)),
-        }
+            Request::Cmd(Command::Acquire {
+                session,
+                seq,
+                lock,
+                mode,
+                wait_ms,
+                hold_ms,
+            }) => protocol::Request::Acquire {
+                id,
+                session,
+                token: token(session),
+                seq,
+                lock,
+                mode,
+                wait_ms,
+                hold_ms,
+            },
+            Request::Cmd(Command::Release { session, seq, lock }) => protocol::Request::Release {
+                id,
+                session,
+                token: token(session),
+                seq,
+                lock,
+            },
+            Request::Cmd(Command::Append {
+                session,
+                seq,
+                file,
+                lock,
+                fence,
+                data,
+            }) => protocol::Request::Append {
+                id,
+                session,
+                token: token(session),
+                seq,
+                file,
+                lock,
+                fence,
+                data,
+            },
+            Request::Cmd(other) => {
+                panic!("simulated clients never send {other:?}");
+            }
+        };
+        ctx.trace.log(ctx.now, || {
+            format!(
+                "n{} <- c{client} op {op} (ticket {ticket}): {request:?}",
+                self.id
+            )
+        });
+        self.tickets.insert(
+            ticket,
+            Asked {
+                client,
+                op,
+                session,
+                keep_alive,
+            },
+        );
+        self.input(ctx, Input::Request { ticket, request });
     }
 
-    /// Proposes an internal command (an expiry) unless one with the same key went out
-    /// recently.
-    fn propose_internal(&mut self, ctx: &mut Ctx<'_>, key: String, cmd: Command) {
-        let local = self.local_ms(ctx.now);
-        let (Some(node), Some(lead)) = (self.node.as_mut(), self.lead.as_mut()) else {
-            return;
-        };
-        if lead.proposed.get(&key).is_some_and(|t| local < t + 300) {
-            return;
-        }
-        lead.proposed.insert(key, local);
-        let bytes = rmp_serde::to_vec_named(&cmd).expect("commands serialize");
-        if let Ok((index, term)) = node.propose(bytes) {
-            ctx.trace.log(ctx.now, || {
-                format!("n{} propose ({index}, {term}) internal: {cmd:?}", self.id)
-            });
-        }
-    }
-
-    /// The leader's deadlines: lease, wait and hold expiries on this host's clock. A deadline
-    /// starts at the first tick this leader sees the session, wait or grant in its state.
-    fn leader_timers(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
-        let local = self.local_ms(ctx.now);
-        let Some(lead) = self.lead.as_mut() else {
-            return Ok(());
-        };
-        let sessions = self.space.sessions();
-        let live: BTreeSet<SessionId> = sessions.iter().map(|s| s.id).collect();
-        lead.sessions.retain(|s, _| live.contains(s));
-        for s in &sessions {
-            lead.sessions.entry(s.id).or_insert(local + s.ttl_ms);
-        }
-        let waits = self.space.bounded_waits();
-        let keys: BTreeSet<(SessionId, Seq, String)> = waits
-            .iter()
-            .map(|w| (w.session, w.seq, w.lock.clone()))
-            .collect();
-        lead.waits.retain(|k, _| keys.contains(k));
-        for w in &waits {
-            lead.waits
-                .entry((w.session, w.seq, w.lock.clone()))
-                .or_insert(local + w.wait_ms.unwrap_or(0));
-        }
-        let holds = self.space.limited_holds();
-        let keys: BTreeSet<(SessionId, String, Fence)> = holds
-            .iter()
-            .map(|h| (h.session, h.lock.clone(), h.fence))
-            .collect();
-        lead.holds.retain(|k, _| keys.contains(k));
-        for h in &holds {
-            lead.holds
-                .entry((h.session, h.lock.clone(), h.fence))
-                .or_insert(local + h.hold_ms);
-        }
-        let mut due: Vec<(String, Command)> = Vec::new();
-        for (s, dl) in &lead.sessions {
-            if local >= *dl {
-                due.push((format!("s{s}"), Command::ExpireSession { session: *s }));
-            }
-        }
-        for ((session, seq, lock), dl) in &lead.waits {
-            if local >= *dl {
-                due.push((
-                    format!("w{session}/{seq}"),
-                    Command::ExpireWait {
-                        session: *session,
-                        seq: *seq,
-                        lock: lock.clone(),
-                    },
-                ));
-            }
-        }
-        for ((session, lock, fence), dl) in &lead.holds {
-            if local >= *dl {
-                due.push((
-                    format!("h{fence}"),
-                    Command::ExpireHold {
-                        session: *session,
-                        lock: lock.clone(),
-                        fence: *fence,
-                    },
-                ));
-            }
-        }
-        for (key, cmd) in due {
-            self.propose_internal(ctx, key, cmd);
-        }
-        Ok(())
-    }
-
-    /// Runs the `Ready` loop until the node has nothing more to do, then notes role changes.
+    /// Runs the replica until it has nothing more to do: advance, carry out its effects, and
+    /// make its writes durable (with the armed crash point, if any); then notes role changes.
     pub fn drive(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
+        self.drive_from(ctx, false)
+    }
+
+    /// [`Host::drive`], crashing once the first effects are carried out if
+    /// `crash_after_sends`.
+    fn drive_from(&mut self, ctx: &mut Ctx<'_>, mut crash_after_sends: bool) -> Result<(), String> {
         loop {
-            let Some(node) = self.node.as_mut() else {
+            let now = self.local_ms(ctx.now);
+            let Some(replica) = self.replica.as_mut() else {
                 return Ok(());
             };
-            let rd = node.ready();
-            if rd.is_empty() {
+            let node = replica.node();
+            let leading = (node.role() == Role::Leader).then(|| node.term());
+            let kept_lead = leading.filter(|t| self.lead_term == Some(*t));
+            let mut probe = Probe {
+                id: self.id,
+                now: ctx.now,
+                check: ctx.check,
+                trace: ctx.trace,
+                shadow: &mut self.shadow,
+                highest_applied: &mut self.highest_applied,
+                kept_lead,
+                applying: None,
+                error: None,
+            };
+            let advanced = replica.advance_observed(now, &mut probe);
+            if let Some(error) = probe.error {
+                return Err(error);
+            }
+            advanced.map_err(|e| format!("n{}: {}", self.id, raftlock::error_chain(&e)))?;
+            // Observe the commit index now: a crash below must not hide it. (While the pipeline
+            // is full the node may count entries committed that it has not handed out yet: the
+            // check waits until it has.)
+            let node = replica.node();
+            let (term, commit) = (node.term(), node.commit_index());
+            if !replica.pipeline_full() {
+                ctx.check
+                    .observe_commit(self.id, term, &self.shadow, self.seen_commit, commit)?;
+                self.seen_commit = self.seen_commit.max(commit);
+            }
+            if node.role() == Role::Leader && commit > self.disk.durable().last_index() {
+                // Committed by the followers' acknowledgements while the leader's own write of
+                // the entry is still in flight (Raft thesis §10.2.1).
+                ctx.check.counters.commit_before_own_fsync += 1;
+            }
+            let effects = replica.take_effects();
+            if effects.is_empty() {
                 break;
             }
-            self.handle_ready(ctx, rd)?;
+            let writes = self.carry_out(ctx, effects)?;
+            if crash_after_sends {
+                return self.crash_now(ctx);
+            }
+            if writes.is_empty() {
+                continue;
+            }
+            if let Some((lo, hi)) = self.params.fsync_us {
+                // The writer thread: this fsync (or the one running) takes them.
+                self.unsynced.extend(writes);
+                if self.fsync_at.is_none() {
+                    self.fsync_at = Some(ctx.now + self.rng.gen_range(lo..hi));
+                }
+                continue;
+            }
+            crash_after_sends = self.sync(ctx, writes)?;
+            if self.replica.is_none() {
+                return Ok(());
+            }
         }
         self.observe_role(ctx)
     }
 
-    fn observe_role(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
-        let Some(node) = self.node.as_ref() else {
-            return Ok(());
-        };
-        let leading = (node.role() == Role::Leader).then(|| node.term());
-        let hint = node.leader();
-        let same = matches!((&self.lead, leading), (Some(l), Some(t)) if l.term == t);
-        if same {
+    /// Carries out the replica's effects in order; returns the writes to make durable.
+    fn carry_out(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        effects: Vec<Effect>,
+    ) -> Result<Vec<(WriteId, Write)>, String> {
+        let mut writes = Vec::new();
+        for effect in effects {
+            match effect {
+                Effect::Send(m) => self.send(ctx, m),
+                Effect::Persist { id, write } => {
+                    if let Write::Persist {
+                        snapshot,
+                        truncate_from,
+                        append,
+                        hard_state,
+                    } = &write
+                    {
+                        ctx.trace.log(ctx.now, || {
+                            format!(
+                                "n{} write {id}: snapshot {:?}, truncate {truncate_from:?}, append {:?}, {hard_state:?}",
+                                self.id,
+                                snapshot.as_ref().map(|s| s.meta.index),
+                                append.first().zip(append.last()).map(|(a, b)| (a.index, b.index)),
+                            )
+                        });
+                    }
+                    writes.push((id, write));
+                }
+                Effect::Answer {
+                    ticket,
+                    response,
+                    last,
+                } => self.answer(ctx, ticket, response, last)?,
+                // The simulated network routes by node id; nobody reads the published leader.
+                Effect::Peers(_) | Effect::Leader(_) => {}
+            }
+        }
+        Ok(writes)
+    }
+
+    /// Does `writes` in order on the disk (as the daemon's writer thread does), fsyncs, and
+    /// tells the replica; or crashes at the armed point. Returns true if the host must crash
+    /// once the messages the writes released are sent.
+    fn sync(&mut self, ctx: &mut Ctx<'_>, writes: Vec<(WriteId, Write)>) -> Result<bool, String> {
+        let durable = self.disk.durable().hard_state;
+        let mut grants_vote = false;
+        let mut has_writes = false;
+        let mut last = 0;
+        for (id, write) in writes {
+            last = id;
+            match write {
+                Write::Persist {
+                    snapshot,
+                    truncate_from,
+                    append,
+                    hard_state,
+                } => {
+                    has_writes |= snapshot.is_some()
+                        || truncate_from.is_some()
+                        || !append.is_empty()
+                        || hard_state.is_some();
+                    grants_vote |= hard_state.is_some_and(|hs| {
+                        hs.vote.is_some_and(|v| v != self.id)
+                            && (hs.term, hs.vote) != (durable.term, durable.vote)
+                    });
+                    self.disk
+                        .write(snapshot.as_ref(), truncate_from, &append, hard_state);
+                }
+                // Written to a temporary file, fsynced and renamed: durable at once, after
+                // everything before it.
+                Write::SaveSnapshot(s) => self.disk.save_own_snapshot(s)?,
+                Write::Sync => {}
+            }
+        }
+        if has_writes && self.armed(CrashPoint::BeforeFsync) {
+            self.crash_now(ctx)?;
+            return Ok(false);
+        }
+        if grants_vote && self.armed(CrashPoint::VoteBeforeFsync) {
+            let down = self.rng.gen_range(1..30) * US;
+            self.crash(ctx, down)?;
+            return Ok(false);
+        }
+        self.disk.fsync()?;
+        // A received snapshot is committed state: once durable, the node is at least there.
+        self.highest_applied = self.highest_applied.max(self.disk.durable().snap_index());
+        ctx.trace.log(ctx.now, || {
+            format!("n{} fsync done up to write {last}", self.id)
+        });
+        if has_writes && self.armed(CrashPoint::AfterFsync) {
+            self.crash_now(ctx)?;
+            return Ok(false);
+        }
+        let now = self.local_ms(ctx.now);
+        if let Some(replica) = self.replica.as_mut() {
+            replica.durable(now, last);
+        }
+        Ok(has_writes && self.armed(CrashPoint::AfterDurable))
+    }
+
+    /// Maps a wire answer back to the simulated client's response and sends it.
+    fn answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        ticket: Ticket,
+        response: protocol::Response,
+        last: bool,
+    ) -> Result<(), String> {
+        if let Some(ask) = self.admin.remove(&ticket) {
+            ctx.trace.log(ctx.now, || {
+                format!("n{} -> admin {ask:?}: {response:?}", self.id)
+            });
+            let refused = matches!(
+                &response,
+                protocol::Response::Error { code: ErrorCode::Timeout, message, .. }
+                    if message.contains("did not answer")
+            );
+            if ask == AdminAsk::AddGhost && refused {
+                ctx.check.counters.promotion_refused += 1;
+            }
             return Ok(());
         }
-        if let Some(old) = self.lead.take() {
+        let Some(asked) = self.tickets.get(&ticket).copied() else {
+            return Ok(());
+        };
+        if last {
+            self.tickets.remove(&ticket);
+        }
+        if let (
+            protocol::Response::Error {
+                code: ErrorCode::SessionExpired,
+                ..
+            },
+            Some(session),
+        ) = (&response, asked.session)
+        {
+            ctx.check.session_gone(self.id, session)?;
+        }
+        let Some(resp) = sim_response(asked, response) else {
+            return Ok(());
+        };
+        self.respond(ctx, asked.client, asked.op, resp);
+        Ok(())
+    }
+
+    fn observe_role(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
+        let leading = self.leading();
+        if leading == self.lead_term {
+            return Ok(());
+        }
+        if let Some(old) = self.lead_term.take() {
             ctx.trace.log(ctx.now, || {
-                format!("n{} steps down from term {}", self.id, old.term)
+                format!("n{} steps down from term {old}", self.id)
             });
-            for (_, (_, client, op)) in old.pending {
-                self.respond(ctx, client, op, Response::NotLeader(hint));
-            }
-            for (_, (client, op)) in old.waiting {
-                self.respond(ctx, client, op, Response::NotLeader(hint));
-            }
         }
         if let Some(term) = leading {
             ctx.trace.log(ctx.now, || {
                 format!("n{} becomes LEADER of term {term}", self.id)
             });
             if ctx.check.election_safety(self.id, term)?
-                && self.space.locks(None).iter().any(|l| !l.holders.is_empty())
+                && self
+                    .space()
+                    .locks(None)
+                    .iter()
+                    .any(|l| !l.holders.is_empty())
             {
                 ctx.check.counters.leader_change_holding += 1;
             }
-            self.lead = Some(LeaderSide {
-                term,
-                ..LeaderSide::default()
-            });
+            self.lead_term = Some(term);
         }
         Ok(())
     }
 
-    fn send_all(&self, ctx: &mut Ctx<'_>, msgs: Vec<raftlock::raft::Envelope>) {
-        for m in msgs {
-            ctx.trace
-                .log(ctx.now, || format!("n{} -> {:?}", self.id, m));
-            ctx.net.send(
-                ctx.now,
-                Packet {
-                    from: Addr::Node(self.id),
-                    to: Addr::Node(m.to),
-                    payload: Payload::Raft(m),
-                },
-            );
-        }
+    fn send(&self, ctx: &mut Ctx<'_>, m: raftlock::raft::Envelope) {
+        ctx.trace
+            .log(ctx.now, || format!("n{} -> {:?}", self.id, m));
+        ctx.net.send(
+            ctx.now,
+            Packet {
+                from: Addr::Node(self.id),
+                to: Addr::Node(m.to),
+                payload: Payload::Raft(m),
+            },
+        );
     }
 
     fn armed(&self, point: CrashPoint) -> bool {
@@ -572,137 +853,117 @@ impl Host {
         let down = self.rng.gen_range(100..2_000) * US;
         self.crash(ctx, down)
     }
+}
 
-    /// Does one `Ready` in the contract's order, with the armed crash point if any.
-    fn handle_ready(&mut self, ctx: &mut Ctx<'_>, rd: Ready) -> Result<(), String> {
-        let Ready {
-            messages,
-            snapshot,
-            truncate_from,
-            append,
-            hard_state,
-            persisted_messages,
-            mut committed,
-            reads: _,
-        } = rd;
-        // 1. Messages that depend on nothing unpersisted.
-        self.send_all(ctx, messages);
-        // The log writes, mirrored and checked.
-        let leading = self.leading();
-        let kept_lead = leading.filter(|t| self.lead.as_ref().is_some_and(|l| l.term == *t));
-        ctx.check
-            .leader_append_only(self.id, kept_lead, &self.shadow, truncate_from.is_some())?;
-        ctx.check.log_matching(
-            self.id,
-            &mut self.shadow,
-            snapshot.as_ref(),
-            truncate_from,
-            &append,
-        )?;
-        // Observe the commit index now: a crash later in this Ready must not hide it.
-        let node = self.node.as_ref().expect("up");
-        let (term, commit) = (node.term(), node.commit_index());
-        ctx.check
-            .observe_commit(self.id, term, &self.shadow, self.seen_commit, commit)?;
-        self.seen_commit = self.seen_commit.max(commit);
-        if truncate_from.is_some() {
-            ctx.check.counters.truncations += 1;
-            ctx.trace.log(ctx.now, || {
-                format!("n{} truncates from {truncate_from:?}", self.id)
+/// The session a client command acts on.
+fn command_session(command: &Command) -> Option<SessionId> {
+    match command {
+        Command::CloseSession { session, .. }
+        | Command::Acquire { session, .. }
+        | Command::Release { session, .. }
+        | Command::Append { session, .. } => Some(*session),
+        _ => None,
+    }
+}
+
+/// The simulated client's view of a wire answer (`None` for an interim `Queued`).
+fn sim_response(asked: Asked, response: protocol::Response) -> Option<Response> {
+    use protocol::Response as W;
+    let outcome = match response {
+        W::Queued { .. } => return None,
+        W::KeptAlive { .. } => {
+            let session = asked.session.filter(|_| asked.keep_alive)?;
+            return Some(Response::KeepAlive {
+                session,
+                alive: true,
             });
         }
-        if let Some(s) = &snapshot {
-            ctx.check.counters.snapshot_installs += 1;
-            ctx.trace.log(ctx.now, || {
-                format!(
-                    "n{} installs snapshot ({}, {})",
-                    self.id, s.meta.index, s.meta.term
-                )
-            });
+        W::SessionOpened {
+            session,
+            token,
+            ttl_ms,
+            ..
+        } => Outcome::SessionOpened {
+            session,
+            token,
+            ttl_ms,
+        },
+        W::SessionClosed { .. } => Outcome::SessionClosed,
+        W::Granted { fence, .. } => Outcome::Granted { fence },
+        W::Released { .. } => Outcome::Released,
+        W::Appended { offset, size, .. } => Outcome::Appended { offset, size },
+        W::Error { code, leader, .. } => match code {
+            ErrorCode::NotLeader | ErrorCode::ShuttingDown => {
+                return Some(Response::NotLeader(leader))
+            }
+            ErrorCode::Timeout => return Some(Response::Timeout),
+            ErrorCode::NotReady => return Some(Response::NotReady),
+            ErrorCode::SessionExpired => match asked.session.filter(|_| asked.keep_alive) {
+                Some(session) => {
+                    return Some(Response::KeepAlive {
+                        session,
+                        alive: false,
+                    })
+                }
+                None => Outcome::SessionExpired,
+            },
+            ErrorCode::Busy => Outcome::Busy,
+            ErrorCode::WaitTimeout => Outcome::TimedOut,
+            ErrorCode::NotHolder => Outcome::NotHolder,
+            ErrorCode::Conflict => Outcome::Conflict,
+            ErrorCode::StaleFence => Outcome::StaleFence,
+            ErrorCode::SequenceTooOld => Outcome::SequenceTooOld,
+            ErrorCode::Internal => Outcome::Ignored,
+            other => panic!("a session request answered {other:?}"),
+        },
+        other => panic!("a session request answered {other:?}"),
+    };
+    Some(Response::Outcome(outcome))
+}
+
+/// The invariant checks, hooked into the replica's writes and applies.
+struct Probe<'a> {
+    id: NodeId,
+    now: u64,
+    check: &'a mut Checker,
+    trace: &'a mut Trace,
+    shadow: &'a mut Shadow,
+    highest_applied: &'a mut Index,
+    /// The term this node leads in, if it led in it before this step too.
+    kept_lead: Option<Term>,
+    /// What `applying` saw, for `applied`.
+    applying: Option<Before>,
+    /// The first violation.
+    error: Option<String>,
+}
+
+/// The state just before an entry is applied, as the checks need it.
+struct Before {
+    entry_chain: u64,
+    first: bool,
+    holders: Option<std::collections::BTreeSet<raftlock::lockspace::Fence>>,
+    last_fence: raftlock::lockspace::Fence,
+    append_current: bool,
+    file_before: u64,
+}
+
+fn file_size(space: &LockSpace, file: &str) -> u64 {
+    space.read(file, 0, 0).map_or(0, |(_, size)| size)
+}
+
+impl Probe<'_> {
+    fn record(&mut self, result: Result<(), String>) {
+        if let Err(e) = result {
+            self.error.get_or_insert(e);
         }
-        if self.params.early_apply {
-            self.apply_ready(ctx, snapshot.as_ref(), std::mem::take(&mut committed))?;
-        }
-        // 2. Write, then fsync.
-        let writes = snapshot.is_some()
-            || truncate_from.is_some()
-            || !append.is_empty()
-            || hard_state.is_some();
-        self.disk
-            .write(snapshot.as_ref(), truncate_from, &append, hard_state);
-        if writes && self.armed(CrashPoint::BeforeFsync) {
-            return self.crash_now(ctx);
-        }
-        let durable = self.disk.durable().hard_state;
-        let grants_vote = hard_state.is_some_and(|hs| {
-            hs.vote.is_some_and(|v| v != self.id)
-                && (hs.term, hs.vote) != (durable.term, durable.vote)
-        });
-        if grants_vote && self.armed(CrashPoint::VoteBeforeFsync) {
-            let down = self.rng.gen_range(1..30) * US;
-            return self.crash(ctx, down);
-        }
-        self.disk.fsync()?;
-        if let Some(s) = &snapshot {
-            // A received snapshot is committed state: once durable, the node is at least there.
-            self.highest_applied = self.highest_applied.max(s.meta.index);
-        }
-        if writes && self.armed(CrashPoint::AfterFsync) {
-            return self.crash_now(ctx);
-        }
-        // 3. Messages that needed the writes, then report them.
-        self.send_all(ctx, persisted_messages);
-        if let Some(last) = append.last() {
-            self.node
-                .as_mut()
-                .expect("up")
-                .persisted(last.index, last.term);
-        }
-        if writes && self.armed(CrashPoint::BeforeApply) {
-            return self.crash_now(ctx);
-        }
-        // 4. Apply (unless done before the write).
-        if !self.params.early_apply {
-            self.apply_ready(ctx, snapshot.as_ref(), committed)?;
-        }
-        self.maybe_snapshot()?;
-        Ok(())
     }
 
-    /// Step 4 of the contract: a received snapshot replaces the state machine, then the
-    /// committed entries are applied.
-    fn apply_ready(
+    fn before(
         &mut self,
-        ctx: &mut Ctx<'_>,
-        snapshot: Option<&Snapshot>,
-        committed: Vec<raftlock::raft::Entry>,
-    ) -> Result<(), String> {
-        if let Some(s) = snapshot {
-            // Committed state: the node is at least there from now on.
-            self.highest_applied = self.highest_applied.max(s.meta.index);
-            self.space = LockSpace::restore(&s.data)
-                .map_err(|e| format!("n{}: received snapshot does not restore: {e}", self.id))?;
-            if self.space.applied_index() != s.meta.index {
-                return Err(format!(
-                    "n{}: snapshot at {} holds a state at {}",
-                    self.id,
-                    s.meta.index,
-                    self.space.applied_index()
-                ));
-            }
-            if let Some(lead) = self.lead.as_mut() {
-                lead.caught_up = false;
-            }
-        }
-        for entry in committed {
-            self.apply(ctx, entry)?;
-        }
-        Ok(())
-    }
-
-    /// Applies one committed entry, checks the lock invariants around it, and answers the
-    /// clients waiting on it.
-    fn apply(&mut self, ctx: &mut Ctx<'_>, entry: raftlock::raft::Entry) -> Result<(), String> {
+        space: &LockSpace,
+        entry: &Entry,
+        command: Option<&Command>,
+    ) -> Result<Before, String> {
         let index = entry.index;
         let (_, entry_chain) = self.shadow.at(index).ok_or_else(|| {
             format!(
@@ -712,142 +973,186 @@ impl Host {
                 self.shadow.last()
             )
         })?;
-        let expected_chain = chain(self.shadow.at(index - 1).map_or(0, |x| x.1), &entry);
+        let expected_chain = chain(self.shadow.at(index - 1).map_or(0, |x| x.1), entry);
         if self.shadow.at(index - 1).is_some() && expected_chain != entry_chain {
             return Err(format!(
                 "n{}: committed entry {index} differs from the one it persisted",
                 self.id
             ));
         }
-        if index != self.space.applied_index() + 1 {
+        if index != space.applied_index() + 1 {
             return Err(format!(
                 "n{}: applies {index} after {} (a gap or a repeat)",
                 self.id,
-                self.space.applied_index()
+                space.applied_index()
             ));
         }
-        let first = index > ctx.check.applied_len();
-        let mut answer = None;
-        match &entry.data {
-            EntryData::Noop | EntryData::Config(_) => self.space.skip(index),
-            EntryData::Command(bytes) => {
-                let cmd: Command = rmp_serde::from_slice(bytes)
-                    .map_err(|e| format!("n{}: entry {index} does not decode: {e}", self.id))?;
-                let before = first.then(|| holder_fences(&self.space));
-                let last_fence_before = self.space.last_fence();
-                let (append_current, file_before) = match &cmd {
-                    Command::Append {
-                        session,
-                        file,
-                        lock,
-                        fence,
-                        ..
-                    } => {
-                        let current = self.space.session(*session).is_some()
-                            && self.space.lock(lock).is_some_and(|l| {
-                                l.mode == Some(LockMode::Exclusive)
-                                    && l.holders == vec![(*session, *fence)]
-                            });
-                        (current, self.file_size(file))
-                    }
-                    _ => (false, 0),
-                };
-                let applied = self.space.apply(index, &cmd);
-                let file_after = match &cmd {
-                    Command::Append { file, .. } => self.file_size(file),
-                    _ => 0,
-                };
-                ctx.trace.log(ctx.now, || {
-                    format!("n{} apply {index}: {cmd:?} -> {applied:?}", self.id)
-                });
-                let a = ApplyCtx {
-                    host: self.id,
-                    index,
-                    command: &cmd,
-                    applied: &applied,
-                    last_fence_before,
-                    append_current,
-                    file_before,
-                    file_after,
-                };
-                ctx.check.fencing(&a, &self.space)?;
-                ctx.check.fenced_append(&a, first)?;
-                ctx.check.mutual_exclusion(self.id, &self.space)?;
-                if let Some(before) = before {
-                    let after = holder_fences(&self.space);
-                    ctx.check
-                        .record_first_apply(index, &cmd, &applied, &before, &after);
-                }
-                answer = Some(applied);
+        let first = index > self.check.applied_len();
+        let (append_current, file_before) = match command {
+            Some(Command::Append {
+                session,
+                file,
+                lock,
+                fence,
+                ..
+            }) => {
+                let current = space.session(*session).is_some()
+                    && space.lock(lock).is_some_and(|l| {
+                        l.mode == Some(LockMode::Exclusive) && l.holders == vec![(*session, *fence)]
+                    });
+                (current, file_size(space, file))
             }
-        }
-        let state = fnv(&self.space.snapshot());
-        ctx.check
-            .state_machine_safety(self.id, index, entry_chain, state)?;
-        self.highest_applied = self.highest_applied.max(index);
-        // Answer the clients.
-        let Some(lead) = self.lead.as_mut() else {
-            return Ok(());
+            _ => (false, 0),
         };
-        if entry.term == lead.term {
-            lead.caught_up = true;
-        }
-        let mut out: Vec<(u64, u64, Response)> = Vec::new();
-        if let Some((term, client, op)) = lead.pending.remove(&index) {
-            if term != entry.term {
-                out.push((client, op, Response::Timeout));
-            } else if let Some(applied) = &answer {
-                match (&applied.outcome, &entry.data) {
-                    (Outcome::Queued { .. }, EntryData::Command(bytes)) => {
-                        if let Ok(Command::Acquire { session, seq, .. }) =
-                            rmp_serde::from_slice::<Command>(bytes)
-                        {
-                            lead.waiting.insert((session, seq), (client, op));
-                        }
-                    }
-                    (o, _) => out.push((client, op, Response::Outcome(o.clone()))),
-                }
-            }
-        }
-        if let Some(applied) = &answer {
-            for n in &applied.notifications {
-                if let Some((client, op)) = lead.waiting.remove(&(n.session, n.seq)) {
-                    out.push((client, op, Response::Outcome(n.outcome.clone())));
-                }
-            }
-        }
-        for (client, op, resp) in out {
-            self.respond(ctx, client, op, resp);
-        }
-        Ok(())
+        Ok(Before {
+            entry_chain,
+            first,
+            holders: (first && command.is_some()).then(|| holder_fences(space)),
+            last_fence: space.last_fence(),
+            append_current,
+            file_before,
+        })
     }
 
-    fn file_size(&self, file: &str) -> u64 {
-        self.space.read(file, 0, 0).map_or(0, |(_, size)| size)
+    fn after(
+        &mut self,
+        space: &LockSpace,
+        entry: &Entry,
+        command: Option<&Command>,
+        applied: Option<&Applied>,
+    ) -> Result<(), String> {
+        let index = entry.index;
+        let before = self
+            .applying
+            .take()
+            .ok_or_else(|| format!("n{}: applied {index} without applying it", self.id))?;
+        if let (Some(cmd), Some(applied)) = (command, applied) {
+            let file_after = match cmd {
+                Command::Append { file, .. } => file_size(space, file),
+                _ => 0,
+            };
+            let id = self.id;
+            self.trace.log(self.now, || {
+                format!("n{id} apply {index}: {cmd:?} -> {applied:?}")
+            });
+            let a = ApplyCtx {
+                host: self.id,
+                index,
+                command: cmd,
+                applied,
+                last_fence_before: before.last_fence,
+                append_current: before.append_current,
+                file_before: before.file_before,
+                file_after,
+            };
+            self.check.fencing(&a, space)?;
+            self.check.fenced_append(&a, before.first)?;
+            self.check.mutual_exclusion(self.id, space)?;
+            if let Some(holders) = &before.holders {
+                let after = holder_fences(space);
+                self.check
+                    .record_first_apply(index, cmd, applied, holders, &after);
+            }
+        }
+        if let EntryData::Config(membership) = &entry.data {
+            if before.first && index > 1 {
+                self.check.counters.membership_committed += 1;
+            }
+            if membership.voters.contains_key(&GHOST) {
+                return Err(format!(
+                    "n{}: entry {index} makes node {GHOST} a voter, but it never answered",
+                    self.id
+                ));
+            }
+        }
+        let state = fnv(&space.snapshot());
+        self.check
+            .state_machine_safety(self.id, index, before.entry_chain, state)?;
+        *self.highest_applied = (*self.highest_applied).max(index);
+        Ok(())
+    }
+}
+
+impl Observer for Probe<'_> {
+    fn persist(&mut self, _id: WriteId, write: &Write) {
+        let Write::Persist {
+            snapshot,
+            truncate_from,
+            append,
+            ..
+        } = write
+        else {
+            return;
+        };
+        let result = self
+            .check
+            .leader_append_only(
+                self.id,
+                self.kept_lead,
+                self.shadow,
+                truncate_from.is_some(),
+            )
+            .and_then(|()| {
+                self.check.log_matching(
+                    self.id,
+                    self.shadow,
+                    snapshot.as_ref(),
+                    *truncate_from,
+                    append,
+                )
+            });
+        self.record(result);
+        if truncate_from.is_some() {
+            self.check.counters.truncations += 1;
+            let id = self.id;
+            self.trace.log(self.now, || {
+                format!("n{id} truncates from {truncate_from:?}")
+            });
+        }
+        if let Some(s) = snapshot {
+            self.check.counters.snapshot_installs += 1;
+            let id = self.id;
+            self.trace.log(self.now, || {
+                format!(
+                    "n{id} installs snapshot ({}, {})",
+                    s.meta.index, s.meta.term
+                )
+            });
+        }
     }
 
-    /// Takes a snapshot every `snapshot_every` applied entries.
-    fn maybe_snapshot(&mut self) -> Result<(), String> {
-        let Some(node) = self.node.as_mut() else {
-            return Ok(());
-        };
-        let applied = self.space.applied_index();
-        let snap = node.snapshot_meta().map_or(0, |m| m.index);
-        if applied < snap + self.params.snapshot_every {
-            return Ok(());
+    fn installed(&mut self, snapshot: &Snapshot, space: &LockSpace) {
+        // Committed state: the node is at least there from now on.
+        *self.highest_applied = (*self.highest_applied).max(snapshot.meta.index);
+        if space.applied_index() != snapshot.meta.index {
+            let e = format!(
+                "n{}: snapshot at {} holds a state at {}",
+                self.id,
+                snapshot.meta.index,
+                space.applied_index()
+            );
+            self.record(Err(e));
         }
-        let Some(meta) = node.snapshot_meta_at(applied) else {
-            return Err(format!(
-                "n{}: no snapshot metadata at applied index {applied}",
-                self.id
-            ));
-        };
-        let s = Snapshot {
-            meta,
-            data: self.space.snapshot(),
-        };
-        self.disk.save_own_snapshot(s.clone())?;
-        node.compacted(s);
-        Ok(())
+    }
+
+    fn applying(&mut self, space: &LockSpace, entry: &Entry, command: Option<&Command>) {
+        match self.before(space, entry, command) {
+            Ok(before) => self.applying = Some(before),
+            Err(e) => self.record(Err(e)),
+        }
+    }
+
+    fn applied(
+        &mut self,
+        space: &LockSpace,
+        entry: &Entry,
+        command: Option<&Command>,
+        applied: Option<&Applied>,
+    ) {
+        if self.error.is_some() {
+            return;
+        }
+        let result = self.after(space, entry, command, applied);
+        self.record(result);
     }
 }

@@ -96,9 +96,18 @@ pub struct Counters {
     pub elections: u64,
     pub committed: u64,
     pub acked_appends: u64,
+    /// A leader's commit index passed its own durable log (its fsync still in flight).
+    pub commit_before_own_fsync: u64,
+    /// Membership entries committed (besides the bootstrap one).
+    pub membership_committed: u64,
+    /// `AddMember` of a node that never answered gave up without promoting it.
+    pub promotion_refused: u64,
 }
 
 impl Counters {
+    /// How many counters [`Counters::required`] names.
+    pub const REQUIRED: usize = 8;
+
     /// Adds `o` to `self`.
     pub fn add(&mut self, o: &Counters) {
         self.leader_change_holding += o.leader_change_holding;
@@ -111,10 +120,13 @@ impl Counters {
         self.elections += o.elections;
         self.committed += o.committed;
         self.acked_appends += o.acked_appends;
+        self.commit_before_own_fsync += o.commit_before_own_fsync;
+        self.membership_committed += o.membership_committed;
+        self.promotion_refused += o.promotion_refused;
     }
 
     /// The anti-vacuity counters, named.
-    pub fn required(&self) -> [(&'static str, u64); 5] {
+    pub fn required(&self) -> [(&'static str, u64); Counters::REQUIRED] {
         [
             (
                 "leader change while a lock was held",
@@ -126,6 +138,15 @@ impl Counters {
             (
                 "session expired while its holder was paused",
                 self.expired_paused_holders,
+            ),
+            (
+                "commit while the leader's own fsync was in flight",
+                self.commit_before_own_fsync,
+            ),
+            ("membership changes committed", self.membership_committed),
+            (
+                "promotion refused for a node that never answered",
+                self.promotion_refused,
             ),
         ]
     }
@@ -720,6 +741,19 @@ impl Checker {
                 self.expired_now.push(s);
             }
         }
+    }
+
+    /// Session answers: a node may tell a client that its session is gone (`SessionExpired`, a
+    /// keep-alive answered not alive) only once the committed log has ended the session. A
+    /// new leader that has not applied the session's `OpenSession` yet must say `NotReady`.
+    pub fn session_gone(&self, host: NodeId, session: SessionId) -> Result<(), String> {
+        if self.ended.contains_key(&session) {
+            return Ok(());
+        }
+        Err(format!(
+            "Session answers: n{host} answered that session {session} is gone, but the committed \
+             log has not ended it"
+        ))
     }
 
     /// Client-visible mutual exclusion (reliability.md L7, in log order): every acknowledged

@@ -25,6 +25,8 @@ use trace::Mode;
 
 /// The default CI batch size.
 const CI_SEEDS: u64 = 2_000;
+/// How many coverage counters are required non-zero.
+const REQUIRED: usize = Counters::REQUIRED;
 /// Threads for a batch (each seed stays on one).
 const THREADS: u64 = 2;
 
@@ -60,7 +62,7 @@ struct Batch {
     seeds: u64,
     counters: Counters,
     /// Seeds where each required counter was non-zero.
-    seeds_with: [u64; 5],
+    seeds_with: [u64; REQUIRED],
     failures: Vec<(u64, String)>,
     events: u64,
     sim_ms: u64,
@@ -108,7 +110,7 @@ fn run_batch(seeds: &[u64]) -> Batch {
     for p in parts {
         all.seeds += p.seeds;
         all.counters.add(&p.counters);
-        for k in 0..5 {
+        for k in 0..REQUIRED {
             all.seeds_with[k] += p.seeds_with[k];
         }
         all.failures.extend(p.failures);

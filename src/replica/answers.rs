@@ -1,0 +1,368 @@
+//! The wire answers the replica builds: the one place where state-machine outcomes, node
+//! status and errors become [`Response`]s.
+
+use std::collections::BTreeMap;
+
+use super::Replica;
+use crate::lockspace::{LockInfo, LockSpace, Outcome};
+use crate::protocol::{
+    ErrorCode, HolderState, LockState, MemberStatus, Request, Response, SessionSummary, StatusInfo,
+    WaiterState,
+};
+use crate::raft::{Index, MembershipError, NodeId, Role};
+
+impl Replica {
+    /// `NotLeader`, naming the leader if this node knows it.
+    pub(super) fn not_leader(&self, id: u64) -> Response {
+        let info = self.leader_info();
+        Response::Error {
+            id,
+            code: ErrorCode::NotLeader,
+            message: match &info.addr {
+                Some(addr) => format!("not the leader; the leader is at {addr}"),
+                None => "not the leader; no leader is known yet".into(),
+            },
+            leader: info.leader,
+            leader_addr: info.addr,
+        }
+    }
+
+    /// Answers a read from the local lock space.
+    pub(super) fn answer_read(&self, request: &Request, id: u64) -> Response {
+        match request {
+            Request::Read {
+                file, offset, len, ..
+            } => {
+                match self
+                    .lockspace
+                    .read(file, *offset, self.config.limits.read_len(*len))
+                {
+                    Some((data, size)) => Response::Data {
+                        id,
+                        data: data.to_vec(),
+                        size,
+                    },
+                    None => Response::error(id, ErrorCode::NotFound, format!("no file {file:?}")),
+                }
+            }
+            Request::Locks { prefix, .. } => Response::LockList {
+                id,
+                locks: self
+                    .lockspace
+                    .locks(prefix.as_deref())
+                    .into_iter()
+                    .map(|info| lock_state(&self.lockspace, info))
+                    .collect(),
+            },
+            other => Response::error(
+                id,
+                ErrorCode::Internal,
+                format!("{} is not a read", other.type_name()),
+            ),
+        }
+    }
+
+    /// Answers `Sessions` (leader only): every live session, with the time since the leader
+    /// last restarted its lease deadline (`ttl - time left`).
+    pub(super) fn session_list(&self, id: u64) -> Response {
+        let sessions = self
+            .lockspace
+            .sessions()
+            .into_iter()
+            .map(|info| {
+                let since_renewal_ms = self.lease_deadline(info.id).map(|deadline| {
+                    let left = deadline.saturating_sub(self.now);
+                    info.ttl_ms.saturating_sub(left)
+                });
+                SessionSummary {
+                    session: info.id,
+                    owner: info.owner,
+                    ttl_ms: info.ttl_ms,
+                    since_renewal_ms,
+                }
+            })
+            .collect();
+        Response::SessionList { id, sessions }
+    }
+
+    /// This node's `Status`.
+    pub(super) fn status(&self, id: u64) -> Response {
+        let status = self.node.status();
+        let leader_addr = status
+            .leader
+            .and_then(|leader| status.membership.address(leader).map(String::from));
+        let match_index: BTreeMap<NodeId, Index> = status.match_index.iter().copied().collect();
+        let voters = status
+            .membership
+            .voters
+            .iter()
+            .map(|(id, addr)| (id, addr, true));
+        let learners = status
+            .membership
+            .learners
+            .iter()
+            .map(|(id, addr)| (id, addr, false));
+        let members = voters
+            .chain(learners)
+            .map(|(node_id, addr, voter)| MemberStatus {
+                node_id: *node_id,
+                addr: addr.clone(),
+                voter,
+                match_index: match_index.get(node_id).copied(),
+            })
+            .collect();
+        Response::Status(Box::new(StatusInfo {
+            id,
+            node_id: status.id,
+            role: role_name(status.role).into(),
+            term: status.term,
+            leader: status.leader,
+            leader_addr,
+            commit_index: status.commit_index,
+            applied_index: self.lockspace.applied_index(),
+            last_log_index: status.last_index,
+            sessions: self.lockspace.sessions().len() as u64,
+            locks: self.lockspace.locks(None).len() as u64,
+            members,
+        }))
+    }
+
+    /// `MembershipChanged` with the current members.
+    pub(super) fn membership_changed(&self, id: u64, index: Index) -> Response {
+        let membership = self.node.membership();
+        let voters = membership.voters.iter().map(|(n, a)| (n, a, true));
+        let learners = membership.learners.iter().map(|(n, a)| (n, a, false));
+        Response::MembershipChanged {
+            id,
+            index,
+            members: voters
+                .chain(learners)
+                .map(|(node_id, addr, voter)| MemberStatus {
+                    node_id: *node_id,
+                    addr: addr.clone(),
+                    voter,
+                    match_index: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// `LeaderTransferred` to `leader`.
+    pub(super) fn leader_transferred(&self, id: u64, leader: NodeId) -> Response {
+        Response::LeaderTransferred {
+            id,
+            leader,
+            leader_addr: self.node.membership().address(leader).map(String::from),
+        }
+    }
+
+    /// The answer to a refused membership proposal.
+    pub(super) fn membership_error(&self, id: u64, error: MembershipError) -> Response {
+        match error {
+            MembershipError::NotLeader(_) => self.not_leader(id),
+            MembershipError::ChangeInProgress => Response::error(
+                id,
+                ErrorCode::Timeout,
+                "another membership change is in progress; retry",
+            ),
+            MembershipError::Invalid(reason) => Response::error(id, ErrorCode::BadRequest, reason),
+        }
+    }
+}
+
+/// The wire name of a role.
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::PreCandidate | Role::Candidate => "candidate",
+        Role::Learner => "learner",
+    }
+}
+
+fn lock_state(space: &LockSpace, info: LockInfo) -> LockState {
+    let owner = |session| space.owner(session).map(str::to_owned);
+    LockState {
+        name: info.name,
+        mode: info.mode,
+        holders: info
+            .holders
+            .into_iter()
+            .map(|(session, fence)| HolderState {
+                session,
+                fence,
+                owner: owner(session),
+            })
+            .collect(),
+        waiters: info
+            .waiters
+            .into_iter()
+            .map(|wait| WaiterState {
+                session: wait.session,
+                seq: wait.seq,
+                mode: wait.mode,
+                owner: owner(wait.session),
+            })
+            .collect(),
+    }
+}
+
+/// `SessionExpired` for a session this (caught-up) leader does not know.
+pub(super) fn session_expired(id: u64) -> Response {
+    Response::error(
+        id,
+        ErrorCode::SessionExpired,
+        "no such session, or a wrong token",
+    )
+}
+
+/// `NotReady`: a new leader has not yet applied its log up to its own term.
+pub(super) fn not_ready(id: u64) -> Response {
+    Response::error(
+        id,
+        ErrorCode::NotReady,
+        "the leader has not caught up with its log yet; retry shortly",
+    )
+}
+
+/// `Timeout` for a proposal whose outcome is unknown.
+pub(super) fn timeout_error(id: u64) -> Response {
+    Response::error(
+        id,
+        ErrorCode::Timeout,
+        "leadership changed before the request committed; the outcome is unknown, retry with the same seq",
+    )
+}
+
+/// The answer to a request whose command applied with `outcome`: the one place where state
+/// machine outcomes become wire responses.
+pub fn outcome_response(id: u64, outcome: &Outcome) -> Response {
+    let error = |code, message: &str| Response::error(id, code, message);
+    match *outcome {
+        Outcome::SessionOpened {
+            session,
+            token,
+            ttl_ms,
+        } => Response::SessionOpened {
+            id,
+            session,
+            token,
+            ttl_ms,
+        },
+        Outcome::SessionClosed => Response::SessionClosed { id },
+        Outcome::Granted { fence } => Response::Granted { id, fence },
+        Outcome::Queued { position } => Response::Queued { id, position },
+        Outcome::Busy => error(ErrorCode::Busy, "the lock is held"),
+        Outcome::TimedOut => error(
+            ErrorCode::WaitTimeout,
+            "the wait bound passed before a grant",
+        ),
+        Outcome::Released => Response::Released { id },
+        Outcome::Cancelled => Response::Cancelled { id },
+        Outcome::NotWaiting => error(
+            ErrorCode::NotWaiting,
+            "the acquire does not wait in the queue (granted, ended or never applied)",
+        ),
+        Outcome::Extended { hold_ms } => Response::Extended { id, hold_ms },
+        Outcome::NotHolder => error(ErrorCode::NotHolder, "the session does not hold the lock"),
+        Outcome::Conflict => error(
+            ErrorCode::Conflict,
+            "the session holds or waits for the lock in another mode, or already waits for it",
+        ),
+        Outcome::Appended { offset, size } => Response::Appended { id, offset, size },
+        Outcome::StaleFence => error(
+            ErrorCode::StaleFence,
+            "the fence is not the session's current exclusive grant of the lock",
+        ),
+        Outcome::SessionExpired => error(
+            ErrorCode::SessionExpired,
+            "the session expired or was closed",
+        ),
+        Outcome::SequenceTooOld => error(
+            ErrorCode::SequenceTooOld,
+            "the sequence number is older than the results the session remembers",
+        ),
+        Outcome::Ignored => error(ErrorCode::Internal, "the request had no effect"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_maps_to_its_documented_response() {
+        let code = |outcome: Outcome| match outcome_response(7, &outcome) {
+            Response::Error { id: 7, code, .. } => Some(code),
+            Response::Error { .. } => panic!("wrong id"),
+            _ => None,
+        };
+        assert_eq!(code(Outcome::Busy), Some(ErrorCode::Busy));
+        assert_eq!(code(Outcome::TimedOut), Some(ErrorCode::WaitTimeout));
+        assert_eq!(code(Outcome::NotHolder), Some(ErrorCode::NotHolder));
+        assert_eq!(code(Outcome::NotWaiting), Some(ErrorCode::NotWaiting));
+        assert_eq!(
+            outcome_response(7, &Outcome::Cancelled),
+            Response::Cancelled { id: 7 }
+        );
+        assert_eq!(
+            outcome_response(7, &Outcome::Extended { hold_ms: 500 }),
+            Response::Extended {
+                id: 7,
+                hold_ms: 500
+            }
+        );
+        assert_eq!(code(Outcome::Conflict), Some(ErrorCode::Conflict));
+        assert_eq!(code(Outcome::StaleFence), Some(ErrorCode::StaleFence));
+        assert_eq!(
+            code(Outcome::SessionExpired),
+            Some(ErrorCode::SessionExpired)
+        );
+        assert_eq!(
+            code(Outcome::SequenceTooOld),
+            Some(ErrorCode::SequenceTooOld)
+        );
+        assert_eq!(
+            outcome_response(7, &Outcome::Granted { fence: 12 }),
+            Response::Granted { id: 7, fence: 12 }
+        );
+        assert_eq!(
+            outcome_response(
+                7,
+                &Outcome::SessionOpened {
+                    session: 3,
+                    token: 9,
+                    ttl_ms: 1000
+                }
+            ),
+            Response::SessionOpened {
+                id: 7,
+                session: 3,
+                token: 9,
+                ttl_ms: 1000
+            }
+        );
+        assert_eq!(
+            outcome_response(
+                7,
+                &Outcome::Appended {
+                    offset: 4,
+                    size: 10
+                }
+            ),
+            Response::Appended {
+                id: 7,
+                offset: 4,
+                size: 10
+            }
+        );
+        assert_eq!(
+            outcome_response(7, &Outcome::Released),
+            Response::Released { id: 7 }
+        );
+        assert_eq!(
+            outcome_response(7, &Outcome::SessionClosed),
+            Response::SessionClosed { id: 7 }
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! The outbound direction: [`Transport`], one queue and one task per peer.
+//!
+//! [`Transport::send`] only queues. Each peer's task (`run_outbound`) sleeps until its queue
+//! has something, dials (`dial`: TCP connect, then the dialer's half of the handshake), and
+//! then `pump`s: it writes every queued envelope, up to `max_batch`, before one flush, so a
+//! burst of appends costs one syscall rather than one each. When the connection fails, the
+//! envelopes in hand are dropped and counted and the task backs off before it dials again.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::handshake::dial_handshake;
+use super::{
+    bump, or_cancel, read, ConfigError, InboundStats, PeerAcceptor, PeerError, TransportConfig,
+};
+use crate::protocol::{self, ErrorCode, PeerCodec, PeerMessage};
+use crate::raft::{Envelope, NodeId};
+
+/// Counters of one outbound peer, for status and debugging.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The address dialed.
+    pub addr: String,
+    /// True while a handshaken connection is up.
+    pub connected: bool,
+    /// Messages written and flushed to the socket.
+    pub sent: u64,
+    /// Messages dropped by `send` because the peer's queue was full.
+    pub dropped_queue_full: u64,
+    /// Messages dropped because the connection failed (or could not be made) while they were
+    /// in hand.
+    pub dropped_connection: u64,
+    /// Messages dropped because they exceed the frame limit (e.g. a huge snapshot).
+    pub dropped_too_large: u64,
+    /// Successful handshakes (the first connection and every reconnection).
+    pub connections: u64,
+    /// Failed connects and handshakes.
+    pub connect_failures: u64,
+}
+
+/// Everything the transport counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Per configured peer.
+    pub peers: BTreeMap<NodeId, PeerStats>,
+    /// Messages addressed to a node that is not a configured peer (dropped).
+    pub dropped_unknown_peer: u64,
+    /// The inbound side.
+    pub inbound: InboundStats,
+}
+
+#[derive(Default)]
+struct PeerCounters {
+    connected: AtomicBool,
+    sent: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_connection: AtomicU64,
+    dropped_too_large: AtomicU64,
+    connections: AtomicU64,
+    connect_failures: AtomicU64,
+}
+
+/// The handle of one peer's outbound task.
+struct Outbound {
+    addr: String,
+    queue: mpsc::Sender<Envelope>,
+    cancel: CancellationToken,
+    counters: Arc<PeerCounters>,
+}
+
+/// The peer transport of one node: outbound tasks per peer and the inbound acceptor. Owned by
+/// the driver (sends and membership changes come from it); dropping it stops the outbound
+/// tasks. `E` is the driver's inbox event, built from each received envelope.
+pub struct Transport<E> {
+    config: Arc<TransportConfig>,
+    peers: BTreeMap<NodeId, Outbound>,
+    acceptor: PeerAcceptor<E>,
+    dropped_unknown_peer: AtomicU64,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl<E: From<Envelope> + Send + 'static> Transport<E> {
+    /// Starts a transport (must be called inside a tokio runtime): one outbound task per entry
+    /// of `peers` (node id → `host:port`; this node's own id is ignored) and an acceptor that
+    /// delivers received envelopes, converted to `E`, into `deliver`.
+    pub fn new(
+        config: TransportConfig,
+        peers: BTreeMap<NodeId, String>,
+        deliver: mpsc::Sender<E>,
+    ) -> Result<Transport<E>, ConfigError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let acceptor = PeerAcceptor::new(config.clone(), deliver);
+        let mut transport = Transport {
+            config,
+            peers: BTreeMap::new(),
+            acceptor,
+            dropped_unknown_peer: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        transport.set_peers(peers);
+        Ok(transport)
+    }
+}
+
+impl<E> Transport<E> {
+    /// Queues an envelope for `envelope.to`. Never blocks: if that peer's queue is full, or the
+    /// peer is unknown, the envelope is dropped and counted (Raft retries).
+    pub fn send(&self, envelope: Envelope) {
+        let Some(peer) = self.peers.get(&envelope.to) else {
+            bump(&self.dropped_unknown_peer, 1);
+            tracing::debug!(to = envelope.to, "dropping a message to an unknown peer");
+            return;
+        };
+        match peer.queue.try_send(envelope) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(envelope)) => {
+                bump(&peer.counters.dropped_queue_full, 1);
+                tracing::trace!(to = envelope.to, "peer queue full, dropping a message");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                // The task is gone only after cancellation; count it like a full queue.
+                bump(&peer.counters.dropped_queue_full, 1);
+            }
+        }
+    }
+
+    /// Replaces the set of peers (membership change): tasks of removed peers stop (their
+    /// queued messages are dropped), a peer whose address changed is redialed at the new one,
+    /// new peers get a task. This node's own id is ignored. A node left with no peer refuses
+    /// every dialer (it is standalone); one with peers admits those that pass the handshake.
+    pub fn set_peers(&mut self, mut peers: BTreeMap<NodeId, String>) {
+        peers.remove(&self.config.node_id);
+        peers.remove(&0);
+        self.acceptor.set_clustered(!peers.is_empty());
+        if !peers.is_empty() && !self.config.admits_peers() {
+            tracing::error!(
+                ?peers,
+                "this node has peers but no cluster key: it refuses them all; restart every \
+                 node with the same --cluster-key-file (or --insecure-peers)"
+            );
+        }
+        self.peers.retain(|id, outbound| {
+            let keep = peers.get(id) == Some(&outbound.addr);
+            if !keep {
+                outbound.cancel.cancel();
+            }
+            keep
+        });
+        for (id, addr) in peers {
+            if self.peers.contains_key(&id) {
+                continue;
+            }
+            let (queue, receiver) = mpsc::channel(self.config.queue_capacity);
+            let cancel = self.cancel.child_token();
+            let counters = Arc::new(PeerCounters::default());
+            let span =
+                tracing::info_span!("peer_out", node = self.config.node_id, peer = id, %addr);
+            self.tasks.spawn(
+                run_outbound(
+                    self.config.clone(),
+                    id,
+                    addr.clone(),
+                    receiver,
+                    cancel.clone(),
+                    counters.clone(),
+                )
+                .instrument(span),
+            );
+            self.peers.insert(
+                id,
+                Outbound {
+                    addr,
+                    queue,
+                    cancel,
+                    counters,
+                },
+            );
+        }
+    }
+
+    /// The configured peers and their addresses.
+    pub fn peers(&self) -> BTreeMap<NodeId, String> {
+        self.peers
+            .iter()
+            .map(|(id, outbound)| (*id, outbound.addr.clone()))
+            .collect()
+    }
+
+    /// The inbound entry point, to hand to the connection code.
+    pub fn acceptor(&self) -> PeerAcceptor<E> {
+        self.acceptor.clone()
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> TransportStats {
+        let peers = self
+            .peers
+            .iter()
+            .map(|(id, outbound)| {
+                let c = &outbound.counters;
+                let stats = PeerStats {
+                    addr: outbound.addr.clone(),
+                    connected: c.connected.load(Ordering::Relaxed),
+                    sent: read(&c.sent),
+                    dropped_queue_full: read(&c.dropped_queue_full),
+                    dropped_connection: read(&c.dropped_connection),
+                    dropped_too_large: read(&c.dropped_too_large),
+                    connections: read(&c.connections),
+                    connect_failures: read(&c.connect_failures),
+                };
+                (*id, stats)
+            })
+            .collect();
+        TransportStats {
+            peers,
+            dropped_unknown_peer: read(&self.dropped_unknown_peer),
+            inbound: self.acceptor.stats(),
+        }
+    }
+
+    /// Stops every outbound task and waits for them to end (each ends at its next await).
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl<E> Drop for Transport<E> {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Half the delay plus a uniform random part of the other half ("equal jitter"), so peers that
+/// lost a node together do not redial it in lockstep.
+fn jittered(delay: Duration) -> Duration {
+    let half = delay / 2;
+    half + rand::thread_rng().gen_range(Duration::ZERO..=half)
+}
+
+/// One peer's outbound task: wait for a message, connect, pump batches; on failure drop the
+/// batch in hand and back off.
+async fn run_outbound(
+    config: Arc<TransportConfig>,
+    peer: NodeId,
+    addr: String,
+    mut queue: mpsc::Receiver<Envelope>,
+    cancel: CancellationToken,
+    counters: Arc<PeerCounters>,
+) {
+    let mut backoff = config.backoff_min;
+    let mut batch: Vec<Envelope> = Vec::new();
+    let mut failures_in_row = 0u64;
+    loop {
+        if batch.is_empty() {
+            // Idle until there is something to send: connections are made on demand.
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                next = queue.recv() => match next {
+                    Some(envelope) => batch.push(envelope),
+                    None => return,
+                },
+            }
+        }
+        match or_cancel(&cancel, dial(&config, peer, &addr)).await {
+            Err(PeerError::Cancelled) => return,
+            Err(error) => {
+                bump(&counters.connect_failures, 1);
+                bump(&counters.dropped_connection, batch.len() as u64);
+                batch.clear();
+                failures_in_row += 1;
+                let refused = matches!(
+                    error,
+                    PeerError::Refused { .. } | PeerError::RefusedByPeer { .. }
+                );
+                // A refusal is a misconfiguration worth a warning, once per run of failures;
+                // an unreachable peer is routine (it may be restarting).
+                if refused && failures_in_row == 1 {
+                    tracing::warn!(%error, "peer handshake refused");
+                } else {
+                    tracing::debug!(%error, failures_in_row, "cannot reach peer");
+                }
+            }
+            Ok(framed) => {
+                bump(&counters.connections, 1);
+                failures_in_row = 0;
+                counters.connected.store(true, Ordering::Relaxed);
+                tracing::debug!("peer connected");
+                let started = Instant::now();
+                let result =
+                    pump(framed, &config, &mut queue, &mut batch, &cancel, &counters).await;
+                counters.connected.store(false, Ordering::Relaxed);
+                // A connection that lived a while resets the backoff; one that dies at once
+                // (e.g. the peer accepts and drops us) keeps backing off.
+                if started.elapsed() >= config.backoff_max {
+                    backoff = config.backoff_min;
+                }
+                match result {
+                    // Cancelled, or the transport dropped its sender.
+                    Err(PeerError::Cancelled) | Ok(()) => return,
+                    Err(error) => tracing::debug!(%error, "peer connection lost"),
+                }
+            }
+        }
+        let delay = jittered(backoff);
+        backoff = (backoff * 2).min(config.backoff_max);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Writes batches until the connection fails (`Err`), the transport is dropped (`Ok`) or
+/// cancelled. `batch` may hold messages on entry; on an error the messages in hand are counted
+/// as dropped and `batch` is left empty.
+async fn pump(
+    framed: Framed<TcpStream, PeerCodec>,
+    config: &TransportConfig,
+    queue: &mut mpsc::Receiver<Envelope>,
+    batch: &mut Vec<Envelope>,
+    cancel: &CancellationToken,
+    counters: &PeerCounters,
+) -> Result<(), PeerError> {
+    let (mut sink, mut incoming) = framed.split();
+    loop {
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(PeerError::Cancelled),
+                // The acceptor sends nothing after `PeerAccepted` but an error before closing.
+                frame = incoming.next() => return Err(match frame {
+                    None => PeerError::Closed,
+                    Some(Err(error)) => PeerError::Codec(error),
+                    Some(Ok(Ok(PeerMessage::Error { code, message }))) => {
+                        PeerError::RefusedByPeer { code, message }
+                    }
+                    Some(Ok(other)) => PeerError::Refused {
+                        code: ErrorCode::BadRequest,
+                        reason: format!("unexpected frame from the acceptor: {other:?}"),
+                    },
+                }),
+                next = queue.recv() => match next {
+                    Some(envelope) => batch.push(envelope),
+                    None => return Ok(()),
+                },
+            }
+        }
+        while batch.len() < config.max_batch {
+            match queue.try_recv() {
+                Ok(envelope) => batch.push(envelope),
+                Err(_) => break,
+            }
+        }
+        let total = batch.len() as u64;
+        let too_large_before = read(&counters.dropped_too_large);
+        let write = async {
+            let mut written = 0u64;
+            for envelope in batch.drain(..) {
+                match sink
+                    .feed(PeerMessage::Raft {
+                        envelope: envelope.into(),
+                    })
+                    .await
+                {
+                    Ok(()) => written += 1,
+                    Err(protocol::Error::FrameTooLarge { len, max }) => {
+                        bump(&counters.dropped_too_large, 1);
+                        tracing::warn!(len, max, "dropping a Raft message larger than a frame");
+                    }
+                    Err(error) => return Err(PeerError::Codec(error)),
+                }
+            }
+            sink.flush().await?;
+            Ok(written)
+        };
+        let written = or_cancel(cancel, async {
+            timeout(config.write_timeout, write)
+                .await
+                .map_err(|_| PeerError::Timeout { during: "write" })?
+        });
+        match written.await {
+            Ok(written) => bump(&counters.sent, written),
+            Err(error) => {
+                // Everything fed but not flushed is lost with the connection (`batch` was
+                // drained as it was fed).
+                let too_large = read(&counters.dropped_too_large) - too_large_before;
+                bump(&counters.dropped_connection, total - too_large);
+                batch.clear();
+                return Err(error);
+            }
+        }
+    }
+}
+
+/// Connects to `addr` and performs the dialer's side of the handshake, expecting to reach
+/// `peer`. Bounded by the connect and handshake deadlines.
+async fn dial(
+    config: &TransportConfig,
+    peer: NodeId,
+    addr: &str,
+) -> Result<Framed<TcpStream, PeerCodec>, PeerError> {
+    let stream = timeout(config.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| PeerError::Timeout { during: "connect" })?
+        .map_err(|source| PeerError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    // Small Raft messages must not wait for Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+    let framed = timeout(
+        config.handshake_timeout,
+        dial_handshake(config, peer, stream),
+    )
+    .await
+    .map_err(|_| PeerError::Timeout {
+        during: "handshake",
+    })??;
+    Ok(framed.map_codec(|_| PeerCodec::new(config.max_frame)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_and_full_delay() {
+        let delay = Duration::from_millis(100);
+        for _ in 0..1000 {
+            let d = jittered(delay);
+            assert!(d >= delay / 2 && d <= delay, "{d:?}");
+        }
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
+}
