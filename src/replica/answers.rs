@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::deadlines::{Key, What};
 use super::Replica;
 use crate::lockspace::{LockInfo, LockSpace, Outcome};
 use crate::protocol::{
@@ -70,7 +71,11 @@ impl Replica {
             .sessions()
             .into_iter()
             .map(|info| {
-                let since_renewal_ms = self.lease_deadline(info.id).map(|deadline| {
+                let key = Key {
+                    session: info.id,
+                    what: What::Lease,
+                };
+                let since_renewal_ms = self.leases.deadline(&key).map(|deadline| {
                     let left = deadline.saturating_sub(self.now);
                     info.ttl_ms.saturating_sub(left)
                 });

@@ -61,17 +61,17 @@ impl Leases {
         Leases::default()
     }
 
-    /// The deadline of `key`, if set.
-    pub fn deadline(&self, key: &Key) -> Option<u64> {
-        self.by_key.get(key).copied()
-    }
-
     /// Sets (or moves) the deadline of `key` to `at`.
     pub fn set(&mut self, key: Key, at: u64) {
         if let Some(old) = self.by_key.insert(key.clone(), at) {
             self.by_time.remove(&(old, key.clone()));
         }
         self.by_time.insert((at, key));
+    }
+
+    /// The deadline of `key`, if set.
+    pub fn deadline(&self, key: &Key) -> Option<u64> {
+        self.by_key.get(key).copied()
     }
 
     /// Removes the deadline of `key`, if any.
@@ -180,11 +180,6 @@ impl Replica {
             };
             self.propose_internal(command);
         }
-    }
-
-    /// The session's lease deadline (ms on the shell's clock), if this leader keeps one.
-    pub(super) fn lease_deadline(&self, session: SessionId) -> Option<u64> {
-        self.leases.deadline(&key(session, What::Lease))
     }
 
     /// Moves a session's lease deadline to `now + ttl` (a keep-alive reached the leader).
