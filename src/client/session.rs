@@ -430,12 +430,7 @@ impl Session {
     where
         F: Fn(u64) -> Request,
     {
-        self.check()?;
-        let result = self.inner.client.call(make, patience).await;
-        if let Err(Error::SessionExpired) = result {
-            self.inner.lease.lose(LostReason::SessionExpired);
-        }
-        result
+        self.call_noting_queued(make, patience, &|| {}).await
     }
 
     /// [`Session::call`], running `on_queued` on every `Queued` answer.
