@@ -122,6 +122,12 @@
 //!   follower truncates only from the first entry whose term differs (never on a duplicated or
 //!   reordered append, never at or below its commit index). Lost appends are resent when a
 //!   heartbeat answer shows no progress.
+//! - **Repair of a follower that lost durable entries** (a damaged disk, a restored backup:
+//!   outside Raft's crash model). Its log then ends below the match index the leader holds for
+//!   it, and the leader would never resend what it believes is there. The follower notices when
+//!   a heartbeat's commit (capped at that match) is past its log, and answers with a rejection
+//!   naming where its log ends; a rejection of an append says the same. The leader lowers the
+//!   match to it and probes from there: one round trip, no snapshot, no election.
 //! - **Snapshots**: the runtime compacts (`compacted`), the leader sends `InstallSnapshot` to a
 //!   follower whose next index was compacted away.
 //! - **Reads**: read-index (§6.4): the commit index at request time, confirmed by a heartbeat
@@ -146,6 +152,10 @@
 //!   empty log: give `bootstrap` only when creating a cluster.
 //! - A wiped node that was not wiped cleanly between its vote and the leader's first message in
 //!   that term is not detected (there is no per-disk epoch).
+//! - A node that lost durable entries still votes with its shorter log until repaired; if a
+//!   majority loses entries that way, committed entries can be lost. Detecting every such loss
+//!   would need a durable marker of what was acknowledged, outside the log, at the cost of a
+//!   second fsync per write.
 //! - Reads and proposals pending when leadership is lost are never answered by the core: the
 //!   runtime fails them when `role()` changes.
 //! - Config changes take effect on append, so etcd's "campaign with an unapplied committed

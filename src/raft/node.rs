@@ -378,7 +378,22 @@ impl Node {
                 if !self.accept_leader(from) {
                     return;
                 }
-                let commit = commit.min(self.log.last_index());
+                let last = self.log.last_index();
+                if commit > last {
+                    // The leader caps `commit` at what this node acknowledged to it, so this
+                    // node lost entries it had made durable (a damaged disk, a restored
+                    // backup). Say where its log really ends, or the leader, believing the
+                    // acknowledgement, would never send those entries again.
+                    self.send(
+                        from,
+                        Message::AppendReject {
+                            rejected: commit,
+                            conflict_index: last + 1,
+                            conflict_term: None,
+                        },
+                    );
+                }
+                let commit = commit.min(last);
                 if commit > self.commit {
                     self.commit_to(commit);
                 }
@@ -1156,6 +1171,17 @@ impl Node {
             return;
         };
         pr.recent_active = true;
+        if conflict_term.is_none() && conflict_index <= pr.matched {
+            // The follower's log ends below what it acknowledged: it lost durable entries
+            // (outside Raft's crash model, but disks and operators do it). Believe it and
+            // probe from where its log ends. A stale rejection reordered behind a later
+            // acknowledgement lands here too; then the cost is a redundant probe, never
+            // safety: a lower match only delays commits, and the commit index never regresses.
+            pr.matched = conflict_index.saturating_sub(1);
+            pr.become_probe();
+            self.send_append(from, true);
+            return;
+        }
         let stale = rejected <= pr.matched
             || match pr.state {
                 State::Probe => rejected + 1 != pr.next,

@@ -19,6 +19,7 @@
 //! - `partition 1 | 2 3` (or `partition 1`: isolate), `heal`.
 //! - `hold N`: N's writes stay unsynced until `persist N`; `release N` goes back to automatic.
 //! - `crash N` (unsynced writes are lost), `restart N`, `wipe N` (empty disk, no bootstrap).
+//! - `lose N K`: crashed N's disk loses its last K durable entries (a damaged disk).
 //! - `propose N data...` (several proposals before one Ready), `read N id`, `transfer N [to]`, `snapshot N`.
 //! - `add N [learner]`, `remove N`, `promote N`: a membership change proposed by the leader.
 //! - `status [N]`, `log N`.
@@ -696,6 +697,21 @@ impl Sim {
                 let lost = n.unsynced.len();
                 n.unsynced.clear();
                 writeln!(out, "n{id} crashed ({lost} unsynced batches lost)").unwrap();
+            }
+            "lose" => {
+                // `lose N K`: the crashed node N's disk loses its last K durable entries, as
+                // a damaged disk or a restored backup would (outside Raft's crash model). The
+                // hard state's commit is cut with them, like a cut at a record boundary.
+                let (id, count) = (num(1)?, num(2)? as usize);
+                let n = self.nodes.get_mut(&id).ok_or(format!("no node n{id}"))?;
+                if n.up {
+                    return Err(format!("n{id} must be crashed first"));
+                }
+                let keep = n.disk.entries.len().saturating_sub(count);
+                n.disk.entries.truncate(keep);
+                let last = n.disk.last().0;
+                n.disk.hard_state.commit = n.disk.hard_state.commit.min(last);
+                writeln!(out, "n{id} lost durable entries: last={last}").unwrap();
             }
             "restart" | "wipe" => {
                 let id = num(1)?;
