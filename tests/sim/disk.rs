@@ -169,6 +169,21 @@ impl Disk {
         Ok(lost)
     }
 
+    /// Loses every durable entry after `keep_to` (a crashed node's damaged disk, or a restored
+    /// backup: outside Raft's crash model). The hard state's commit is cut with them, as a cut
+    /// at a record boundary of the real log would; the snapshot stays.
+    pub fn lose_suffix(&mut self, keep_to: Index) -> usize {
+        assert!(
+            self.unsynced.is_empty(),
+            "lose durable entries of a crashed node only"
+        );
+        let keep_to = keep_to.max(self.durable.snap_index());
+        let lost = self.durable.entries.split_off(&(keep_to + 1)).len();
+        let last = self.durable.last_index();
+        self.durable.hard_state.commit = self.durable.hard_state.commit.min(last);
+        lost
+    }
+
     /// What a restarting node recovers: the hard state, the snapshot, and the entries after
     /// it up to the first gap (there is none unless the contract was broken).
     pub fn recover(&self) -> Recovered {

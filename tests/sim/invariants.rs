@@ -102,11 +102,13 @@ pub struct Counters {
     pub membership_committed: u64,
     /// `AddMember` of a node that never answered gave up without promoting it.
     pub promotion_refused: u64,
+    /// A crash lost durable entries that a majority of the other nodes held.
+    pub lost_tails: u64,
 }
 
 impl Counters {
     /// How many counters [`Counters::required`] names.
-    pub const REQUIRED: usize = 8;
+    pub const REQUIRED: usize = 9;
 
     /// Adds `o` to `self`.
     pub fn add(&mut self, o: &Counters) {
@@ -123,6 +125,7 @@ impl Counters {
         self.commit_before_own_fsync += o.commit_before_own_fsync;
         self.membership_committed += o.membership_committed;
         self.promotion_refused += o.promotion_refused;
+        self.lost_tails += o.lost_tails;
     }
 
     /// The anti-vacuity counters, named.
@@ -147,6 +150,10 @@ impl Counters {
             (
                 "promotion refused for a node that never answered",
                 self.promotion_refused,
+            ),
+            (
+                "durable entries lost on a node (repaired by the leader)",
+                self.lost_tails,
             ),
         ]
     }

@@ -37,6 +37,8 @@ pub struct Params {
     pub transfer: bool,
     /// Faults include `AddMember` of a node that never answers (and its removal).
     pub ghost: bool,
+    /// Faults include a crash that loses durable entries (see `World::lose_tail`).
+    pub lose_tail: bool,
 }
 
 impl Params {
@@ -102,6 +104,7 @@ impl Params {
             partition,
             transfer,
             ghost: false,
+            lose_tail: false,
         };
         // Drawn last, so the draws above (and the seeds kept for them) are unchanged.
         params.host.eager_commit = rng.gen_bool(0.25);
@@ -111,6 +114,13 @@ impl Params {
         });
         params.ghost = params.fault_every_ms.is_some() && rng.gen_bool(0.3);
         params
+    }
+
+    /// Draws the faults added after the seeds above were kept, from their own stream, so that
+    /// every seed that does not enable them replays exactly as before.
+    fn draw_late(&mut self, seed: u64) {
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x6c6f_7374_7461_696c);
+        self.lose_tail = self.crash && rng.gen_bool(0.3);
     }
 }
 
@@ -162,7 +172,8 @@ pub fn run(seed: u64, mode: Mode) -> Outcome {
 impl World {
     fn new(seed: u64, mode: Mode) -> World {
         let mut rng = SmallRng::seed_from_u64(seed);
-        let params = Params::draw(&mut rng);
+        let mut params = Params::draw(&mut rng);
+        params.draw_late(seed);
         let ids: Vec<NodeId> = (1..=params.nodes as NodeId).collect();
         let membership = Membership {
             voters: ids.iter().map(|i| (*i, format!("n{i}"))).collect(),
@@ -343,6 +354,9 @@ impl World {
         if self.params.ghost {
             kinds.push(4);
         }
+        if self.params.lose_tail {
+            kinds.push(5);
+        }
         if kinds.is_empty() {
             return Ok(());
         }
@@ -402,6 +416,7 @@ impl World {
                 hosts[i].pause(&mut ctx, now + ms * MS);
             }
             2 => self.partition(),
+            5 => self.lose_tail()?,
             4 => {
                 // Add a node that never answers (or remove it again).
                 if let Some(i) = self.leader() {
@@ -418,6 +433,59 @@ impl World {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Crashes a node, mostly a follower, and loses the tail of its durable log: entries it
+    /// may have acknowledged, outside Raft's crash model. Raft cannot stay safe if a lost entry
+    /// was needed for a quorum, so only entries that a majority of the OTHER nodes hold durably
+    /// are lost: every committed entry then stays on a majority, and every invariant must still
+    /// hold. What this tests is the repair: the leader must notice that the node's log ends
+    /// below its match index and resend, or the node stays behind and the liveness check after
+    /// healing (every node applies the leader's log) fails.
+    fn lose_tail(&mut self) -> Result<(), String> {
+        let leader = self.leader();
+        let target = if leader.is_some() && self.rng.gen_bool(0.8) {
+            let followers: Vec<usize> = (0..self.hosts.len())
+                .filter(|i| Some(*i) != leader && self.hosts[*i].life == Life::Up)
+                .collect();
+            (!followers.is_empty()).then(|| followers[self.rng.gen_range(0..followers.len())])
+        } else {
+            self.random_up()
+        };
+        let Some(i) = target else { return Ok(()) };
+        let down = self.rng.gen_range(100..1_500) * MS;
+        let (hosts, mut ctx) = self.ctx_parts();
+        hosts[i].crash(&mut ctx, down)?;
+        let quorum = self.hosts.len() / 2 + 1;
+        let disk = self.hosts[i].disk.durable();
+        let (snap, last) = (disk.snap_index(), disk.last_index());
+        // The lowest index from which every entry up to `last` is held by a quorum of others.
+        let mut from = last + 1;
+        while from > snap + 1 {
+            let index = from - 1;
+            let term = disk.term_at(index);
+            let holders = (0..self.hosts.len())
+                .filter(|j| *j != i && self.hosts[*j].disk.durable().term_at(index) == term)
+                .count();
+            if holders < quorum {
+                break;
+            }
+            from = index;
+        }
+        if from > last {
+            return Ok(());
+        }
+        let keep_to = self.rng.gen_range(from - 1..last);
+        let lost = self.hosts[i].disk.lose_suffix(keep_to);
+        self.check.counters.lost_tails += 1;
+        let now = self.now;
+        self.trace.log(now, || {
+            format!(
+                "n{} LOST {lost} durable entries: its log now ends at {keep_to} (was {last})",
+                i + 1
+            )
+        });
         Ok(())
     }
 
