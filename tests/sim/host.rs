@@ -126,6 +126,10 @@ pub struct Host {
     unsynced: Vec<(WriteId, Write)>,
     fsync_at: Option<u64>,
     pub restarts: u32,
+    /// This host's clock (ms) when it became leader of its current term.
+    lead_since_ms: Option<u64>,
+    /// This host's clock (ms) of its last `KeptAlive` answer per session, this leadership.
+    kept_alive_ms: BTreeMap<SessionId, u64>,
 }
 
 const US: u64 = 1_000;
@@ -163,6 +167,8 @@ impl Host {
             unsynced: Vec::new(),
             fsync_at: None,
             restarts: 0,
+            lead_since_ms: None,
+            kept_alive_ms: BTreeMap::new(),
         };
         h.next_tick = h.rng.gen_range(0..h.tick_us());
         h
@@ -685,6 +691,7 @@ impl Host {
                             )
                         });
                     }
+                    self.check_expiries(&write, self.local_ms(ctx.now))?;
                     writes.push((id, write));
                 }
                 Effect::Answer {
@@ -784,6 +791,9 @@ impl Host {
         let Some(asked) = self.tickets.get(&ticket).copied() else {
             return Ok(());
         };
+        if let (protocol::Response::KeptAlive { .. }, Some(session)) = (&response, asked.session) {
+            self.kept_alive_ms.insert(session, self.local_ms(ctx.now));
+        }
         if last {
             self.tickets.remove(&ticket);
         }
@@ -809,6 +819,8 @@ impl Host {
         if leading == self.lead_term {
             return Ok(());
         }
+        self.kept_alive_ms.clear();
+        self.lead_since_ms = leading.map(|_| self.local_ms(ctx.now));
         if let Some(old) = self.lead_term.take() {
             ctx.trace.log(ctx.now, || {
                 format!("n{} steps down from term {old}", self.id)
@@ -828,6 +840,45 @@ impl Host {
                 ctx.check.counters.leader_change_holding += 1;
             }
             self.lead_term = Some(term);
+        }
+        Ok(())
+    }
+
+    /// The deadline invariant for sessions: a leader proposes `ExpireSession` only once a full
+    /// TTL has passed on its own clock both since it took office (a new leader restarts every
+    /// deadline: it cannot know when the last keep-alive reached the old one) and since its
+    /// last `KeptAlive` answer for that session. A session whose keep-alives are answered within
+    /// every TTL is therefore never expired.
+    fn check_expiries(&self, write: &Write, now: u64) -> Result<(), String> {
+        let Write::Persist { append, .. } = write else {
+            return Ok(());
+        };
+        let Some(since) = self.lead_since_ms else {
+            return Ok(());
+        };
+        let term = self.lead_term;
+        for entry in append.iter().filter(|e| Some(e.term) == term) {
+            let EntryData::Command(bytes) = &entry.data else {
+                continue;
+            };
+            let Ok(Command::ExpireSession { session }) = rmp_serde::from_slice(bytes) else {
+                continue;
+            };
+            let Some(info) = self.space().session(session) else {
+                continue;
+            };
+            let last = self.kept_alive_ms.get(&session).copied().unwrap_or(0);
+            let from = since.max(last);
+            if now < from + info.ttl_ms {
+                return Err(format!(
+                    "deadline: n{} proposed ExpireSession {session} at {now} ms, {} ms after \
+                     it took office or last kept the session alive (at {from} ms), before its \
+                     TTL of {} ms",
+                    self.id,
+                    now - from,
+                    info.ttl_ms
+                ));
+            }
         }
         Ok(())
     }
