@@ -3,8 +3,9 @@
 //! SIGINT/SIGTERM/SIGHUP/SIGQUIT and SIGKILL of `raftlock`), CMD is
 //! `sh -c 'sleep 300 & sleep 300; wait'`: no process of its process group is left alive, and
 //! another client is not granted the lock while any of them runs (it tries, and must fail until
-//! the group is gone; then it must succeed). An admin revoke ends the group and `raftlock` exits
-//! 4 (the cluster frees the lock at once, so that case is not an exclusion check). A SIGSTOPped `raftlock` cannot keep CMD running
+//! the group is gone; then it must succeed). An admin revoke (which keeps the lock held until
+//! the holder closes or its lease runs out) is checked the same way, and `raftlock` exits 7.
+//! A SIGSTOPped `raftlock` cannot keep CMD running
 //! past the TTL: the supervisor enforces the deadline by itself. `--extend` keeps a short hold
 //! while CMD runs. A SIGINT of a `raftlock lock` that waits in the
 //! queue removes its acquire: the next live waiter is granted when the holder releases.
@@ -425,7 +426,9 @@ fn an_admin_revoke_ends_cmds_group() {
     let other = Other::connect(&daemon);
     let name = "revoked";
     let owner = "nightly job on build-7";
-    let mut locked = Locked::start(&daemon, name, &["--ttl", "10s", "--owner", owner]);
+    // A TTL of 30 s: keep-alives every 10 s, so the refusal comes within 10 s of the revoke,
+    // while the lease cannot run out on the leader before 20 s after it.
+    let mut locked = Locked::start(&daemon, name, &["--ttl", "30s", "--owner", owner]);
     // `sessions` and `locks` name the holder by its owner.
     let sessions = raftlock_ok(&daemon, &["sessions"]);
     let row = sessions
@@ -443,18 +446,27 @@ fn an_admin_revoke_ends_cmds_group() {
 
     let sent = Instant::now();
     raftlock_ok(&daemon, &["revoke", &session]);
-    // A revoke is an explicit end: the cluster frees the lock at once, and raftlock learns of it
-    // from its next keep-alive (within a third of the TTL), so the group ends soon after, not
-    // before the lock moves.
-    let gone = wait_group_gone(locked.pgid, DEADLINE);
+    // The revoke only marks the session: its lock stays held until raftlock, told by its next
+    // keep-alive's refusal (within a third of the TTL), has ended CMD's group and closed the
+    // session. The other client tries all along and must not be granted before the group is
+    // gone.
+    let (gone, granted) = other.lock_after_group(name, locked.pgid, DEADLINE);
     let status = wait_exit(&mut locked.child);
     eprintln!(
-        "timeline: revoke of raftlock's session -> group gone after {:?} (TTL 10s)",
-        gone - sent
+        "timeline: revoke of raftlock's session -> group gone after {:?}, lock granted to another client after {:?} (TTL 30s)",
+        gone - sent,
+        granted - sent
     );
-    // The daemon answers the revoked session's keep-alive `SessionExpired`: a lost session.
-    assert_eq!(status.code(), Some(4), "stderr: {}", locked.stderr());
-    assert!(other.try_lock(name), "the revoked session's lock is free");
+    assert_eq!(status.code(), Some(7), "stderr: {}", locked.stderr());
+    assert!(locked.stderr().contains("revoked"), "{}", locked.stderr());
+    // raftlock closed the session once the group was gone: the last keep-alive the leader
+    // accepted arrived at most a third of the TTL before the revoke, so an expiry could not
+    // have freed the lock before 20 s.
+    assert!(
+        granted - sent < Duration::from_secs(20),
+        "the lock freed only by expiry, after {:?}",
+        granted - sent
+    );
 }
 
 #[test]

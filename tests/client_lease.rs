@@ -344,23 +344,30 @@ async fn owners_show_in_locks_and_sessions_and_a_revoked_session_is_lost() {
         assert!(s.since_renewal_ms.is_some_and(|ms| ms <= 10_000), "{s:?}");
     }
 
-    // Revoking A ends it through the log: B is granted, A's handle learns it is gone.
+    // Revoking A marks it through the log: A's handle learns it at its next keep-alive
+    // (Lost(Revoked)), but A keeps the lock until it closes, so B is not granted before.
+    let (sid_a, held_fence) = (a.id(), held.fence());
     let mut lease = a.lease();
-    client.revoke_session(a.id()).await.expect("revoke");
+    client.revoke_session(sid_a).await.expect("revoke");
+    let (lost, _) = wait_lease(&mut lease, "lost", |l| l.state.is_lost()).await;
+    assert_eq!(lost.state, LeaseState::Lost(LostReason::Revoked));
+    assert!(
+        !waiter.is_finished(),
+        "B was granted while the revoked A had not closed"
+    );
+    assert!(a.append("o.log", &held, b"late".to_vec()).await.is_err());
+    // Revoking it again is harmless.
+    client.revoke_session(sid_a).await.expect("revoke again");
+    drop(held);
+    a.close().await.expect("a revoked session closes");
     let granted = tokio::time::timeout(DEADLINE, waiter)
         .await
-        .expect("B is granted once A is revoked")
+        .expect("B is granted once A closed")
         .unwrap()
         .unwrap();
-    assert!(granted.fence() > held.fence());
+    assert!(granted.fence() > held_fence);
     assert!(matches!(
-        a.append("o.log", &held, b"late".to_vec()).await,
-        Err(Error::SessionExpired)
-    ));
-    let (lost, _) = wait_lease(&mut lease, "lost", |l| l.state.is_lost()).await;
-    assert_eq!(lost.state, LeaseState::Lost(LostReason::SessionExpired));
-    assert!(matches!(
-        client.revoke_session(a.id()).await,
+        client.revoke_session(sid_a).await,
         Err(Error::SessionExpired)
     ));
     let left: Vec<SessionId> = client

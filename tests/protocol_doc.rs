@@ -127,6 +127,25 @@ fn examples() -> Vec<(&'static str, Example)> {
             Example::Request(Request::RevokeSession {
                 id: 8,
                 session_id: 2,
+                force: false,
+            }),
+        ),
+        (
+            "RevokeSession (force)",
+            Example::Request(Request::RevokeSession {
+                id: 11,
+                session_id: 2,
+                force: true,
+            }),
+        ),
+        (
+            "Error (Revoked)",
+            Example::Response(Response::Error {
+                id: 12,
+                code: ErrorCode::Revoked,
+                message: "revoked".into(),
+                leader: None,
+                leader_addr: None,
             }),
         ),
         ("Sessions", Example::Request(Request::Sessions { id: 9 })),
@@ -281,7 +300,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
             | UnsupportedVersion | TooManyConnections | TooManyRequests | NotLeader
             | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | NotWaiting
             | StaleFence | SequenceTooOld | NotFound | Timeout | ShuttingDown | NotReady
-            | Internal | WrongCluster | Unauthorized => {}
+            | Revoked | Internal | WrongCluster | Unauthorized => {}
         }
     }
     let all = vec![
@@ -306,6 +325,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
         Timeout,
         ShuttingDown,
         NotReady,
+        Revoked,
         Internal,
         WrongCluster,
         Unauthorized,

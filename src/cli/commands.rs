@@ -269,7 +269,11 @@ pub(super) async fn sessions(client: &Client, json: bool) -> Result<u8, Failure>
 }
 
 pub(super) async fn revoke(client: &Client, args: RevokeArgs, json: bool) -> Result<u8, Failure> {
-    client.revoke_session(args.session).await?;
+    if args.force {
+        client.force_revoke_session(args.session).await?;
+    } else {
+        client.revoke_session(args.session).await?;
+    }
     if json {
         say(Json::object([("revoked", Json::Uint(args.session))]));
     } else {

@@ -41,8 +41,8 @@ pub const EXIT_SESSION_LOST: u8 = 4;
 pub const EXIT_NOT_HOLDER: u8 = 5;
 /// Exit status of `lock`: the grant's hold limit came while CMD ran; CMD's group was ended first.
 pub const EXIT_HOLD_LIMIT: u8 = 6;
-/// Exit status of `lock`: the cluster ended the grant (revoked) while CMD ran; CMD's group was
-/// ended. (A revoked session reads as lost: [`EXIT_SESSION_LOST`].)
+/// Exit status of `lock`: an administrator revoked the session (or the cluster ended the
+/// grant) while CMD ran; CMD's group was ended before the lock could move.
 pub const EXIT_REVOKED: u8 = 7;
 /// Exit status of `lock` when CMD could not be started.
 pub const EXIT_CANNOT_RUN: u8 = 127;
@@ -56,7 +56,7 @@ Exit status:
   4    session expired or lost (`lock`: CMD's process group was ended before the lease ran out)
   5    not the holder: stale fence, lock not held by the session, or conflicting mode
   6    `lock`: the hold limit (--hold) was reached; CMD's process group was ended before it
-  7    `lock`: the cluster ended the grant (revoked); CMD's process group was ended
+  7    session revoked by an administrator (`lock`: CMD's process group was ended first)
   126  `lock`: CMD is not executable
   127  `lock`: CMD was not found
   128+N  `lock`: raftlock received signal N (INT, TERM, HUP, QUIT): passed on to CMD's group,
@@ -108,9 +108,9 @@ process that enforces the lease by its own clock, even if raftlock is stopped or
 D is the local lease deadline: the send time of the last confirmed keep-alive + TTL, less
 TTL/20 + 25ms for clock drift, or the end of the --hold limit if that is earlier. K is
 --kill-after, capped at TTL/4.
-  - jeopardy (no keep-alive confirmed for TTL/2), session lost (or revoked), or grant
-    revoked: SIGTERM to the group at once, SIGKILL K later; raftlock exits 4 (7 for a
-    revoked grant);
+  - jeopardy (no keep-alive confirmed for TTL/2), session lost, or session revoked
+    (`raftlock revoke`): SIGTERM to the group at once, SIGKILL K later; raftlock exits 4
+    (7 for a revoke), and once the group is gone closes the session so the lock frees;
   - in any case, SIGTERM at D - K - 100ms and SIGKILL at D - 100ms (a --hold limit
     reached this way exits 6; --extend renews the hold every third of it, moving D);
   - SIGINT, SIGTERM, SIGHUP or SIGQUIT to raftlock: passed on to the group, SIGKILL K
@@ -165,14 +165,23 @@ Example:
     /// List live sessions (from the leader): owner, TTL and time since the last renewal.
     #[command(after_help = "Example:\n  raftlock sessions")]
     Sessions,
-    /// End a session by id, as its expiry would (an administrative operation).
+    /// Revoke a session by id (an administrative operation): its holders stop, then its locks free.
     #[command(after_help = "\
-Its locks are released and its waiters dropped at once (the lock may move before the holder
-hears of it); a `raftlock lock` of that session ends its command when its next keep-alive is
-refused (within a third of its TTL) and exits 4. Exits 4 if no such session lives.
+The session is marked revoked: its queued acquires fail, its keep-alives are refused, and a
+`raftlock lock` holding a lock in it ends its command's process group and exits 7, then closes
+the session, which frees its locks. Until then (at the latest until the session's lease runs
+out on the leader, one TTL after its last keep-alive) its locks stay held, so nobody else is
+granted them while the revoked command may still run. Revoking it again succeeds. Exits 4 if
+no such session lives.
+
+--force ends the session at once instead, as its expiry would. That is unsafe: its locks move
+to the next waiters immediately, while the revoked holder's command keeps running until its
+next keep-alive is refused (up to a third of its TTL later). Use it only for a holder known
+to be dead.
 
 Example:
-  raftlock revoke 12")]
+  raftlock revoke 12
+  raftlock revoke --force 12")]
     Revoke(RevokeArgs),
     /// Show the node's status: role, term, leader, commit/applied indexes, members.
     #[command(after_help = "Example:\n  raftlock --servers 10.0.0.1:7400 status")]
@@ -267,6 +276,9 @@ pub struct LockArgs {
 pub struct RevokeArgs {
     /// The session's id (see `raftlock sessions` or `raftlock locks`).
     pub session: SessionId,
+    /// End the session at once: its locks move while its holder may still run (unsafe).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `acquire`.
@@ -369,6 +381,7 @@ impl From<Error> for Failure {
         let code = match error {
             Error::Busy | Error::WaitTimeout => EXIT_NOT_ACQUIRED,
             Error::SessionExpired => EXIT_SESSION_LOST,
+            Error::Revoked => EXIT_REVOKED,
             Error::StaleFence | Error::NotHolder | Error::Conflict => EXIT_NOT_HOLDER,
             _ => EXIT_ERROR,
         };

@@ -39,6 +39,11 @@ pub enum Error {
     /// The session expired or was closed (or its token is wrong); its locks are released.
     #[error("session expired")]
     SessionExpired,
+    /// An administrator revoked the session: the daemon refuses its keep-alives, acquires,
+    /// extends and appends. Its locks stay held only until it closes or its lease runs out, so
+    /// stop the work they guard, then close the session (which frees them at once).
+    #[error("session revoked by an administrator")]
+    Revoked,
     /// The file does not exist.
     #[error("file not found")]
     NotFound,
@@ -84,6 +89,7 @@ impl Error {
             ErrorCode::Conflict => Error::Conflict,
             ErrorCode::NotWaiting => Error::NotWaiting,
             ErrorCode::SessionExpired => Error::SessionExpired,
+            ErrorCode::Revoked => Error::Revoked,
             ErrorCode::NotFound => Error::NotFound,
             ErrorCode::Timeout => Error::Timeout,
             code => Error::Server { code, message },

@@ -348,14 +348,33 @@ impl Client {
         }
     }
 
-    /// Admin: ends session `session_id` through the log, as an expiry does: its locks are
-    /// released and its waiters answered `SessionExpired`. Fails with
-    /// [`Error::SessionExpired`] if no such session lives (also when a retry finds that an
-    /// earlier attempt already revoked it).
+    /// Admin: revokes session `session_id` (the safe revoke). Its queued acquires fail with
+    /// [`Error::Revoked`], its keep-alives are refused from then on, and its holder's library
+    /// reports its lease `Lost(Revoked)`; its locks stay held until the holder closes the
+    /// session or its lease runs out on the leader, so nobody else is granted them while the
+    /// holder may still be working. Revoking a revoked session again succeeds. Fails with
+    /// [`Error::SessionExpired`] if no such session lives.
     pub async fn revoke_session(&self, session_id: SessionId) -> Result<()> {
+        self.revoke(session_id, false).await
+    }
+
+    /// Admin: ends session `session_id` at once, as an expiry does (the forced revoke): its
+    /// locks are released and may be granted to others *while its holder still works*, until
+    /// that holder's next keep-alive is refused (up to a third of its TTL later). Fails with
+    /// [`Error::SessionExpired`] if no such session lives (also when a retry finds that an
+    /// earlier attempt already ended it).
+    pub async fn force_revoke_session(&self, session_id: SessionId) -> Result<()> {
+        self.revoke(session_id, true).await
+    }
+
+    async fn revoke(&self, session_id: SessionId, force: bool) -> Result<()> {
         let response = self
             .call(
-                |id| Request::RevokeSession { id, session_id },
+                |id| Request::RevokeSession {
+                    id,
+                    session_id,
+                    force,
+                },
                 Patience::Normal,
             )
             .await?;

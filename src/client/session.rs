@@ -449,8 +449,10 @@ impl Session {
             .client
             .call_noting_queued(make, patience, on_queued)
             .await;
-        if let Err(Error::SessionExpired) = result {
-            self.inner.lease.lose(LostReason::SessionExpired);
+        match result {
+            Err(Error::SessionExpired) => self.inner.lease.lose(LostReason::SessionExpired),
+            Err(Error::Revoked) => self.inner.lease.lose(LostReason::Revoked),
+            _ => {}
         }
         result
     }
@@ -854,6 +856,11 @@ async fn keep_alive_loop(
             Ok(Err(Error::SessionExpired)) => {
                 tracing::warn!(session, "session expired on the server");
                 lease.lose(LostReason::SessionExpired);
+                return;
+            }
+            Ok(Err(Error::Revoked)) => {
+                tracing::warn!(session, "session revoked by an administrator");
+                lease.lose(LostReason::Revoked);
                 return;
             }
             Ok(Err(error)) => {

@@ -45,9 +45,17 @@ pub enum Command {
     CloseSession { session: SessionId, seq: Seq },
     /// Expires a session whose lease ran out on the leader. Same effect as `CloseSession`.
     ExpireSession { session: SessionId },
-    /// Ends a session at an administrator's request. Same effect as `CloseSession`; a session
-    /// that does not exist answers `SessionExpired`.
+    /// Ends a session at once at an administrator's request (the forced revoke). Same effect
+    /// as `CloseSession`; a session that does not exist answers `SessionExpired`. Unsafe for a
+    /// holder that is still working: its locks move before it can hear of the revoke.
     RevokeSession { session: SessionId },
+    /// Marks a session revoked at an administrator's request (the safe revoke): its queued
+    /// acquires end with `Revoked`, and from then on the leader refuses its keep-alives and the
+    /// state refuses its `Acquire`, `Extend` and `Append` (`Revoked`). Its grants stay held until
+    /// the session closes, releases them, or its lease runs out on the leader (`ExpireSession`),
+    /// so nobody else is granted them before the holder's own lease ends. A session that does
+    /// not exist answers `SessionExpired`; marking a revoked session again changes nothing.
+    MarkRevoked { session: SessionId },
     /// Acquires a lock, or joins its FIFO queue.
     Acquire {
         session: SessionId,
@@ -151,6 +159,9 @@ pub enum Outcome {
     SessionExpired,
     /// The sequence number is older than the oldest result the session still remembers.
     SequenceTooOld,
+    /// The session was revoked by an administrator (`MarkRevoked`): it may no longer acquire,
+    /// extend or append, and a queued acquire of it ended.
+    Revoked,
     /// An internal command (expiry, revoke) found nothing to do.
     Ignored,
 }

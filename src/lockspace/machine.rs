@@ -42,6 +42,7 @@ impl LockSpace {
                     Outcome::SessionExpired
                 }
             }
+            Command::MarkRevoked { session } => self.mark_revoked(index, *session, &mut notes),
             Command::Acquire {
                 session,
                 seq,
@@ -57,7 +58,9 @@ impl LockSpace {
                     wait_ms: *wait_ms,
                     hold_ms: *hold_ms,
                 };
-                self.session_request(*session, *seq, |space| space.acquire(index, lock, waiter))
+                self.session_request(*session, *seq, |space| {
+                    space.unless_revoked(*session, |space| space.acquire(index, lock, waiter))
+                })
             }
             Command::Release { session, seq, lock } => {
                 self.session_request(*session, *seq, |space| {
@@ -79,7 +82,9 @@ impl LockSpace {
                 fence,
                 hold_ms,
             } => self.session_request(*session, *seq, |space| {
-                space.extend(*session, lock, *fence, *hold_ms)
+                space.unless_revoked(*session, |space| {
+                    space.extend(*session, lock, *fence, *hold_ms)
+                })
             }),
             Command::Append {
                 session,
@@ -89,7 +94,9 @@ impl LockSpace {
                 fence,
                 data,
             } => self.session_request(*session, *seq, |space| {
-                space.append(*session, file, lock, *fence, data)
+                space.unless_revoked(*session, |space| {
+                    space.append(*session, file, lock, *fence, data)
+                })
             }),
             Command::ExpireWait { session, seq, lock } => {
                 self.expire_wait(index, *session, *seq, lock, &mut notes)
@@ -140,6 +147,41 @@ impl LockSpace {
                 outcome
             }
         }
+    }
+
+    /// Runs `run` unless `session` was revoked (then `Revoked`): what a revoked session may no
+    /// longer do (acquire, extend, append). Releases, cancels and the close stay allowed, so a
+    /// revoked holder frees its locks early.
+    fn unless_revoked(
+        &mut self,
+        session: SessionId,
+        run: impl FnOnce(&mut LockSpace) -> Outcome,
+    ) -> Outcome {
+        if self.sessions.get(&session).is_some_and(|s| s.revoked) {
+            Outcome::Revoked
+        } else {
+            run(self)
+        }
+    }
+
+    /// The safe revoke: marks the session revoked and ends its queued acquires with `Revoked`
+    /// (granting the waiters they blocked); its grants stay until it closes or expires.
+    fn mark_revoked(&mut self, index: Index, id: SessionId, notes: &mut Notes) -> Outcome {
+        let Some(state) = self.sessions.get_mut(&id) else {
+            return Outcome::SessionExpired;
+        };
+        state.revoked = true;
+        let names = state.locks.clone();
+        for name in names {
+            let waiting = self
+                .locks
+                .get(&name)
+                .and_then(|lock| Some(lock.queue[lock.waiter_of(id)?].seq));
+            if let Some(seq) = waiting {
+                self.end_wait(index, id, seq, &name, Outcome::Revoked, notes);
+            }
+        }
+        Outcome::SessionClosed
     }
 
     fn open_session(

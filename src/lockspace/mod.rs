@@ -12,9 +12,19 @@
 //! was committed finds the live session through the nonce map and gets the same answer, instead
 //! of leaking a second session. The open may name an `owner` (free text such as `user@host pid
 //! command`) that queries show. A session ends by `CloseSession` (the client), `ExpireSession`
-//! (the leader, when the lease ran out) or `RevokeSession` (an administrator); either way its grants are released, its queued acquires
-//! end with `SessionExpired` notifications, and its results table and nonce are freed. Requests
-//! naming a session that does not exist answer `SessionExpired` and change nothing.
+//! (the leader, when the lease ran out) or `RevokeSession` (an administrator's forced revoke);
+//! either way its grants are released, its queued acquires end with `SessionExpired`
+//! notifications, and its results table and nonce are freed. Requests naming a session that
+//! does not exist answer `SessionExpired` and change nothing.
+//!
+//! An administrator's ordinary revoke is `MarkRevoked`, which does not free the locks at once:
+//! the holder's work may still be running, and it only learns of the revoke at its next
+//! keep-alive. The session is marked revoked; its queued acquires end with `Revoked`, and it
+//! may no longer acquire, extend or append (`Revoked`), while the leader refuses its
+//! keep-alives. Its grants stay until it releases them or closes (which its client does once
+//! its work is stopped) or until its lease runs out on the leader (`ExpireSession`, the normal
+//! path). Since the client's own lease ends before the leader's, the holder has stopped before
+//! anybody else can be granted its locks.
 //!
 //! # Locks, modes and FIFO
 //!
@@ -132,6 +142,9 @@ pub struct SessionInfo {
     pub ttl_ms: u64,
     /// Who opened it, if the client said.
     pub owner: Option<String>,
+    /// True once an administrator revoked it (`MarkRevoked`): it holds its grants only until
+    /// it closes or its lease runs out.
+    pub revoked: bool,
 }
 
 /// A lock as queries see it.
@@ -254,6 +267,7 @@ impl LockSpace {
             token: s.token,
             ttl_ms: s.ttl_ms,
             owner: s.owner.clone(),
+            revoked: s.revoked,
         })
     }
 
@@ -271,6 +285,7 @@ impl LockSpace {
                 token: s.token,
                 ttl_ms: s.ttl_ms,
                 owner: s.owner.clone(),
+                revoked: s.revoked,
             })
             .collect()
     }

@@ -9,6 +9,9 @@
 //! - cancel and extend: `Cancel` removes exactly a still-queued acquire (which then ends
 //!   `Cancelled` and may unblock the waiters behind it), `Extend` renews exactly the current
 //!   grant named by its fence;
+//! - revoke: `MarkRevoked` ends exactly the session's queued acquires (`Revoked`) and keeps
+//!   its grants (the holder comparison after every step), and the session's later acquires,
+//!   extends and appends answer `Revoked`;
 //! - exactly once: a replayed (session, seq) answers its original (or updated) outcome, or the
 //!   current position of a still-queued acquire, and leaves the state bytes unchanged;
 //! - snapshots: snapshot → restore → snapshot is byte-identical, and the restored copy answers
@@ -52,6 +55,9 @@ enum Op {
     Revoke {
         slot: usize,
     },
+    MarkRevoked {
+        slot: usize,
+    },
     ExpireWait {
         pick: usize,
         stale: bool,
@@ -87,7 +93,8 @@ fn op(sessions: usize, locks: usize) -> impl Strategy<Value = Op> {
             .prop_map(|(slot, lock, stale)| Op::Append { slot, lock, stale }),
         1 => slot.clone().prop_map(|slot| Op::Close { slot }),
         1 => slot.clone().prop_map(|slot| Op::ExpireSession { slot }),
-        1 => slot.prop_map(|slot| Op::Revoke { slot }),
+        1 => slot.clone().prop_map(|slot| Op::Revoke { slot }),
+        1 => slot.prop_map(|slot| Op::MarkRevoked { slot }),
         2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::ExpireWait { pick, stale }),
         2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::ExpireHold { pick, stale }),
         2 => (any::<usize>(), prop::bool::weighted(0.25)).prop_map(|(pick, stale)| Op::Cancel { pick, stale }),
@@ -106,6 +113,8 @@ struct Model {
     /// The session each slot uses (possibly closed) and the nonce that opened it.
     slots: BTreeMap<usize, (SessionId, u64)>,
     live: BTreeSet<SessionId>,
+    /// Live sessions marked revoked (`MarkRevoked`).
+    revoked: BTreeSet<SessionId>,
     /// Fresh session requests, for replays.
     history: Vec<(Command, SessionId, Seq)>,
     /// The latest known outcome of each (session, seq).
@@ -208,7 +217,7 @@ impl Model {
                 queue.remove(0);
                 self.new_grant(&lock, note.session, fence, mode);
             }
-            Outcome::TimedOut | Outcome::SessionExpired | Outcome::Cancelled => {
+            Outcome::TimedOut | Outcome::SessionExpired | Outcome::Cancelled | Outcome::Revoked => {
                 queue.remove(at);
             }
             ref other => panic!("unexpected notification outcome {other:?}"),
@@ -378,6 +387,9 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
         Op::Revoke { slot } => Command::RevokeSession {
             session: model.session(slot),
         },
+        Op::MarkRevoked { slot } => Command::MarkRevoked {
+            session: model.session(slot),
+        },
         Op::ExpireWait { pick, stale } => {
             let queued: Vec<_> = model.waiting.iter().collect();
             if queued.is_empty() || stale {
@@ -539,6 +551,14 @@ fn observe(model: &mut Model, command: &Command, applied: &Applied) {
             ..
         } => {
             if session_request(*session, *seq, model) {
+                if model.revoked.contains(session) {
+                    assert_eq!(
+                        *outcome,
+                        Outcome::Revoked,
+                        "revoke: acquire of a revoked session"
+                    );
+                    return;
+                }
                 let held = model.held(lock, *session);
                 let waits = model
                     .queues
@@ -596,6 +616,14 @@ fn observe(model: &mut Model, command: &Command, applied: &Applied) {
             data,
         } => {
             if session_request(*session, *seq, model) {
+                if model.revoked.contains(session) {
+                    assert_eq!(
+                        *outcome,
+                        Outcome::Revoked,
+                        "revoke: append of a revoked session"
+                    );
+                    return;
+                }
                 let current = model.held(lock, *session) == Some((*fence, LockMode::Exclusive));
                 let size = model.files.get(file).copied().unwrap_or(0);
                 if current {
@@ -636,6 +664,32 @@ fn observe(model: &mut Model, command: &Command, applied: &Applied) {
                     *outcome,
                     Outcome::SessionExpired,
                     "revoke of a dead session"
+                );
+            }
+        }
+        Command::MarkRevoked { session } => {
+            if model.live.contains(session) {
+                assert_eq!(*outcome, Outcome::SessionClosed, "revoke: mark");
+                model.revoked.insert(*session);
+                let waits = model.waiting.keys().filter(|k| k.0 == *session).count();
+                assert_eq!(
+                    applied.notifications.len(),
+                    waits,
+                    "revoke: every queued acquire of the session ends, nothing else"
+                );
+                assert!(
+                    applied
+                        .notifications
+                        .iter()
+                        .all(|n| n.session == *session && n.outcome == Outcome::Revoked),
+                    "revoke: queued acquires end Revoked: {:?}",
+                    applied.notifications
+                );
+            } else {
+                assert_eq!(
+                    *outcome,
+                    Outcome::SessionExpired,
+                    "revoke: mark of a dead session"
                 );
             }
         }
@@ -684,7 +738,9 @@ fn observe(model: &mut Model, command: &Command, applied: &Applied) {
         } => {
             let exact = model.held(lock, *session).is_some_and(|h| h.0 == *fence);
             if session_request(*session, *seq, model) {
-                let expected = if exact {
+                let expected = if model.revoked.contains(session) {
+                    Outcome::Revoked
+                } else if exact {
                     Outcome::Extended { hold_ms: *hold_ms }
                 } else {
                     Outcome::StaleFence
@@ -713,6 +769,7 @@ fn observe(model: &mut Model, command: &Command, applied: &Applied) {
 
 fn end_session(model: &mut Model, session: SessionId) {
     model.live.remove(&session);
+    model.revoked.remove(&session);
     for holders in model.holds.values_mut() {
         holders.retain(|h| h.0 != session);
     }

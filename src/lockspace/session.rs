@@ -27,6 +27,11 @@ pub(crate) struct Session {
     /// owners existed still restore.
     #[serde(default)]
     pub(crate) owner: Option<String>,
+    /// An administrator revoked it (`MarkRevoked`): its keep-alives are refused, it may not
+    /// acquire, extend or append, and its grants stay only until it closes or its lease runs
+    /// out. After `owner`, with a default, so older snapshots restore.
+    #[serde(default)]
+    pub(crate) revoked: bool,
 }
 
 impl Session {
@@ -39,6 +44,7 @@ impl Session {
             dedup: Dedup::default(),
             locks: Vec::new(),
             owner,
+            revoked: false,
         }
     }
 

@@ -611,6 +611,106 @@ fn revoke_session_ends_it_like_an_expiry() {
     );
 }
 
+/// MarkRevoked (the safe revoke) keeps the session's grants: nobody else is granted them
+/// until the holder closes or releases, or the session expires. Its queued acquire ends
+/// `Revoked` (unblocking the waiter behind it); it may no longer acquire, extend or append;
+/// it may release, cancel and close. The mark survives a snapshot.
+#[test]
+fn mark_revoked_keeps_the_grants_until_the_session_ends() {
+    let mut h = Harness::new();
+    let (a, b, c) = (h.open(), h.open(), h.open());
+    let fence = match h.acquire(a, "l", X, None).outcome {
+        Outcome::Granted { fence } => fence,
+        other => panic!("{other:?}"),
+    };
+    h.acquire(b, "m", X, None);
+    // a waits for m behind nobody but its holder b; c waits behind a.
+    let a_wait = h.acquire_cmd(a, "m", X, None);
+    let Command::Acquire { seq: a_seq, .. } = a_wait else {
+        unreachable!()
+    };
+    h.apply(a_wait);
+    h.acquire(c, "m", S, None);
+    let c_wait = h.acquire_cmd(c, "l", X, None);
+    let Command::Acquire { seq: c_seq, .. } = c_wait else {
+        unreachable!()
+    };
+    h.apply(c_wait);
+
+    let applied = h.apply(Command::MarkRevoked { session: a });
+    assert_eq!(applied.outcome, Outcome::SessionClosed);
+    assert_eq!(
+        applied.notifications,
+        vec![Notification {
+            session: a,
+            seq: a_seq,
+            outcome: Outcome::Revoked,
+        }]
+    );
+    assert!(h.space.session(a).is_some_and(|s| s.revoked));
+    assert_eq!(
+        h.holders("l"),
+        vec![a],
+        "the revoked holder keeps its grant"
+    );
+    // Refused: new acquires, extends and appends.
+    assert_eq!(h.acquire(a, "n", X, None).outcome, Outcome::Revoked);
+    let seq = h.next_seq();
+    let extend = Command::Extend {
+        session: a,
+        seq,
+        lock: "l".into(),
+        fence,
+        hold_ms: 1_000,
+    };
+    assert_eq!(h.apply(extend).outcome, Outcome::Revoked);
+    let seq = h.next_seq();
+    let append = Command::Append {
+        session: a,
+        seq,
+        file: "f".into(),
+        lock: "l".into(),
+        fence,
+        data: b"x".to_vec(),
+    };
+    assert_eq!(h.apply(append).outcome, Outcome::Revoked);
+    // Marking again changes nothing; an unknown session is SessionExpired.
+    let again = h.apply(Command::MarkRevoked { session: a });
+    assert_eq!(again.outcome, Outcome::SessionClosed);
+    assert!(again.notifications.is_empty());
+    assert_eq!(
+        h.apply(Command::MarkRevoked { session: 999 }).outcome,
+        Outcome::SessionExpired
+    );
+    let restored = LockSpace::restore(&h.space.snapshot()).expect("restore");
+    assert!(restored.session(a).is_some_and(|s| s.revoked));
+    // The holder's own close frees the lock for the next waiter.
+    let seq = h.next_seq();
+    let closed = h.apply(Command::CloseSession { session: a, seq });
+    assert_eq!(closed.outcome, Outcome::SessionClosed);
+    assert_eq!(closed.notifications, vec![granted(c, c_seq, h.index)]);
+}
+
+/// A revoked session's grant also ends by the normal expiry, and by its own release.
+#[test]
+fn a_revoked_sessions_grant_ends_by_expiry_or_release() {
+    let mut h = Harness::new();
+    let (a, b) = (h.open(), h.open());
+    h.acquire(a, "l", X, None);
+    h.acquire(a, "k", X, None);
+    let b_wait = h.acquire_cmd(b, "l", X, None);
+    let Command::Acquire { seq: b_seq, .. } = b_wait else {
+        unreachable!()
+    };
+    h.apply(b_wait);
+    h.apply(Command::MarkRevoked { session: a });
+    assert_eq!(h.release(a, "k").outcome, Outcome::Released);
+    assert_eq!(h.holders("l"), vec![a]);
+    let expired = h.apply(Command::ExpireSession { session: a });
+    assert_eq!(expired.notifications, vec![granted(b, b_seq, h.index)]);
+    assert!(h.space.session(a).is_none());
+}
+
 /// An owner given at open is kept, shown by queries, and survives a snapshot.
 #[test]
 fn owners_are_kept_and_restored() {
@@ -872,6 +972,7 @@ fn open_retry_with_nonce_returns_same_session() {
             token: 99,
             ttl_ms: 3_000,
             owner: None,
+            revoked: false,
         })
     );
     h.apply(Command::ExpireSession { session: 1 });

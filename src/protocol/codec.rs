@@ -421,6 +421,12 @@ mod tests {
             Request::RevokeSession {
                 id: 24,
                 session_id: 3,
+                force: false,
+            },
+            Request::RevokeSession {
+                id: 25,
+                session_id: 3,
+                force: true,
             },
             Request::Cancel {
                 id: 21,

@@ -266,7 +266,7 @@ impl Limits {
                 }
             }
             Request::Status { id } | Request::Sessions { id } => check_id(*id),
-            Request::RevokeSession { id, session_id } => {
+            Request::RevokeSession { id, session_id, .. } => {
                 check_id(*id)?;
                 check_session(*session_id)
             }

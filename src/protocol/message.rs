@@ -128,9 +128,17 @@ pub enum Request {
     Status { id: u64 },
     /// Leader only: the live sessions, with owners and the time since their last keep-alive.
     Sessions { id: u64 },
-    /// Admin (leader only): ends session `session_id` through the log, as an expiry does
-    /// (its locks are released, its waiters answered `SessionExpired`).
-    RevokeSession { id: u64, session_id: SessionId },
+    /// Admin (leader only): revokes session `session_id` through the log. Its queued acquires
+    /// end `Revoked` and its keep-alives are refused (`Revoked`), but its locks stay held until
+    /// it closes or its lease runs out, so its holder can stop first. With `force` it ends at
+    /// once, as an expiry does: its locks may move while its holder still works.
+    RevokeSession {
+        id: u64,
+        session_id: SessionId,
+        /// End the session at once instead (unsafe for a holder that is still working).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
+    },
     /// Admin (leader only): adds a node to the cluster. It joins as a learner, the leader
     /// waits until it has caught up with the log, then promotes it to voter; the answer
     /// (`MembershipChanged`) comes once the promotion is committed. Idempotent: resending it for
@@ -366,6 +374,9 @@ pub enum ErrorCode {
     Timeout,
     /// The node is shutting down; retry elsewhere.
     ShuttingDown,
+    /// An administrator revoked the session: its keep-alives are refused and it may no longer
+    /// acquire, extend or append. Stop using its locks, then release them or close it.
+    Revoked,
     /// A new leader has not yet applied its log up to its own term, so it cannot answer for a
     /// session yet; retry shortly (same request).
     NotReady,

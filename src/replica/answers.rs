@@ -221,6 +221,15 @@ pub(super) fn session_expired(id: u64) -> Response {
     )
 }
 
+/// `Revoked`: an administrator revoked the session; its keep-alives no longer renew it.
+pub(super) fn revoked(id: u64) -> Response {
+    Response::error(
+        id,
+        ErrorCode::Revoked,
+        "the session was revoked by an administrator: stop using its locks and close it",
+    )
+}
+
 /// `NotReady`: a new leader has not yet applied its log up to its own term.
 pub(super) fn not_ready(id: u64) -> Response {
     Response::error(
@@ -287,6 +296,10 @@ pub fn outcome_response(id: u64, outcome: &Outcome) -> Response {
             ErrorCode::SequenceTooOld,
             "the sequence number is older than the results the session remembers",
         ),
+        Outcome::Revoked => error(
+            ErrorCode::Revoked,
+            "the session was revoked by an administrator: stop using its locks and close it",
+        ),
         Outcome::Ignored => error(ErrorCode::Internal, "the request had no effect"),
     }
 }
@@ -319,6 +332,7 @@ mod tests {
         );
         assert_eq!(code(Outcome::Conflict), Some(ErrorCode::Conflict));
         assert_eq!(code(Outcome::StaleFence), Some(ErrorCode::StaleFence));
+        assert_eq!(code(Outcome::Revoked), Some(ErrorCode::Revoked));
         assert_eq!(
             code(Outcome::SessionExpired),
             Some(ErrorCode::SessionExpired)

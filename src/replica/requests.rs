@@ -6,11 +6,12 @@
 //! the session is checked against the lock space: an unknown session or a wrong token is
 //! `SessionExpired`, unless this node cannot tell "not applied yet" from "gone" (it leads but
 //! has not applied an entry of its own term, or the session's id is beyond its applied index),
-//! in which case it answers the retryable `NotReady`.
+//! in which case it answers the retryable `NotReady`. A revoked session's `KeepAlive` is
+//! refused with `Revoked` and does not move its lease.
 
 use rand::Rng;
 
-use super::answers::{not_ready, session_expired};
+use super::answers::{not_ready, revoked, session_expired};
 use super::{Caller, Pending, Replica, Ticket};
 use crate::lockspace::{Command, SessionId};
 use crate::protocol::{ErrorCode, Request, Response};
@@ -208,9 +209,19 @@ impl Replica {
                 let response = self.session_list(id);
                 return self.answer(caller, response);
             }
-            Request::RevokeSession { session_id, .. } => {
-                let command = Command::RevokeSession {
-                    session: session_id,
+            Request::RevokeSession {
+                session_id, force, ..
+            } => {
+                // The ordinary revoke only marks the session (its locks stay held until its
+                // holder stops and closes, or its lease runs out); `force` ends it at once.
+                let command = if force {
+                    Command::RevokeSession {
+                        session: session_id,
+                    }
+                } else {
+                    Command::MarkRevoked {
+                        session: session_id,
+                    }
                 };
                 return self.propose(command, caller);
             }
@@ -244,6 +255,10 @@ impl Replica {
             return self.refuse(caller, Refusal::NotReady);
         }
         match self.check_session(session, token) {
+            Ok(_) if self.lockspace.session(session).is_some_and(|s| s.revoked) => {
+                // A revoked session's lease runs out: that is what frees its locks safely.
+                self.answer(caller, revoked(caller.id));
+            }
             Ok(ttl_ms) => {
                 self.renew_lease(session, ttl_ms);
                 let response = Response::KeptAlive {

@@ -199,3 +199,125 @@ fn a_learner_that_never_answers_is_not_promoted_and_the_add_gives_up() {
     }
     assert!(replica.node().membership().learners.contains_key(&2));
 }
+
+fn open(replica: &mut Replica, now: u64, ticket: Ticket, ttl_ms: u64) -> (u64, u64) {
+    let open = Request::OpenSession {
+        id: ticket,
+        nonce: 100 + ticket,
+        ttl_ms,
+        owner: None,
+    };
+    match request(replica, now, ticket, open) {
+        Response::SessionOpened { session, token, .. } => (session, token),
+        other => panic!("no session: {other:?}"),
+    }
+}
+
+fn acquire(session: u64, token: u64, id: u64, lock: &str) -> Request {
+    Request::Acquire {
+        id,
+        session,
+        token,
+        seq: id,
+        lock: lock.into(),
+        mode: crate::lockspace::LockMode::Exclusive,
+        wait_ms: None,
+        hold_ms: None,
+    }
+}
+
+/// The safe revoke: the revoked session's keep-alives are refused with `Revoked` and do not
+/// move its lease, and its lock goes to the next waiter only when the lease (renewed by the
+/// last keep-alive before the revoke) runs out on the leader, never earlier.
+#[test]
+fn a_revoked_sessions_lock_moves_only_when_its_lease_runs_out() {
+    let ttl = 2_000;
+    let mut replica = replica(&[1]);
+    let mut now = elect(&mut replica);
+    let (a, a_token) = open(&mut replica, now, 1, ttl);
+    let (b, b_token) = open(&mut replica, now, 2, 30_000);
+    assert!(matches!(
+        request(&mut replica, now, 3, acquire(a, a_token, 3, "l")),
+        Response::Granted { .. }
+    ));
+    assert!(matches!(
+        request(&mut replica, now, 4, acquire(b, b_token, 4, "l")),
+        Response::Queued { .. }
+    ));
+    now += 500;
+    let keep = |id| Request::KeepAlive {
+        id,
+        session: a,
+        token: a_token,
+    };
+    assert!(matches!(
+        request(&mut replica, now, 5, keep(5)),
+        Response::KeptAlive { .. }
+    ));
+    let renewed = now;
+    now += 100;
+    let revoke = Request::RevokeSession {
+        id: 6,
+        session_id: a,
+        force: false,
+    };
+    assert_eq!(
+        request(&mut replica, now, 6, revoke),
+        Response::SessionClosed { id: 6 }
+    );
+    now += 100;
+    assert_eq!(
+        code(&request(&mut replica, now, 7, keep(7))),
+        Some(ErrorCode::Revoked)
+    );
+    let granted_at = loop {
+        now += 10;
+        assert!(
+            now < renewed + 10 * ttl,
+            "the revoked session never expired"
+        );
+        replica.handle(now, Input::Tick);
+        let answers = settle(&mut replica, now);
+        if answers
+            .iter()
+            .any(|(t, r)| *t == 4 && matches!(r, Response::Granted { .. }))
+        {
+            break now;
+        }
+        // Refused keep-alives along the way do not renew the lease.
+        if now % 500 == 0 {
+            assert_eq!(
+                code(&request(&mut replica, now, 8, keep(now))),
+                Some(ErrorCode::Revoked)
+            );
+        }
+    };
+    assert!(
+        granted_at >= renewed + ttl,
+        "the lock moved at {granted_at}, before the lease renewed at {renewed} ran out"
+    );
+    assert!(
+        replica.lockspace().session(a).is_none(),
+        "expired in the end"
+    );
+}
+
+/// The forced revoke ends the session at once: its lock is free immediately.
+#[test]
+fn a_forced_revoke_frees_the_lock_at_once() {
+    let mut replica = replica(&[1]);
+    let now = elect(&mut replica);
+    let (a, a_token) = open(&mut replica, now, 1, 10_000);
+    request(&mut replica, now, 2, acquire(a, a_token, 2, "l"));
+    let revoke = Request::RevokeSession {
+        id: 3,
+        session_id: a,
+        force: true,
+    };
+    assert_eq!(
+        request(&mut replica, now, 3, revoke),
+        Response::SessionClosed { id: 3 }
+    );
+    assert!(replica.lockspace().lock("l").is_none());
+    assert!(replica.lockspace().session(a).is_none());
+}
