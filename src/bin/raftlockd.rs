@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use raftlock::server::{error_chain, Args, DaemonCommand, DevClusterArgs, Server};
+use raftlock::storage::DataDirLock;
 use tokio::net::{lookup_host, TcpListener, TcpSocket};
 use tracing_subscriber::EnvFilter;
 
@@ -67,10 +68,13 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), String> {
     let config = args.to_config().map_err(|e| error_chain(&e))?;
+    // Before the port and before anything in the directory is read: a second daemon on this
+    // directory stops here, naming the directory and the holder.
+    let dir_lock = DataDirLock::acquire(&config.data_dir).map_err(|e| error_chain(&e))?;
     let listener = bind(&args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let server = Server::start(config, listener)
+    let server = Server::start_locked(config, listener, dir_lock)
         .await
         .map_err(|e| error_chain(&e))?;
     // Tests and scripts read this line to learn the port when listening on port 0.

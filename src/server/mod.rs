@@ -12,7 +12,8 @@
 //!   task per **connection** (`connection.rs`) reads frames and forwards requests to the driver,
 //!   with a writer task fed by a bounded queue.
 //!
-//! Start-up recovers the log and snapshot, restores the lock space and replays the committed
+//! Start-up first locks the data directory (one daemon per directory: `storage::DataDirLock`),
+//! then recovers the log and snapshot, restores the lock space and replays the committed
 //! entries after the snapshot. Shutdown stops accepting, lets in-flight proposals finish (up to
 //! `--shutdown-timeout-ms`), syncs once more and returns. A storage or apply error is returned
 //! from [`Server::serve`]: the process must exit non-zero (systemd restarts it; recovery replays).
@@ -42,7 +43,7 @@ pub use config::{Args, ConfigError, DaemonCommand, DevClusterArgs, PeerArg, Serv
 pub use crate::error_chain;
 use crate::lockspace::{self, LockSpace};
 use crate::raft::{HardState, Node, NodeId};
-use crate::storage::{self, Storage};
+use crate::storage::{self, DataDirLock, Storage};
 use connection::Shared;
 use driver::Driver;
 use inbox::{Event, LeaderInfo};
@@ -63,9 +64,18 @@ const CONNECTION_DRAIN: Duration = Duration::from_secs(2);
 /// Why the daemon stopped or could not start. Each is fatal for the process.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The data directory is in use by another daemon, or its lock file cannot be taken.
+    #[error(transparent)]
+    DataDirLock(storage::LockError),
     /// The data directory could not be opened or recovered.
-    #[error("cannot recover the data directory")]
-    Recover(#[source] storage::Error),
+    #[error("cannot recover the data directory {dir}")]
+    Recover {
+        /// The data directory.
+        dir: std::path::PathBuf,
+        /// What failed.
+        #[source]
+        source: storage::Error,
+    },
     /// Writing or syncing the log failed while running.
     #[error("writing the Raft log failed")]
     Persist(#[source] storage::Error),
@@ -82,8 +92,12 @@ pub enum Error {
     #[error("the driver task panicked")]
     DriverPanicked,
     /// The data directory belongs to another cluster.
-    #[error("the data directory belongs to cluster {stored:?}, not {configured:?} (--cluster-id)")]
+    #[error(
+        "the data directory {dir} belongs to cluster {stored:?}, not {configured:?} (--cluster-id)"
+    )]
     WrongCluster {
+        /// The data directory.
+        dir: std::path::PathBuf,
         /// The id stored in the data directory.
         stored: String,
         /// The id this node was started with.
@@ -92,6 +106,16 @@ pub enum Error {
     /// The peer transport refused its configuration.
     #[error("cannot start the peer transport")]
     Transport(#[source] peer::ConfigError),
+    /// Reading or writing a file in the data directory failed.
+    #[error("{op} {path} failed")]
+    DataDir {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// A socket or thread operation failed.
     #[error("{op} failed")]
     Io {
@@ -112,6 +136,8 @@ pub struct Server {
     driver: JoinHandle<Result<(), Error>>,
     acceptor: PeerAcceptor<Event>,
     advertise: String,
+    /// Held until the server is dropped: no other daemon opens this data directory meanwhile.
+    dir_lock: DataDirLock,
 }
 
 impl std::fmt::Debug for Server {
@@ -134,8 +160,21 @@ impl Server {
         Server::start(config, listener).await?.serve(shutdown).await
     }
 
-    /// Recovers the node and starts its driver; clients are accepted once `serve` runs.
+    /// Locks the data directory, recovers the node and starts its driver; clients are accepted
+    /// once `serve` runs.
     pub async fn start(config: ServerConfig, listener: TcpListener) -> Result<Server, Error> {
+        let dir_lock = DataDirLock::acquire(&config.data_dir).map_err(Error::DataDirLock)?;
+        Server::start_locked(config, listener, dir_lock).await
+    }
+
+    /// Like [`Server::start`] with the data directory's lock already taken (`raftlockd` takes
+    /// it before binding its port, so that a second daemon reports the directory in use rather
+    /// than the address).
+    pub async fn start_locked(
+        config: ServerConfig,
+        listener: TcpListener,
+        dir_lock: DataDirLock,
+    ) -> Result<Server, Error> {
         let local_addr = listener.local_addr().map_err(|source| Error::Io {
             op: "reading the listen address",
             source,
@@ -145,7 +184,10 @@ impl Server {
         let (storage, recovered) = tokio::task::spawn_blocking(move || Storage::open(&data_dir))
             .await
             .map_err(|_| Error::WriterStopped)?
-            .map_err(Error::Recover)?;
+            .map_err(|source| Error::Recover {
+                dir: config.data_dir.clone(),
+                source,
+            })?;
         let snapshot_index = recovered.snapshot.as_ref().map(|s| s.meta.index);
         tracing::info!(
             data_dir = %config.data_dir.display(),
@@ -223,6 +265,7 @@ impl Server {
             driver,
             acceptor,
             advertise,
+            dir_lock,
         })
     }
 
@@ -247,6 +290,7 @@ impl Server {
             mut driver,
             acceptor,
             advertise: _,
+            dir_lock,
         } = self;
         let tracker = TaskTracker::new();
         let closing = CancellationToken::new();
@@ -326,6 +370,8 @@ impl Server {
             Ok(()) => tracing::info!("stopped"),
             Err(error) => tracing::error!(error = %error_chain(error), "stopped on a fatal error"),
         }
+        // The driver (and with it the storage writer) is done: the directory is free.
+        drop(dir_lock);
         result
     }
 }
@@ -335,33 +381,40 @@ impl Server {
 async fn check_cluster_id(config: &ServerConfig) -> Result<(), Error> {
     let dir = config.data_dir.clone();
     let configured = config.cluster_id.clone();
-    let io = |op| move |source| Error::Io { op, source };
+    let io = |op, path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| Error::DataDir { op, path, source }
+    };
     tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir).map_err(io("creating the data directory"))?;
+        std::fs::create_dir_all(&dir).map_err(io("creating the data directory", &dir))?;
         let path = dir.join(CLUSTER_ID_FILE);
         match std::fs::read_to_string(&path) {
             Ok(stored) => {
                 let stored = stored.trim_end().to_string();
                 if stored != configured {
-                    return Err(Error::WrongCluster { stored, configured });
+                    return Err(Error::WrongCluster {
+                        dir,
+                        stored,
+                        configured,
+                    });
                 }
                 Ok(())
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let tmp = dir.join(format!("{CLUSTER_ID_FILE}.tmp"));
-                std::fs::write(&tmp, format!("{configured}\n"))
-                    .map_err(io("writing the cluster id"))?;
+                std::fs::write(&tmp, format!("{configured}\n")).map_err(io("writing", &tmp))?;
                 std::fs::File::open(&tmp)
                     .and_then(|f| f.sync_all())
-                    .map_err(io("syncing the cluster id"))?;
-                std::fs::rename(&tmp, &path).map_err(io("writing the cluster id"))?;
+                    .map_err(io("syncing", &tmp))?;
+                std::fs::rename(&tmp, &path).map_err(io("renaming into place", &path))?;
                 std::fs::File::open(&dir)
                     .and_then(|d| d.sync_all())
-                    .map_err(io("syncing the data directory"))?;
+                    .map_err(io("syncing the directory", &dir))?;
                 Ok(())
             }
-            Err(source) => Err(Error::Io {
-                op: "reading the cluster id",
+            Err(source) => Err(Error::DataDir {
+                op: "reading",
+                path,
                 source,
             }),
         }

@@ -4,6 +4,7 @@
 //! # File layout
 //!
 //! ```text
+//! <dir>/lock                        held (flock) by the daemon using the directory
 //! <dir>/snapshot                    the current snapshot (absent until the first one)
 //! <dir>/snapshot.tmp                a snapshot being written (deleted at start-up)
 //! <dir>/log/00000000000000000001.seg
@@ -64,6 +65,7 @@
 //! Caveat: random garbage after a torn write passes a checksum with probability 2^-32 per
 //! position, which would stop start-up with `Corrupt` (never silently lose data).
 
+mod dir_lock;
 mod replay;
 pub(crate) mod segment;
 mod snapshot_file;
@@ -78,6 +80,7 @@ use std::io::{BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use crate::raft::{Entry, HardState, Index, Recovered, Snapshot};
+pub use dir_lock::{DataDirLock, LockError, LOCK_FILE};
 use segment::RecordRef;
 
 /// The default size past which a new segment is started.
