@@ -25,6 +25,20 @@ async fn copies(cluster: &Cluster, ids: &[u64], file: &str) -> Vec<Vec<u8>> {
     out
 }
 
+/// Appends `"{i},"` to file `f` for each `i` of `numbers`, under `guard`.
+async fn append_numbers(
+    session: &raftlock::client::Session,
+    guard: &raftlock::client::LockGuard,
+    numbers: std::ops::Range<u32>,
+) {
+    for i in numbers {
+        session
+            .append("f", guard, format!("{i},").into_bytes())
+            .await
+            .expect("append");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_under_load_loses_and_duplicates_nothing_and_rejoins() {
     let mut cluster = Cluster::start(3, &[]);
@@ -112,23 +126,13 @@ async fn a_wiped_node_is_re_added_and_catches_up_through_a_snapshot() {
         .lock("l", LockMode::Exclusive, Wait::TryOnce)
         .await
         .expect("lock");
-    for i in 0..60 {
-        session
-            .append("f", &guard, format!("{i},").into_bytes())
-            .await
-            .expect("append");
-    }
+    append_numbers(&session, &guard, 0..60).await;
     let leader = cluster.wait_leader().await;
     let victim = (1..=3).find(|id| *id != leader).expect("a follower");
     admin.remove_member(victim).await.expect("remove");
     cluster.node(victim).kill();
     cluster.node(victim).wipe();
-    for i in 60..100 {
-        session
-            .append("f", &guard, format!("{i},").into_bytes())
-            .await
-            .expect("append");
-    }
+    append_numbers(&session, &guard, 60..100).await;
     let args = cluster.joiner_args(victim);
     cluster.node(victim).set_args(args);
     cluster.node(victim).start_again();
@@ -350,12 +354,7 @@ async fn a_follower_that_lost_its_log_tail_is_repaired_by_the_leader() {
         .lock("l", LockMode::Exclusive, Wait::TryOnce)
         .await
         .expect("lock");
-    for i in 0..60 {
-        session
-            .append("f", &guard, format!("{i},").into_bytes())
-            .await
-            .expect("append");
-    }
+    append_numbers(&session, &guard, 0..60).await;
     let victim = (1..=3).find(|id| *id != leader).expect("a follower");
     let before = cluster.wait_caught_up(victim).await;
     let term = cluster
