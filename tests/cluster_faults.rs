@@ -1,6 +1,7 @@
 //! Real multi-process clusters under faults: kill -9 of the leader under load, restart and
 //! catch-up, a wiped node re-added through a snapshot, a rolling restart under a held lock, a
-//! paused (SIGSTOP) leader, and a queued acquire that keeps its place across a failover.
+//! paused (SIGSTOP) leader, a session that outlives a leader paused past its TTL, and a queued
+//! acquire that keeps its place across a failover.
 
 mod common;
 
@@ -231,6 +232,50 @@ async fn a_paused_leader_steps_down_and_serves_nothing_stale() {
         new,
         "the old leader stepped down"
     );
+}
+
+/// A leader paused for longer than a session's TTL keeps its TCP connections open, so the client
+/// learns nothing from the socket: its keep-alive must give up on the paused node within a
+/// renewal period and find the new leader (which restarted every lease when it took office)
+/// while its own lease is still valid. Found by the nemesis harness: with the keep-alive waiting
+/// the whole 5 s request timeout, a healthy 2 s session was lost at every leader pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_outlives_a_leader_paused_for_longer_than_its_ttl() {
+    let mut cluster = Cluster::start(3, &[]);
+    let old = cluster.wait_leader().await;
+    let holder = connect(cluster.servers()).await;
+    let ttl = Duration::from_secs(3);
+    let session = holder.open_session(ttl).await.expect("session");
+    let guard = session
+        .lock("l", LockMode::Exclusive, Wait::TryOnce)
+        .await
+        .expect("lock");
+    let paused_at = tokio::time::Instant::now();
+    cluster.node(old).signal(libc::SIGSTOP);
+    // Wait (bounded) until a keep-alive sent a whole TTL after the pause began was confirmed:
+    // the lease then spans more than a TTL in which the old leader answered nothing.
+    let mut lease = session.lease();
+    let renewed_past_ttl = tokio::time::timeout(
+        DEADLINE,
+        lease.wait_for(|l| l.state.is_lost() || l.deadline >= paused_at + 2 * ttl),
+    )
+    .await
+    .expect("the lease moved on within the deadline")
+    .map(|l| *l)
+    .expect("the lease watch is open");
+    assert!(
+        !renewed_past_ttl.state.is_lost(),
+        "the session was lost while the leader was paused: {renewed_past_ttl:?}"
+    );
+    cluster.node(old).signal(libc::SIGCONT);
+    session
+        .append("f", &guard, b"still mine".to_vec())
+        .await
+        .expect("the holder still appends under its fence");
+    let locks = holder.locks(Some("l"), false).await.expect("locks");
+    assert_eq!(locks[0].holders[0].session, session.id());
+    assert_eq!(locks[0].holders[0].fence, guard.fence());
+    assert!(!session.is_lost(), "the session survived the pause");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -112,6 +112,10 @@ enum Patience {
     Queue { until: Option<Instant> },
     /// A request the server may take this long to answer (at least the request timeout).
     Long(Duration),
+    /// A request that is worthless if its answer takes longer than this (at most the request
+    /// timeout): a keep-alive, which must move on from a paused or partitioned node while the
+    /// lease it renews is still valid, instead of waiting the whole request timeout there.
+    Short(Duration),
 }
 
 /// Where the client sends requests next.
@@ -560,6 +564,9 @@ impl Client {
                     Patience::Queue { until } if queued => until,
                     Patience::Long(wait) => {
                         Some(Instant::now() + wait.max(self.inner.options.request_timeout))
+                    }
+                    Patience::Short(wait) => {
+                        Some(Instant::now() + wait.min(self.inner.options.request_timeout))
                     }
                     _ => Some(Instant::now() + self.inner.options.request_timeout),
                 };

@@ -755,7 +755,7 @@ impl Session {
         let response = self
             .call(
                 |id| Request::KeepAlive { id, session, token },
-                Patience::Normal,
+                keep_alive_patience(self.inner.credentials.ttl / 3),
             )
             .await?;
         match response {
@@ -804,6 +804,14 @@ impl Session {
     }
 }
 
+/// How long one keep-alive attempt waits on one node: the renewal period (a third of the TTL),
+/// but no less than 100 ms. A leader that is paused or cut off keeps its TCP connections open,
+/// so only this bound makes the client try another node (and so find the new leader, which
+/// restarts every lease when it takes office) while the lease can still be renewed.
+fn keep_alive_patience(period: Duration) -> Patience {
+    Patience::Short(period.max(Duration::from_millis(100)))
+}
+
 /// Renews the lease every ttl/3 until the session ends, reporting each confirmation (by its
 /// send instant) to the lease, whose watchdog moves it to jeopardy and to lost when they stop.
 /// Declares it lost when the daemon says it expired. A handle that knows of no confirmation
@@ -842,7 +850,7 @@ async fn keep_alive_loop(
         let sent = Instant::now();
         let call = client.call(
             |id| Request::KeepAlive { id, session, token },
-            Patience::Normal,
+            keep_alive_patience(period),
         );
         match tokio::time::timeout_at(give_up, call).await {
             Ok(Ok(Response::KeptAlive { ttl_ms, .. })) => {

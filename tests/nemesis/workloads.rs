@@ -632,17 +632,20 @@ pub async fn paused_holder(ctx: Ctx) {
         let (woke_tx, woke_rx) = oneshot::channel::<()>();
         let w = tokio::spawn(waiter(ctx.clone(), client.clone(), granted_tx, woke_rx));
         // P sleeps past its TTL, and on until W holds the lock (bounded).
-        let _ = tokio::time::timeout(Duration::from_secs(12), granted_rx).await;
+        let w_granted = matches!(
+            tokio::time::timeout(Duration::from_secs(12), granted_rx).await,
+            Ok(Ok(()))
+        );
         tokio::time::sleep_until(paused_at + PAUSED_TTL + Duration::from_millis(200)).await;
         unfenced_write(&ctx.hist, "ph-P", credentials.id, fence);
-        let (op, data) = ctx.hist.begin_append(
-            "ph-P",
-            credentials.id,
-            "ph.log",
-            "ph",
-            fence,
-            Some("expired session / stale fence"),
-        );
+        // Only W's grant proves that the cluster ended P's session: a new leader restarts every
+        // lease when it takes office, so after a failover during the pause P's session may
+        // rightly outlive its TTL on P's clock. Without that proof the append is an ordinary
+        // fenced one (acknowledged means applied, in fence order), not one that must fail.
+        let must_fail = w_granted.then_some("expired session / stale fence");
+        let (op, data) =
+            ctx.hist
+                .begin_append("ph-P", credentials.id, "ph.log", "ph", fence, must_fail);
         let mut raw = Raw::new(ctx.addrs.clone());
         let seq = u64::MAX / 2 + op;
         let (result, _) = raw
