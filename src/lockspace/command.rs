@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::raft::Index;
+
 /// A session's id: the log index of the `OpenSession` entry that created it.
 pub type SessionId = u64;
 /// A per-session request sequence number, chosen by the client, for exactly-once semantics.
@@ -109,12 +111,20 @@ pub enum Command {
         seq: Seq,
         lock: String,
     },
-    /// Revokes the grant `fence` of `lock` to `session` if it still holds it. Proposed by the
-    /// leader when the grant's hold limit passes.
+    /// Revokes the grant `fence` of `lock` to `session` if it still holds it and its hold limit
+    /// last started at index `since`. Proposed by the leader when the grant's hold limit passes.
+    ///
+    /// `since` makes the expiry lose a race with `Extend`: an Extend already in the log when
+    /// the leader proposed this (but not yet applied there) restarts the hold at its own index,
+    /// so this entry, applied after it, finds another start and does nothing; the leader's
+    /// new deadline ends the extended hold. `None` (entries written before the field existed)
+    /// ends the grant whatever its start.
     ExpireHold {
         session: SessionId,
         lock: String,
         fence: Fence,
+        #[serde(default)]
+        since: Option<Index>,
     },
 }
 

@@ -13,6 +13,10 @@ pub(crate) struct Holder {
     pub(crate) fence: Fence,
     /// The grant's hold limit in ms, if any (the leader schedules `ExpireHold`).
     pub(crate) hold_ms: Option<u64>,
+    /// The log index at which the hold limit last started: the grant's entry, or the last
+    /// `Extend` applied to it. An `ExpireHold` must name it (see `Command::ExpireHold`).
+    #[serde(default)]
+    pub(crate) hold_since: u64,
 }
 
 /// One queued acquire.

@@ -83,7 +83,7 @@ impl LockSpace {
                 hold_ms,
             } => self.session_request(*session, *seq, |space| {
                 space.unless_revoked(*session, |space| {
-                    space.extend(*session, lock, *fence, *hold_ms)
+                    space.extend(index, *session, lock, *fence, *hold_ms)
                 })
             }),
             Command::Append {
@@ -105,7 +105,21 @@ impl LockSpace {
                 session,
                 lock,
                 fence,
-            } => self.release(index, *session, lock, Some(*fence), &mut notes),
+                since,
+            } => {
+                let restarted = since.is_some_and(|since| {
+                    self.locks
+                        .get(lock)
+                        .and_then(|l| l.holder(*session))
+                        .is_some_and(|h| h.fence == *fence && h.hold_since != since)
+                });
+                if restarted {
+                    // An Extend applied since the leader proposed this: its deadline rules.
+                    Outcome::Ignored
+                } else {
+                    self.release(index, *session, lock, Some(*fence), &mut notes)
+                }
+            }
         };
         Applied {
             outcome,
@@ -272,6 +286,7 @@ impl LockSpace {
                         session,
                         fence,
                         hold_ms: waiter.hold_ms,
+                        hold_since: index,
                     },
                 );
                 Outcome::Granted { fence }
@@ -355,8 +370,16 @@ impl LockSpace {
         }
     }
 
-    /// Renews the hold limit of the grant `fence` of `name` to `session`.
-    fn extend(&mut self, session: SessionId, name: &str, fence: Fence, hold_ms: u64) -> Outcome {
+    /// Renews the hold limit of the grant `fence` of `name` to `session`, restarting it at
+    /// `index`.
+    fn extend(
+        &mut self,
+        index: Index,
+        session: SessionId,
+        name: &str,
+        fence: Fence,
+        hold_ms: u64,
+    ) -> Outcome {
         let holder = self
             .locks
             .get_mut(name)
@@ -364,6 +387,7 @@ impl LockSpace {
         match holder {
             Some(holder) if holder.fence == fence => {
                 holder.hold_ms = Some(hold_ms);
+                holder.hold_since = index;
                 Outcome::Extended { hold_ms }
             }
             _ => Outcome::StaleFence,
@@ -433,6 +457,7 @@ impl LockSpace {
                     session: waiter.session,
                     fence,
                     hold_ms: waiter.hold_ms,
+                    hold_since: index,
                 },
             );
             let outcome = Outcome::Granted { fence };

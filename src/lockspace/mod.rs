@@ -44,8 +44,11 @@
 //! a lock in the mode the session already holds returns the same grant (idempotent); the other
 //! mode, or a second acquire while one waits, is a `Conflict` (no upgrades, no self-deadlock).
 //! A grant's hold limit (`hold_ms`) is renewed by `Extend`, which names the grant by its fence:
-//! the state only records the new duration, and the leader restarts its deadline when it applies
-//! the entry (the `Extended` outcome tells it so).
+//! the state records the new duration and the index where the hold restarted, and the leader
+//! restarts its deadline when it applies the entry (the `Extended` outcome tells it so). An
+//! `ExpireHold` names that index, so an expiry the leader proposed while an Extend was still in
+//! the log behind it does nothing: the holder was told `Extended`, and the grant stands until
+//! the new deadline.
 //!
 //! # Fencing
 //!
@@ -186,6 +189,10 @@ pub struct HoldInfo {
     pub fence: Fence,
     /// The hold limit in ms.
     pub hold_ms: u64,
+    /// The log index at which the hold limit last started (the grant or its last `Extend`):
+    /// what the leader's `ExpireHold` names, so that an expiry proposed before an Extend was
+    /// applied does nothing.
+    pub since: Index,
 }
 
 /// The whole replicated state.
@@ -331,10 +338,23 @@ impl LockSpace {
                         lock: name.clone(),
                         fence: h.fence,
                         hold_ms: h.hold_ms?,
+                        since: h.hold_since,
                     })
                 })
             })
             .collect()
+    }
+
+    /// `session`'s grant of `lock`, if it has one with a hold limit.
+    pub fn limited_hold(&self, lock: &str, session: SessionId) -> Option<HoldInfo> {
+        let h = self.locks.get(lock)?.holder(session)?;
+        Some(HoldInfo {
+            session,
+            lock: lock.to_owned(),
+            fence: h.fence,
+            hold_ms: h.hold_ms?,
+            since: h.hold_since,
+        })
     }
 
     /// Reads up to `len` bytes of `file` from `offset`; returns the bytes and the file's size,

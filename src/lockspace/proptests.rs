@@ -430,6 +430,7 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
                     session,
                     lock: lock_name(pick % 3),
                     fence,
+                    since: None,
                 }
             } else {
                 let (lock, session, fence) = holds[pick % holds.len()].clone();
@@ -437,6 +438,7 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
                     session,
                     lock,
                     fence,
+                    since: None,
                 }
             }
         }
@@ -752,6 +754,7 @@ fn observe(model: &mut Model, command: &Command, applied: &Applied) {
             session,
             lock,
             fence,
+            since: _,
         } => {
             let exact = model.held(lock, *session).is_some_and(|h| h.0 == *fence);
             if exact {

@@ -459,7 +459,8 @@ fn expire_hold_revokes_only_the_named_grant() {
             session: a,
             lock: "l".into(),
             fence: first,
-            hold_ms: 500
+            hold_ms: 500,
+            since: first,
         }]
     );
     h.acquire(b, "l", X, None);
@@ -467,7 +468,8 @@ fn expire_hold_revokes_only_the_named_grant() {
         h.apply(Command::ExpireHold {
             session: a,
             lock: "l".into(),
-            fence: first + 100
+            fence: first + 100,
+            since: None,
         })
         .outcome,
         Outcome::Ignored
@@ -476,7 +478,8 @@ fn expire_hold_revokes_only_the_named_grant() {
         h.apply(Command::ExpireHold {
             session: b,
             lock: "l".into(),
-            fence: first
+            fence: first,
+            since: None,
         })
         .outcome,
         Outcome::Ignored
@@ -485,6 +488,7 @@ fn expire_hold_revokes_only_the_named_grant() {
         session: a,
         lock: "l".into(),
         fence: first,
+        since: None,
     });
     assert_eq!(applied.outcome, Outcome::Released);
     assert_eq!(applied.notifications.len(), 1);
@@ -495,7 +499,8 @@ fn expire_hold_revokes_only_the_named_grant() {
         h.apply(Command::ExpireHold {
             session: a,
             lock: "l".into(),
-            fence: first
+            fence: first,
+            since: None,
         })
         .outcome,
         Outcome::Ignored
@@ -508,7 +513,8 @@ fn expire_hold_revokes_only_the_named_grant() {
         h.apply(Command::ExpireHold {
             session: a,
             lock: "l".into(),
-            fence: first
+            fence: first,
+            since: None,
         })
         .outcome,
         Outcome::Ignored
@@ -769,7 +775,9 @@ fn extend_renews_only_the_current_grant() {
             session: a,
             lock: "l".into(),
             fence,
-            hold_ms: 2_000
+            hold_ms: 2_000,
+            // The Extend is the entry right after the grant: the hold restarted there.
+            since: fence + 1,
         }]
     );
     assert_eq!(extend(&mut h, a, fence + 1, 9), Outcome::StaleFence);
@@ -1076,4 +1084,45 @@ fn queries_sort_and_filter() {
             file_bytes: 0
         }
     );
+}
+
+/// An `ExpireHold` names where the hold started: one proposed before an `Extend` was applied
+/// (naming the grant's start) does nothing once the Extend restarted the hold; one naming the
+/// Extend's start ends the grant.
+#[test]
+fn an_expiry_of_a_hold_restarted_by_an_extend_is_ignored() {
+    let mut h = Harness::new();
+    let (a, b) = (h.open(), h.open());
+    let seq = h.next_seq();
+    let fence = Harness::fence(&h.apply(Command::Acquire {
+        session: a,
+        seq,
+        lock: "l".into(),
+        mode: X,
+        wait_ms: None,
+        hold_ms: Some(500),
+    }));
+    let granted_at = h.space.limited_holds()[0].since;
+    h.acquire(b, "l", X, None);
+    let seq = h.next_seq();
+    h.apply(Command::Extend {
+        session: a,
+        seq,
+        lock: "l".into(),
+        fence,
+        hold_ms: 500,
+    });
+    let extended_at = h.space.limited_holds()[0].since;
+    assert!(extended_at > granted_at, "the Extend restarted the hold");
+    let expire = |since| Command::ExpireHold {
+        session: a,
+        lock: "l".into(),
+        fence,
+        since: Some(since),
+    };
+    assert_eq!(h.apply(expire(granted_at)).outcome, Outcome::Ignored);
+    assert_eq!(h.holders("l"), vec![a], "the extended grant stands");
+    let applied = h.apply(expire(extended_at));
+    assert_eq!(applied.outcome, Outcome::Released);
+    assert_eq!(h.holders("l"), vec![b]);
 }

@@ -163,18 +163,20 @@ impl Replica {
                     Command::ExpireWait { session, seq, lock }
                 }
                 What::Hold { lock, fence } => {
-                    let holding = self.lockspace.lock(&lock).is_some_and(|info| {
-                        info.holders
-                            .iter()
-                            .any(|&(s, f)| s == session && f == fence)
-                    });
-                    if !holding {
+                    let Some(hold) = self
+                        .lockspace
+                        .limited_hold(&lock, session)
+                        .filter(|hold| hold.fence == fence)
+                    else {
                         continue;
-                    }
+                    };
+                    // Names the hold's start as applied here: an Extend still in the log
+                    // behind us restarts it, and this expiry then does nothing.
                     Command::ExpireHold {
                         session,
                         lock,
                         fence,
+                        since: Some(hold.since),
                     }
                 }
             };

@@ -321,3 +321,87 @@ fn a_forced_revoke_frees_the_lock_at_once() {
     assert!(replica.lockspace().lock("l").is_none());
     assert!(replica.lockspace().session(a).is_none());
 }
+
+/// An `Extend` that is in the log but not yet applied when the hold limit passes on the leader:
+/// the leader proposes `ExpireHold` behind it, and the Extend is applied first and answered
+/// `Extended`. The expiry must then find the hold restarted and do nothing; before the fix it
+/// revoked the grant the holder had just been told was extended, and granted the waiter.
+#[test]
+fn an_expiry_proposed_behind_an_extend_does_not_revoke_the_extended_grant() {
+    let hold = 1_000;
+    let mut replica = replica(&[1]);
+    let mut now = elect(&mut replica);
+    let (a, a_token) = open(&mut replica, now, 1, 30_000);
+    let (b, b_token) = open(&mut replica, now, 2, 30_000);
+    let mut held = acquire(a, a_token, 3, "l");
+    if let Request::Acquire { hold_ms, .. } = &mut held {
+        *hold_ms = Some(hold);
+    }
+    let Response::Granted { fence, .. } = request(&mut replica, now, 3, held) else {
+        panic!("no grant");
+    };
+    assert!(matches!(
+        request(&mut replica, now, 4, acquire(b, b_token, 4, "l")),
+        Response::Queued { .. }
+    ));
+    // Just before the limit, the holder extends; its entry is written but not yet durable.
+    now += hold - 10;
+    let extend = Request::Extend {
+        id: 5,
+        session: a,
+        token: a_token,
+        seq: 5,
+        lock: "l".into(),
+        fence,
+        hold_ms: hold,
+    };
+    replica.handle(
+        now,
+        Input::Request {
+            ticket: 5,
+            request: extend,
+        },
+    );
+    replica.advance(now).expect("advance");
+    let pending: Vec<Effect> = replica.take_effects();
+    assert!(
+        pending.iter().any(|e| matches!(e, Effect::Persist { .. })),
+        "the Extend is being written"
+    );
+    // The limit passes on the leader while the Extend is still in flight.
+    now += 20;
+    replica.handle(now, Input::Tick);
+    let answers = settle(&mut replica, now);
+    assert!(
+        answers
+            .iter()
+            .any(|(t, r)| *t == 5 && matches!(r, Response::Extended { .. })),
+        "the Extend was applied and answered: {answers:?}"
+    );
+    assert!(
+        !answers.iter().any(|(t, _)| *t == 4),
+        "the waiter was granted the lock its holder had just extended: {answers:?}"
+    );
+    let holders = &replica.lockspace().lock("l").expect("held").holders;
+    assert_eq!(holders, &vec![(a, fence)], "the extended grant stands");
+    // The extended limit still ends the grant, a full hold after the Extend.
+    let extended_at = now - 20;
+    let granted_at = loop {
+        now += 10;
+        assert!(
+            now < extended_at + 10 * hold,
+            "the extended hold never ended"
+        );
+        replica.handle(now, Input::Tick);
+        if settle(&mut replica, now)
+            .iter()
+            .any(|(t, r)| *t == 4 && matches!(r, Response::Granted { .. }))
+        {
+            break now;
+        }
+    };
+    assert!(
+        granted_at >= extended_at + hold,
+        "the waiter was granted at {granted_at}, before the hold extended at {extended_at} ended"
+    );
+}
