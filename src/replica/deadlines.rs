@@ -141,6 +141,7 @@ impl Replica {
             return;
         }
         for due in self.leases.take_due(self.now) {
+            let key = due.clone();
             let session = due.session;
             // Skip what no longer applies; the state machine would ignore it anyway.
             let command = match due.what {
@@ -180,7 +181,11 @@ impl Replica {
                     }
                 }
             };
-            self.propose_internal(command);
+            if !self.propose_internal(command) {
+                // Refused while a leadership transfer runs: if the transfer fails, this node
+                // still leads and must not have forgotten the deadline. Due again next tick.
+                self.leases.set(key, self.now);
+            }
         }
     }
 

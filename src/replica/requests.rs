@@ -313,12 +313,15 @@ impl Replica {
     }
 
     /// Proposes an internal command (an expiry); it has no client to answer.
-    pub(super) fn propose_internal(&mut self, command: Command) {
+    /// Returns false if the node refused it: it no longer leads (the next leader restarts
+    /// every deadline), or it is handing leadership over (and may keep it if that fails).
+    pub(super) fn propose_internal(&mut self, command: Command) -> bool {
         tracing::debug!(?command, "proposing expiry");
         let bytes = rmp_serde::to_vec_named(&command).expect("commands always serialize");
-        if self.node.propose(bytes).is_err() {
-            // Leadership just moved: the new leader restarts every deadline.
-            tracing::debug!("expiry not proposed: no longer the leader");
+        let proposed = self.node.propose(bytes).is_ok();
+        if !proposed {
+            tracing::debug!("expiry not proposed: leadership is moving");
         }
+        proposed
     }
 }

@@ -17,6 +17,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::client::{Request, Response};
+use crate::deadlines::Deadlines;
 use crate::disk::Disk;
 use crate::invariants::{chain, fnv, holder_fences, ApplyCtx, Checker, Shadow};
 use crate::network::{Addr, Net, Packet, Payload};
@@ -126,10 +127,8 @@ pub struct Host {
     unsynced: Vec<(WriteId, Write)>,
     fsync_at: Option<u64>,
     pub restarts: u32,
-    /// This host's clock (ms) when it became leader of its current term.
-    lead_since_ms: Option<u64>,
-    /// This host's clock (ms) of its last `KeptAlive` answer per session, this leadership.
-    kept_alive_ms: BTreeMap<SessionId, u64>,
+    /// When, on this host's clock, its deadlines started and its expiries were proposed.
+    deadlines: Deadlines,
 }
 
 const US: u64 = 1_000;
@@ -167,8 +166,7 @@ impl Host {
             unsynced: Vec::new(),
             fsync_at: None,
             restarts: 0,
-            lead_since_ms: None,
-            kept_alive_ms: BTreeMap::new(),
+            deadlines: Deadlines::default(),
         };
         h.next_tick = h.rng.gen_range(0..h.tick_us());
         h
@@ -286,6 +284,7 @@ impl Host {
         self.replica = Some(Replica::new(replica_config, node, space, last_term));
         self.life = Life::Up;
         self.lead_term = None;
+        self.deadlines.led(None);
         self.tickets.clear();
         self.admin.clear();
         self.unsynced.clear();
@@ -323,6 +322,7 @@ impl Host {
             self.last_space = replica.into_lockspace();
         }
         self.lead_term = None;
+        self.deadlines.led(None);
         self.tickets.clear();
         self.admin.clear();
         self.unsynced.clear();
@@ -376,8 +376,12 @@ impl Host {
         }
         if self.next_tick <= ctx.now {
             self.next_tick += self.tick_us();
-            self.input(ctx, Input::Tick);
+            self.tick(ctx)?;
             self.drive(ctx)?;
+            if self.leading().is_some_and(|t| self.lead_term == Some(t)) {
+                self.deadlines
+                    .late(self.id, self.space(), self.local_ms(ctx.now))?;
+            }
         }
         Ok(())
     }
@@ -616,6 +620,8 @@ impl Host {
                 kept_lead,
                 applying: None,
                 error: None,
+                deadlines: &mut self.deadlines,
+                now_ms: now,
             };
             let advanced = replica.advance_observed(now, &mut probe);
             if let Some(error) = probe.error {
@@ -691,7 +697,6 @@ impl Host {
                             )
                         });
                     }
-                    self.check_expiries(&write, self.local_ms(ctx.now))?;
                     writes.push((id, write));
                 }
                 Effect::Answer {
@@ -792,7 +797,7 @@ impl Host {
             return Ok(());
         };
         if let (protocol::Response::KeptAlive { .. }, Some(session)) = (&response, asked.session) {
-            self.kept_alive_ms.insert(session, self.local_ms(ctx.now));
+            self.deadlines.kept_alive(session, self.local_ms(ctx.now));
         }
         if last {
             self.tickets.remove(&ticket);
@@ -819,8 +824,7 @@ impl Host {
         if leading == self.lead_term {
             return Ok(());
         }
-        self.kept_alive_ms.clear();
-        self.lead_since_ms = leading.map(|_| self.local_ms(ctx.now));
+        self.deadlines.led(leading.map(|_| self.local_ms(ctx.now)));
         if let Some(old) = self.lead_term.take() {
             ctx.trace.log(ctx.now, || {
                 format!("n{} steps down from term {old}", self.id)
@@ -844,41 +848,28 @@ impl Host {
         Ok(())
     }
 
-    /// The deadline invariant for sessions: a leader proposes `ExpireSession` only once a full
-    /// TTL has passed on its own clock both since it took office (a new leader restarts every
-    /// deadline: it cannot know when the last keep-alive reached the old one) and since its
-    /// last `KeptAlive` answer for that session. A session whose keep-alives are answered within
-    /// every TTL is therefore never expired.
-    fn check_expiries(&self, write: &Write, now: u64) -> Result<(), String> {
-        let Write::Persist { append, .. } = write else {
+    /// Ticks the replica, then checks the deadline invariants (see `deadlines.rs`) on every
+    /// expiry the tick made it propose, against its clock and applied state at that moment.
+    fn tick(&mut self, ctx: &mut Ctx<'_>) -> Result<(), String> {
+        let now = self.local_ms(ctx.now);
+        let Some(replica) = self.replica.as_mut() else {
             return Ok(());
         };
-        let Some(since) = self.lead_since_ms else {
+        let before = replica.node().last_index();
+        replica.handle(now, Input::Tick);
+        let node = replica.node();
+        if node.role() != Role::Leader || self.lead_term != Some(node.term()) {
             return Ok(());
-        };
-        let term = self.lead_term;
-        for entry in append.iter().filter(|e| Some(e.term) == term) {
-            let EntryData::Command(bytes) = &entry.data else {
+        }
+        for index in before + 1..=node.last_index() {
+            let Some(EntryData::Command(bytes)) = node.entry(index).map(|e| &e.data) else {
                 continue;
             };
-            let Ok(Command::ExpireSession { session }) = rmp_serde::from_slice(bytes) else {
+            let Ok(command) = rmp_serde::from_slice::<Command>(bytes) else {
                 continue;
             };
-            let Some(info) = self.space().session(session) else {
-                continue;
-            };
-            let last = self.kept_alive_ms.get(&session).copied().unwrap_or(0);
-            let from = since.max(last);
-            if now < from + info.ttl_ms {
-                return Err(format!(
-                    "deadline: n{} proposed ExpireSession {session} at {now} ms, {} ms after \
-                     it took office or last kept the session alive (at {from} ms), before its \
-                     TTL of {} ms",
-                    self.id,
-                    now - from,
-                    info.ttl_ms
-                ));
-            }
+            self.deadlines
+                .proposed(self.id, &command, replica.lockspace(), now)?;
         }
         Ok(())
     }
@@ -986,6 +977,10 @@ struct Probe<'a> {
     applying: Option<Before>,
     /// The first violation.
     error: Option<String>,
+    /// The host's deadline watch, told of every applied command.
+    deadlines: &'a mut Deadlines,
+    /// The host's clock (ms) for this step.
+    now_ms: u64,
 }
 
 /// The state just before an entry is applied, as the checks need it.
@@ -1096,6 +1091,7 @@ impl Probe<'_> {
                 file_before: before.file_before,
                 file_after,
             };
+            self.deadlines.applied(self.now_ms, cmd, applied, space);
             self.check.fencing(&a, space)?;
             self.check.fenced_append(&a, before.first)?;
             self.check.mutual_exclusion(self.id, space)?;

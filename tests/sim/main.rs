@@ -10,6 +10,7 @@
 //! A failure prints the seed and the command that reproduces it.
 
 mod client;
+mod deadlines;
 mod disk;
 mod host;
 mod invariants;
