@@ -8,7 +8,7 @@
 use raftlock::lockspace::{Command, Fence, LockMode, Outcome, Seq, SessionId};
 use raftlock::raft::NodeId;
 use rand::rngs::SmallRng;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 use crate::network::{Addr, Payload};
 
@@ -49,6 +49,9 @@ pub struct ClientParams {
     pub stale_fence: f64,
     /// Probability of a hold limit on an acquire.
     pub hold_limit: f64,
+    /// Probability that a holder with a hold limit extends it late, at 80-100 % of the limit
+    /// (so the Extend races the leader's expiry).
+    pub extend: f64,
 }
 
 /// An acknowledged grant.
@@ -82,6 +85,7 @@ enum Kind {
         stale: bool,
         foreign: bool,
     },
+    Extend,
     Release,
     Close,
 }
@@ -106,6 +110,8 @@ struct Held {
     lock: String,
     mode: LockMode,
     fence: Fence,
+    /// When to extend the hold limit, if this grant is to be extended.
+    extend_at: Option<u64>,
 }
 
 /// One client.
@@ -113,6 +119,8 @@ struct Held {
 pub struct Client {
     pub id: u64,
     rng: SmallRng,
+    /// Draws the Extend decisions.
+    extend_rng: SmallRng,
     params: ClientParams,
     nodes: Vec<NodeId>,
     guess: usize,
@@ -148,9 +156,12 @@ const US: u64 = 1_000;
 impl Client {
     /// A client of the cluster `nodes`.
     pub fn new(id: u64, rng: SmallRng, params: ClientParams, nodes: Vec<NodeId>) -> Client {
+        // Its own stream, so clients that never extend replay as before it existed.
+        let extend_rng = SmallRng::seed_from_u64(rng.clone().gen::<u64>() ^ 0x6578_7465_6e64);
         let mut c = Client {
             id,
             rng,
+            extend_rng,
             params,
             guess: 0,
             nodes,
@@ -341,6 +352,26 @@ impl Client {
             return;
         }
         if let Some(held) = self.held.clone() {
+            if let Some(at) = held.extend_at {
+                if now < at {
+                    self.next_action = at;
+                    return;
+                }
+                if let Some(h) = self.held.as_mut() {
+                    h.extend_at = None;
+                }
+                let seq = self.seq();
+                let hold_ms = self.extend_rng.gen_range(100..2_000);
+                let cmd = Command::Extend {
+                    session,
+                    seq,
+                    lock: held.lock.clone(),
+                    fence: held.fence,
+                    hold_ms,
+                };
+                self.start(now, Kind::Extend, Request::Cmd(cmd));
+                return;
+            }
             let appended = self.op_done_append;
             if held.mode == LockMode::Exclusive && !appended {
                 self.op_done_append = true;
@@ -504,7 +535,22 @@ impl Client {
                     session,
                 });
                 if self.session == Some(session) {
-                    self.held = Some(Held { lock, mode, fence });
+                    let hold_ms = match &req {
+                        Request::Cmd(Command::Acquire { hold_ms, .. }) => *hold_ms,
+                        _ => None,
+                    };
+                    let extend = self.params.extend > 0.0
+                        && hold_ms.is_some()
+                        && self.extend_rng.gen_bool(self.params.extend);
+                    let extend_at = hold_ms
+                        .filter(|_| extend)
+                        .map(|hold| now + hold * US * self.extend_rng.gen_range(80..100) / 100);
+                    self.held = Some(Held {
+                        lock,
+                        mode,
+                        fence,
+                        extend_at,
+                    });
                     if mode == LockMode::Exclusive && self.rng.gen_bool(self.params.pause_holder) {
                         // Pause longer than the lease, still believing we hold the lock.
                         let ms = self.params.ttl_ms * self.rng.gen_range(12..30) / 10;
@@ -540,6 +586,11 @@ impl Client {
                 }
                 self.finish(now);
             }
+            (Kind::Extend, Outcome::StaleFence) => {
+                // The hold limit ended first: the grant is gone.
+                self.held = None;
+                self.finish(now);
+            }
             (Kind::Release, _) => {
                 self.held = None;
                 self.finish(now);
@@ -563,6 +614,7 @@ impl Client {
                 Command::Acquire { session, .. }
                 | Command::Append { session, .. }
                 | Command::Release { session, .. }
+                | Command::Extend { session, .. }
                 | Command::CloseSession { session, .. },
             ) => *session,
             _ => 0,

@@ -11,6 +11,8 @@
 //!   keep-alive reached the old one, so it restarts every deadline);
 //! - **exactly once**: in one term the leader proposes each expiry once (a lease again only
 //!   after a keep-alive renewed it; a hold again only after an `Extend` restarted it);
+//! - **an Extend wins**: an `ExpireHold` the leader proposed before an `Extend` of that hold
+//!   was applied there never ends the grant (the holder was told `Extended`);
 //! - **never lost**: a lease or hold limit that is due is proposed within [`LATE_BOUND_MS`] while
 //!   this node still leads. (Waits are checked for the first two only: a retried `Acquire` of a
 //!   queued request restarts its wait on the leader, which a watcher cannot tell from here.)
@@ -47,6 +49,9 @@ pub struct Deadlines {
     starts: BTreeMap<Timer, At>,
     /// The expiries proposed in the current term, with when; a hold's with its start index.
     proposed: BTreeMap<(Timer, Option<Index>), At>,
+    /// When an `Extend` last restarted each hold (applied fresh: a replayed answer restarts
+    /// nothing in the state).
+    extended: BTreeMap<Timer, At>,
     /// Counts what this watch is told, to order events of the same millisecond.
     events: u64,
 }
@@ -80,8 +85,41 @@ impl Deadlines {
     }
 
     /// The host applied `command` with `applied`, reaching `space`: records every deadline
-    /// it (re)starts, and forgets those it ends.
-    pub fn applied(&mut self, now: u64, command: &Command, applied: &Applied, space: &LockSpace) {
+    /// it (re)starts, and forgets those it ends. Fails if it ended a hold by an expiry that this
+    /// host proposed before an `Extend` restarted the hold (the holder was told `Extended`).
+    pub fn applied(
+        &mut self,
+        host: u64,
+        now: u64,
+        index: Index,
+        command: &Command,
+        applied: &Applied,
+        space: &LockSpace,
+    ) -> Result<(), String> {
+        if let (
+            Command::ExpireHold {
+                session,
+                lock,
+                fence,
+                since,
+            },
+            Outcome::Released,
+        ) = (command, &applied.outcome)
+        {
+            let timer = Timer::Hold(*session, lock.clone(), *fence);
+            let proposed = self.proposed.get(&(timer.clone(), *since));
+            let restarted = self.extended.get(&timer);
+            if let (Some(proposed), Some(restarted)) = (proposed, restarted) {
+                if restarted.event > proposed.event {
+                    return Err(format!(
+                        "deadline: n{host} applied {command:?}, proposed at {} ms, after an \
+                         Extend restarted the hold at {} ms: the holder was told Extended and \
+                         its grant ended anyway",
+                        proposed.ms, restarted.ms
+                    ));
+                }
+            }
+        }
         let now = self.at(now);
         match (command, &applied.outcome) {
             (_, Outcome::SessionOpened { session, .. }) => {
@@ -94,9 +132,11 @@ impl Deadlines {
                 _,
             ) => {
                 let session = *session;
-                self.starts.retain(|timer, _| match timer {
+                let other = |timer: &Timer, _: &mut At| match timer {
                     Timer::Lease(s) | Timer::Wait(s, _) | Timer::Hold(s, _, _) => *s != session,
-                });
+                };
+                self.starts.retain(other);
+                self.extended.retain(other);
             }
             (
                 Command::Acquire {
@@ -106,8 +146,11 @@ impl Deadlines {
                     ..
                 },
                 Outcome::Granted { fence },
-            )
-            | (
+            ) => {
+                self.starts
+                    .insert(Timer::Hold(*session, lock.clone(), *fence), now);
+            }
+            (
                 Command::Extend {
                     session,
                     lock,
@@ -116,8 +159,14 @@ impl Deadlines {
                 },
                 Outcome::Extended { .. },
             ) => {
-                self.starts
-                    .insert(Timer::Hold(*session, lock.clone(), *fence), now);
+                let timer = Timer::Hold(*session, lock.clone(), *fence);
+                let fresh = space
+                    .limited_hold(lock, *session)
+                    .is_some_and(|hold| hold.since == index);
+                if fresh {
+                    self.extended.insert(timer.clone(), now);
+                }
+                self.starts.insert(timer, now);
             }
             (Command::Acquire { session, seq, .. }, Outcome::Queued { .. }) => {
                 self.starts.insert(Timer::Wait(*session, *seq), now);
@@ -139,6 +188,7 @@ impl Deadlines {
                     .insert(Timer::Hold(hold.session, hold.lock, fence), now);
             }
         }
+        Ok(())
     }
 
     /// When `timer` started, as this host sees it: its own start, and no earlier than this

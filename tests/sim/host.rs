@@ -554,6 +554,21 @@ impl Host {
                 seq,
                 lock,
             },
+            Request::Cmd(Command::Extend {
+                session,
+                seq,
+                lock,
+                fence,
+                hold_ms,
+            }) => protocol::Request::Extend {
+                id,
+                session,
+                token: token(session),
+                seq,
+                lock,
+                fence,
+                hold_ms,
+            },
             Request::Cmd(Command::Append {
                 session,
                 seq,
@@ -903,6 +918,7 @@ fn command_session(command: &Command) -> Option<SessionId> {
         Command::CloseSession { session, .. }
         | Command::Acquire { session, .. }
         | Command::Release { session, .. }
+        | Command::Extend { session, .. }
         | Command::Append { session, .. } => Some(*session),
         _ => None,
     }
@@ -933,6 +949,7 @@ fn sim_response(asked: Asked, response: protocol::Response) -> Option<Response> 
         W::SessionClosed { .. } => Outcome::SessionClosed,
         W::Granted { fence, .. } => Outcome::Granted { fence },
         W::Released { .. } => Outcome::Released,
+        W::Extended { hold_ms, .. } => Outcome::Extended { hold_ms },
         W::Appended { offset, size, .. } => Outcome::Appended { offset, size },
         W::Error { code, leader, .. } => match code {
             ErrorCode::NotLeader | ErrorCode::ShuttingDown => {
@@ -1091,7 +1108,25 @@ impl Probe<'_> {
                 file_before: before.file_before,
                 file_after,
             };
-            self.deadlines.applied(self.now_ms, cmd, applied, space);
+            self.deadlines
+                .applied(self.id, self.now_ms, index, cmd, applied, space)?;
+            if let (
+                Command::ExpireHold {
+                    session,
+                    lock,
+                    fence,
+                    ..
+                },
+                Outcome::Ignored,
+            ) = (cmd, &applied.outcome)
+            {
+                let still_held = space
+                    .limited_hold(lock, *session)
+                    .is_some_and(|hold| hold.fence == *fence);
+                if still_held && before.first {
+                    self.check.counters.extend_beat_expiry += 1;
+                }
+            }
             self.check.fencing(&a, space)?;
             self.check.fenced_append(&a, before.first)?;
             self.check.mutual_exclusion(self.id, space)?;

@@ -104,11 +104,13 @@ pub struct Counters {
     pub promotion_refused: u64,
     /// A crash lost durable entries that a majority of the other nodes held.
     pub lost_tails: u64,
+    /// An `ExpireHold` applied after an `Extend` had restarted the hold (it did nothing).
+    pub extend_beat_expiry: u64,
 }
 
 impl Counters {
     /// How many counters [`Counters::required`] names.
-    pub const REQUIRED: usize = 9;
+    pub const REQUIRED: usize = 10;
 
     /// Adds `o` to `self`.
     pub fn add(&mut self, o: &Counters) {
@@ -126,6 +128,7 @@ impl Counters {
         self.membership_committed += o.membership_committed;
         self.promotion_refused += o.promotion_refused;
         self.lost_tails += o.lost_tails;
+        self.extend_beat_expiry += o.extend_beat_expiry;
     }
 
     /// The anti-vacuity counters, named.
@@ -154,6 +157,10 @@ impl Counters {
             (
                 "durable entries lost on a node (repaired by the leader)",
                 self.lost_tails,
+            ),
+            (
+                "hold expiry applied after an Extend restarted the hold",
+                self.extend_beat_expiry,
             ),
         ]
     }

@@ -95,6 +95,7 @@ impl Params {
                 } else {
                     0.0
                 },
+                extend: 0.0,
             },
             fault_every_ms: (!calm && (crash || pause || partition || transfer))
                 .then(|| rng.gen_range(150..=2_000)),
@@ -121,6 +122,11 @@ impl Params {
     fn draw_late(&mut self, seed: u64) {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0x6c6f_7374_7461_696c);
         self.lose_tail = self.crash && rng.gen_bool(0.3);
+        self.client.extend = if self.client.hold_limit > 0.0 && rng.gen_bool(0.5) {
+            rng.gen_range(0.3..1.0)
+        } else {
+            0.0
+        };
     }
 }
 
