@@ -14,7 +14,7 @@
 //! - **an Extend wins**: an `ExpireHold` the leader proposed before an `Extend` of that hold
 //!   was applied there never ends the grant (the holder was told `Extended`);
 //! - **never lost**: a lease or hold limit that is due is proposed within [`LATE_BOUND_MS`] while
-//!   this node still leads. (Waits are checked for the first two only: a retried `Acquire` of a
+//!   this node still leads, counted from when it last resumed if it was paused. (Waits are checked for the first two only: a retried `Acquire` of a
 //!   queued request restarts its wait on the leader, which a watcher cannot tell from here.)
 //!
 //! When a deadline starts, as the daemon's replica defines it: a lease when the `OpenSession`
@@ -54,6 +54,10 @@ pub struct Deadlines {
     extended: BTreeMap<Timer, At>,
     /// Counts what this watch is told, to order events of the same millisecond.
     events: u64,
+    /// When the host last resumed from a pause: lateness counts from then at the earliest (a
+    /// paused node does nothing, and a leadership transfer it had begun, which blocks every
+    /// proposal, only times out in ticks it has run since).
+    resumed: u64,
 }
 
 /// When something happened: the host's clock (ms), and the order of events within it.
@@ -76,6 +80,11 @@ impl Deadlines {
     pub fn led(&mut self, now: Option<u64>) {
         self.lead_since = now;
         self.proposed.clear();
+    }
+
+    /// The host resumed from a pause at `now`.
+    pub fn resumed(&mut self, now: u64) {
+        self.resumed = now;
     }
 
     /// The host answered `KeptAlive` for `session`: its lease restarts.
@@ -287,7 +296,7 @@ impl Deadlines {
                 .proposed
                 .iter()
                 .any(|((t, _), at)| t == timer && at.ms >= from);
-            (now > due + LATE_BOUND_MS && !proposed).then_some(due)
+            (now > due.max(self.resumed) + LATE_BOUND_MS && !proposed).then_some(due)
         };
         for session in space.sessions() {
             let timer = Timer::Lease(session.id);

@@ -342,6 +342,7 @@ impl Host {
             Life::Down { until } if until <= ctx.now => return self.start(ctx),
             Life::Paused { until } if until <= ctx.now => {
                 self.life = Life::Up;
+                self.deadlines.resumed(self.local_ms(ctx.now));
                 ctx.trace.log(ctx.now, || {
                     format!("n{} resumes ({} queued)", self.id, self.inbox.len())
                 });
