@@ -244,7 +244,10 @@ async fn a_session_outlives_a_leader_paused_for_longer_than_its_ttl() {
     let mut cluster = Cluster::start(3, &[]);
     let old = cluster.wait_leader().await;
     let holder = connect(cluster.servers()).await;
-    let ttl = Duration::from_secs(3);
+    // Long enough that, on a loaded machine, the retry after one renewal period (2 s) still has
+    // well over a second to find the new leader; short enough that the old patience (the 5 s
+    // request timeout, past the lease's end) loses it.
+    let ttl = Duration::from_secs(6);
     let session = holder.open_session(ttl).await.expect("session");
     let guard = session
         .lock("l", LockMode::Exclusive, Wait::TryOnce)
