@@ -107,7 +107,10 @@ pub enum DaemonCommand {
     #[command(after_help = "\
 Each node is this same binary with --id N --listen 127.0.0.1:BASE+N-1 --data-dir DIR/nodeN,
 the full --peer list and --cluster-key-file DIR/cluster.key (a random key made on the first run,
-mode 0600). Ctrl-C or SIGTERM stops all of them.
+mode 0600). The supervisor prints each node's pid and prefixes each node's log lines with
+[node N]. A node killed by a signal (kill -9 of the leader) is restarted after 1 s on the same
+directory and port; a node that exits by itself is reported and left down while the others go
+on. Ctrl-C or SIGTERM stops all of them.
 
 Example:
   raftlockd dev-cluster --nodes 3
