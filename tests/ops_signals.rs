@@ -11,20 +11,25 @@ use common::{assert_served, Cluster, DEADLINE};
 use ops_support::wait_for_text;
 use raftlock::protocol::StatusInfo;
 
-/// Every node's (id, term, leader) once all three answer.
+/// Every node's (id, term, leader), once all of them answer and agree on the term and a
+/// leader.
 async fn views(cluster: &Cluster) -> Vec<(u64, u64, Option<u64>)> {
     let start = Instant::now();
     loop {
         let statuses: Vec<(u64, StatusInfo)> = cluster.statuses().await;
-        if statuses.len() == cluster.nodes.len() {
-            return statuses
-                .into_iter()
-                .map(|(id, s)| (id, s.term, s.leader))
-                .collect();
+        let views: Vec<(u64, u64, Option<u64>)> = statuses
+            .iter()
+            .map(|(id, s)| (*id, s.term, s.leader))
+            .collect();
+        let agreed = views.len() == cluster.nodes.len()
+            && views[0].2.is_some()
+            && views.iter().all(|v| (v.1, v.2) == (views[0].1, views[0].2));
+        if agreed {
+            return views;
         }
         assert!(
             start.elapsed() < DEADLINE,
-            "not every node answers: {statuses:?}"
+            "the nodes do not agree: {statuses:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
