@@ -1,36 +1,37 @@
-//! `raftlockd`: the raftlock daemon. Flags (or `RAFTLOCKD_*` variables) → tracing → listener
-//! → `Server`; SIGTERM/SIGINT shut it down gracefully. Exits non-zero on any failure.
+//! `raftlockd`: the raftlock daemon. Flags (or `RAFTLOCKD_*` variables) → log → listener →
+//! `Server`; SIGTERM/SIGINT shut it down gracefully, SIGHUP reloads the log filter (and never
+//! stops it). Exits non-zero on any failure. `raftlockd dev-cluster` supervises a local
+//! cluster of child processes instead (`raftlock::server::dev_cluster`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use raftlock::server::{error_chain, Args, DaemonCommand, DevClusterArgs, Server};
+use raftlock::server::logging::{self, LogControl, LogSettings};
+use raftlock::server::{dev_cluster, error_chain, signals, Args, DaemonCommand, Server};
 use raftlock::storage::DataDirLock;
 use tokio::net::{lookup_host, TcpListener, TcpSocket};
-use tracing_subscriber::EnvFilter;
 
 /// Pending connections the kernel queues before `accept` (a burst of connects must not stall).
 const LISTEN_BACKLOG: u32 = 4096;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = match EnvFilter::try_new(&args.log_level) {
-        Ok(filter) => filter,
+    let supervisor = args.command.is_some();
+    let settings = LogSettings {
+        // The dev-cluster supervisor is no node: its own lines carry no node id.
+        node: (!supervisor).then_some(args.id),
+        format: args.log_format,
+        level: args.log_level.clone(),
+        filter_file: args.log_filter_file.clone(),
+    };
+    let log = match logging::init(&settings) {
+        Ok(log) => log,
         Err(error) => {
-            eprintln!(
-                "raftlockd: invalid --log-level {:?}: {error}",
-                args.log_level
-            );
+            eprintln!("raftlockd: {}", error_chain(&error));
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only on a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     raise_fd_limit();
     let runtime = match args.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread()
@@ -53,8 +54,8 @@ fn main() -> ExitCode {
     };
     let work = async {
         match args.command.clone() {
-            Some(DaemonCommand::DevCluster(dev)) => dev_cluster(&args, dev).await,
-            None => run(args).await,
+            Some(DaemonCommand::DevCluster(dev)) => dev_cluster::run(&args, dev).await,
+            None => run(args, log).await,
         }
     };
     match runtime.block_on(work) {
@@ -66,7 +67,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Args, log: LogControl) -> Result<(), String> {
+    // First of all, before recovery (which may take a while): from here on SIGHUP reloads
+    // instead of ending the process.
+    let hangups = signals::hangups().map_err(|e| format!("cannot take SIGHUP: {e}"))?;
+    tokio::spawn(signals::reload_on_hangup(hangups, log));
     let config = args.to_config().map_err(|e| error_chain(&e))?;
     // Before the port and before anything in the directory is read: a second daemon on this
     // directory stops here, naming the directory and the holder.
@@ -81,128 +86,9 @@ async fn run(args: Args) -> Result<(), String> {
     println!("raftlockd listening on {}", server.local_addr());
     tracing::info!(id = args.id, advertise = server.advertise(), cluster = %args.cluster_id, "node address");
     server
-        .serve(shutdown_signal())
+        .serve(signals::shutdown())
         .await
         .map_err(|e| error_chain(&e))
-}
-
-/// `raftlockd dev-cluster`: N nodes of this binary on consecutive local ports, sharing a
-/// generated cluster key, stopped together.
-async fn dev_cluster(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
-    use std::process::Stdio;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
-    let addr = |n: u64| -> Result<String, String> {
-        let port = u64::from(dev.base_port) + n - 1;
-        if port > u64::from(u16::MAX) {
-            return Err(format!(
-                "--base-port {} leaves no room for {} nodes",
-                dev.base_port, dev.nodes
-            ));
-        }
-        Ok(format!("{}:{port}", dev.host))
-    };
-    let mut peers = Vec::new();
-    for n in 1..=dev.nodes {
-        peers.push(format!("{n}={}", addr(n)?));
-    }
-    let peers = peers.join(",");
-    let key = dev_cluster_key(&dev.data_dir)?;
-    println!("cluster key: {}", key.display());
-    let mut children = Vec::new();
-    for n in 1..=dev.nodes {
-        let dir = dev.data_dir.join(format!("node{n}"));
-        let child = std::process::Command::new(&exe)
-            .arg("--id")
-            .arg(n.to_string())
-            .arg("--listen")
-            .arg(addr(n)?)
-            .arg("--data-dir")
-            .arg(&dir)
-            .arg("--peer")
-            .arg(&peers)
-            .arg("--bootstrap")
-            .arg("--cluster-id")
-            .arg(&args.cluster_id)
-            .arg("--cluster-key-file")
-            .arg(&key)
-            .arg("--log-level")
-            .arg(&args.log_level)
-            .env_remove("RAFTLOCKD_PEERS")
-            .env_remove("RAFTLOCKD_ID")
-            .env_remove("RAFTLOCKD_JOIN")
-            .env_remove("RAFTLOCKD_ADVERTISE")
-            .env_remove("RAFTLOCKD_LISTEN")
-            .env_remove("RAFTLOCKD_DATA_DIR")
-            .env_remove("RAFTLOCKD_CLUSTER_KEY_FILE")
-            .env_remove("RAFTLOCKD_INSECURE_PEERS")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start node {n}: {e}"))?;
-        println!("node {n}: {} data {}", addr(n)?, dir.display());
-        children.push((n, child));
-    }
-    let servers: Vec<String> = (1..=dev.nodes).map(addr).collect::<Result<_, _>>()?;
-    println!("RAFTLOCK_SERVERS={}", servers.join(","));
-    println!("dev cluster running; Ctrl-C stops every node");
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
-    let mut poll = tokio::time::interval(std::time::Duration::from_millis(200));
-    let outcome = loop {
-        tokio::select! {
-            _ = &mut signal => break Ok(()),
-            _ = poll.tick() => {}
-        }
-        let exited = children
-            .iter_mut()
-            .find_map(|(n, child)| child.try_wait().ok().flatten().map(|status| (*n, status)));
-        if let Some((n, status)) = exited {
-            break Err(format!("node {n} exited ({status}); stopped the others"));
-        }
-    };
-    for (_, child) in &children {
-        // SAFETY: kill(2) on our own child's pid: a graceful stop.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
-    }
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    for (n, child) in &mut children {
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => {
-                    println!("node {n} stopped");
-                    break;
-                }
-                Ok(None) if tokio::time::Instant::now() >= deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    println!("node {n} killed (did not stop within 10 s)");
-                    break;
-                }
-                Ok(None) => {
-                    poll.tick().await;
-                }
-            }
-        }
-    }
-    outcome
-}
-
-/// The dev cluster's key file, `DIR/cluster.key`: created with a fresh random key (mode 0600)
-/// on the first run, reused afterwards so that the nodes' data directories and the key agree.
-fn dev_cluster_key(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
-    use raftlock::server::peer::ClusterKey;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let path = dir.join("cluster.key");
-    let made = if path.exists() {
-        ClusterKey::from_file(&path)
-    } else {
-        ClusterKey::create_file(&path)
-    };
-    made.map_err(|e| error_chain(&e))?;
-    Ok(path)
 }
 
 /// Binds with address reuse (a restarted daemon gets its port back at once) and a deep backlog.
@@ -231,23 +117,6 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
-}
-
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        biased;
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
-    }
 }
 
 /// Raises the soft open-file limit to the hard one: every client connection is a descriptor,

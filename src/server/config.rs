@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use super::logging::LogFormat;
 use super::peer::{ClusterKey, KeyError};
 use crate::protocol::{Limits, MAX_CLUSTER_ID_LEN};
 use crate::raft::{self, NodeId};
@@ -106,7 +107,10 @@ pub enum DaemonCommand {
     #[command(after_help = "\
 Each node is this same binary with --id N --listen 127.0.0.1:BASE+N-1 --data-dir DIR/nodeN,
 the full --peer list and --cluster-key-file DIR/cluster.key (a random key made on the first run,
-mode 0600). Ctrl-C or SIGTERM stops all of them.
+mode 0600). The supervisor prints each node's pid and prefixes each node's log lines with
+[node N]. A node killed by a signal (kill -9 of the leader) is restarted after 1 s on the same
+directory and port; a node that exits by itself is reported and left down while the others go
+on. Ctrl-C or SIGTERM stops all of them.
 
 Example:
   raftlockd dev-cluster --nodes 3
@@ -153,6 +157,14 @@ pub struct Args {
     /// `raftlock=debug,info`. `RUST_LOG` is not read; use this flag or its variable.
     #[arg(long, env = "RAFTLOCKD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// A file holding the log filter (the syntax of --log-level; `#` lines are comments),
+    /// used instead of --log-level and read again on every SIGHUP, so that the filter can be
+    /// changed without a restart.
+    #[arg(long, env = "RAFTLOCKD_LOG_FILTER_FILE")]
+    pub log_filter_file: Option<PathBuf>,
+    /// Log lines as `text` or `json` (one object per line); each carries the node id.
+    #[arg(long, env = "RAFTLOCKD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Threads that run connections, peers and the driver: 0 for one per core; 1 for a
     /// single-threaded runtime, which spends less CPU per operation (no wake-ups across
     /// threads) and suits small machines and several nodes sharing one. Storage writes always

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::config::ServerConfig;
 use super::inbox::{Event, LeaderInfo, Reply};
+use super::notify::Watchdog;
 use super::peer::Transport;
 use super::writer::{self, Done, Writer};
 use super::Error;
@@ -57,6 +58,8 @@ pub(crate) struct Driver {
     next_ticket: Ticket,
     /// The origin of the replica's clock.
     epoch: Instant,
+    /// systemd's watchdog, pinged every turn: a driver that stops turning gets restarted.
+    watchdog: Watchdog,
 }
 
 impl Driver {
@@ -93,6 +96,7 @@ impl Driver {
             replies: HashMap::new(),
             next_ticket: 1,
             epoch: Instant::now(),
+            watchdog: Watchdog::from_env(),
         }
     }
 
@@ -101,6 +105,7 @@ impl Driver {
     pub(crate) async fn run(mut self) -> Result<(), Error> {
         self.turn()?;
         loop {
+            self.watchdog.ping();
             let wake = {
                 let inbox = &mut self.inbox;
                 let writes = &mut self.writes;

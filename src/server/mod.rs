@@ -20,10 +20,13 @@
 
 mod config;
 mod connection;
+pub mod dev_cluster;
 mod driver;
 mod inbox;
+pub mod logging;
 pub mod notify;
 pub mod peer;
+pub mod signals;
 mod writer;
 
 use std::future::Future;
@@ -136,6 +139,9 @@ pub struct Server {
     driver: JoinHandle<Result<(), Error>>,
     acceptor: PeerAcceptor<Event>,
     advertise: String,
+    /// False for a node that starts empty without bootstrapping: no leader talks to it until
+    /// it is added, so readiness cannot wait for one.
+    expect_leader: bool,
     /// Held until the server is dropped: no other daemon opens this data directory meanwhile.
     dir_lock: DataDirLock,
 }
@@ -211,16 +217,20 @@ impl Server {
             && recovered.entries.is_empty()
             && recovered.hard_state == HardState::default();
         let advertise = config.advertise_addr(local_addr);
+        let mut expect_leader = true;
         if empty {
             match config.bootstrap_membership(&advertise) {
                 Some(membership) => {
                     tracing::info!(id = config.id, members = ?membership.voters, "empty data directory: bootstrapping a new cluster");
                     raft_config.bootstrap = Some(membership);
                 }
-                None => tracing::info!(
-                    id = config.id,
-                    "empty data directory and no --bootstrap: waiting to be added by the leader"
-                ),
+                None => {
+                    expect_leader = false;
+                    tracing::info!(
+                        id = config.id,
+                        "empty data directory and no --bootstrap: waiting to be added by the leader"
+                    )
+                }
             }
         }
         let seed: u64 = rand::random();
@@ -265,6 +275,7 @@ impl Server {
             driver,
             acceptor,
             advertise,
+            expect_leader,
             dir_lock,
         })
     }
@@ -290,11 +301,14 @@ impl Server {
             mut driver,
             acceptor,
             advertise: _,
+            expect_leader,
             dir_lock,
         } = self;
         let tracker = TaskTracker::new();
         let closing = CancellationToken::new();
         tracker.spawn(ticker(inbox.clone(), config.tick));
+        let readiness =
+            notify::ready_when_serving(leader.clone(), expect_leader, notify::READY_WITHOUT_LEADER);
         let shared = Arc::new(Shared {
             limits: config.limits.clone(),
             node_id: config.id,
@@ -306,7 +320,8 @@ impl Server {
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
         tracing::info!(addr = %local_addr, id = config.id, "listening");
-        notify::notify_logged("READY=1");
+        // READY=1 once the node serves: it accepts from here on; readiness waits for a leader.
+        tracker.spawn(readiness);
 
         tokio::pin!(shutdown);
         let early = loop {
@@ -351,7 +366,7 @@ impl Server {
             Some(joined) => joined.unwrap_or(Err(Error::DriverPanicked)),
             None => {
                 tracing::info!("shutdown requested: no longer accepting connections");
-                notify::notify_logged("STOPPING=1");
+                notify::notify_logged(&[sd_notify::NotifyState::Stopping]);
                 // If the driver is already gone, awaiting it below reports why.
                 let _ = inbox.send(Event::Shutdown).await;
                 driver.await.unwrap_or(Err(Error::DriverPanicked))

@@ -1,0 +1,59 @@
+//! The daemon's signals: SIGTERM and SIGINT stop it gracefully; SIGHUP reloads what can be
+//! reloaded and never stops it.
+//!
+//! What a SIGHUP reloads: the log filter, re-read from `--log-filter-file` (the filter of
+//! `--log-level` comes from the command line or the environment, which a running process
+//! cannot re-read, so without the file there is nothing to reload, and the log line says so).
+//! The cluster key and every other setting are read at start only: change them with a restart
+//! (one node at a time is a rolling restart). Each SIGHUP logs one line saying what it did.
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use super::logging::{LogControl, Reloaded};
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown() {
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        biased;
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Takes SIGHUP away from its default action (which ends the process). Call it as early as
+/// possible; then run [`reload_on_hangup`] with the result.
+pub fn hangups() -> std::io::Result<Signal> {
+    signal(SignalKind::hangup())
+}
+
+/// Reloads the log filter on every SIGHUP, for as long as the process runs.
+pub async fn reload_on_hangup(mut hangups: Signal, mut log: LogControl) {
+    while hangups.recv().await.is_some() {
+        match log.reload() {
+            Ok(Reloaded::Changed { from, to }) => {
+                tracing::info!(%from, %to, "SIGHUP: reloaded the log filter from --log-filter-file")
+            }
+            Ok(Reloaded::Unchanged(filter)) => tracing::info!(
+                %filter,
+                "SIGHUP: reloaded --log-filter-file; the log filter is unchanged"
+            ),
+            Ok(Reloaded::NoFile(filter)) => tracing::info!(
+                %filter,
+                "SIGHUP: nothing to reload (the log filter comes from --log-level; give \
+                 --log-filter-file to change it at run time)"
+            ),
+            Err(error) => tracing::warn!(
+                error = %crate::error_chain(&error),
+                filter = log.current(),
+                "SIGHUP: cannot reload the log filter; keeping the one in force"
+            ),
+        }
+    }
+}
