@@ -5,9 +5,9 @@
 use bytes::BytesMut;
 use raftlock::lockspace::LockMode;
 use raftlock::protocol::{
-    mac, ClientCodec, ErrorCode, PeerCodec, PeerMessage, Request, Response, Role, ServerCodec,
-    Side, WireEntry, WireEntryData, WireEnvelope, WireMessage, PEER_MAX_FRAME, PEER_TYPES,
-    REQUEST_TYPES, RESPONSE_TYPES, VERSION,
+    mac, ClientCodec, ErrorCode, PeerCodec, PeerMessage, PushReason, Request, Response, Role,
+    ServerCodec, Side, WireEntry, WireEntryData, WireEnvelope, WireMessage, PEER_MAX_FRAME,
+    PEER_TYPES, REQUEST_TYPES, RESPONSE_TYPES, VERSION,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -196,6 +196,54 @@ fn examples() -> Vec<(&'static str, Example)> {
             Example::Request(Request::TransferLeader {
                 id: 5,
                 node_id: None,
+            }),
+        ),
+        (
+            "Revoked",
+            Example::Response(Response::Revoked {
+                id: 0,
+                session: 2,
+                lock: "build".into(),
+                fence: 17,
+                reason: PushReason::Hold,
+            }),
+        ),
+        (
+            "QueuePosition",
+            Example::Response(Response::QueuePosition {
+                id: 0,
+                session: 5,
+                lock: "build".into(),
+                seq: 4,
+                ahead: 1,
+                mode: Some(LockMode::Exclusive),
+                holders: 1,
+            }),
+        ),
+        (
+            "HoldExpiring",
+            Example::Response(Response::HoldExpiring {
+                id: 0,
+                session: 2,
+                lock: "build".into(),
+                fence: 17,
+                left_ms: 1_000,
+            }),
+        ),
+        (
+            "SessionExpiring",
+            Example::Response(Response::SessionExpiring {
+                id: 0,
+                session: 2,
+                left_ms: 1_000,
+            }),
+        ),
+        (
+            "SessionExpired",
+            Example::Response(Response::SessionExpired {
+                id: 0,
+                session: 2,
+                reason: PushReason::Expired,
             }),
         ),
         (

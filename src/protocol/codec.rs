@@ -153,6 +153,11 @@ pub const RESPONSE_TYPES: &[&str] = &[
     "Status",
     "MembershipChanged",
     "LeaderTransferred",
+    "Revoked",
+    "QueuePosition",
+    "HoldExpiring",
+    "SessionExpiring",
+    "SessionExpired",
     "Error",
 ];
 

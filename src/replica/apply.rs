@@ -36,10 +36,12 @@ impl Replica {
         let command: Command = rmp_serde::from_slice(bytes)
             .map_err(|source| Error::CorruptCommand { index, source })?;
         observer.applying(&self.lockspace, &entry, Some(&command));
+        let scan = self.is_leader().then(|| self.scan_before(&command));
         let applied = self.lockspace.apply(index, &command);
         observer.applied(&self.lockspace, &entry, Some(&command), Some(&applied));
-        if self.is_leader() {
+        if let Some(scan) = scan {
             self.track_deadlines(&command, &applied);
+            self.push_after(scan);
         }
         for notification in &applied.notifications {
             self.notify(notification);

@@ -37,6 +37,10 @@
 //!    wait and hold deadlines it implies; every tick proposes an expiry for each one that
 //!    passed. A new leader restarts them all.
 //!
+//! 5. **Pushes** (`pushes.rs`). On the leader, an applied entry that ends grants or reorders a
+//!    queue, and a hold limit or lease about to end, become [`Effect::Push`] events for the
+//!    sessions concerned (hints; safety rests on the client's own lease).
+//!
 //! Around that: membership administration and leadership transfer (`admin.rs`), graceful
 //! shutdown with a leadership hand-off (`shutdown.rs`), and the wire answers (`answers.rs`).
 //! When leadership is lost, every request still waiting is answered `NotLeader`.
@@ -56,6 +60,9 @@ mod apply;
 mod deadlines;
 mod error;
 mod pipeline;
+#[cfg(test)]
+mod push_tests;
+mod pushes;
 mod requests;
 mod shutdown;
 #[cfg(test)]
@@ -70,6 +77,7 @@ pub use answers::outcome_response;
 pub use deadlines::{Key, Leases, What};
 pub use error::Error;
 pub use pipeline::MAX_IN_FLIGHT;
+pub use pushes::WARN_LEAD_MS;
 
 use crate::lockspace::{Applied, Command, LockSpace, Seq, SessionId};
 use crate::protocol::{Limits, Request, Response};
@@ -182,6 +190,15 @@ pub enum Effect {
     Peers(BTreeMap<NodeId, String>),
     /// The leader as this node sees it changed.
     Leader(LeaderInfo),
+    /// Leader only: write this push event (a [`Response`] with `id` 0, see
+    /// [`Response::push_session`]) to the connections that sent a request for `session` with
+    /// its token. A hint: the shell drops it rather than wait for a full connection.
+    Push {
+        /// The session it concerns.
+        session: SessionId,
+        /// The event.
+        event: Response,
+    },
 }
 
 /// Hooks into the replica's apply step, for checkers (the simulation's invariants). Every

@@ -24,6 +24,7 @@ mod driver;
 mod inbox;
 pub mod notify;
 pub mod peer;
+mod push;
 mod writer;
 
 use std::future::Future;
