@@ -199,6 +199,30 @@ fn examples() -> Vec<(&'static str, Example)> {
             }),
         ),
         (
+            "LockList with the leader's times",
+            Example::Response(Response::LockList {
+                id: 12,
+                locks: vec![raftlock::protocol::LockState {
+                    name: "build".into(),
+                    mode: Some(LockMode::Exclusive),
+                    holders: vec![raftlock::protocol::HolderState {
+                        session: 2,
+                        fence: 17,
+                        owner: None,
+                        held_ms: Some(1_500),
+                        hold_left_ms: Some(28_500),
+                    }],
+                    waiters: vec![raftlock::protocol::WaiterState {
+                        session: 5,
+                        seq: 4,
+                        mode: LockMode::Shared,
+                        owner: None,
+                        waited_ms: None,
+                    }],
+                }],
+            }),
+        ),
+        (
             "Revoked",
             Example::Response(Response::Revoked {
                 id: 0,

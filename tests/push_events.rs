@@ -1,7 +1,9 @@
 //! Push events through a real `raftlockd`: a holder with a hold limit hears `HoldExpiring`
 //! and then `Revoked{reason: hold}` on its own connection; a waiter behind two others hears
 //! its position move 1 then 0 and is then granted; the Rust library's grant lease turns lost
-//! at once after a forced revoke, long before its local deadline. Every wait is bounded.
+//! at once after a forced revoke, long before its local deadline; the CLI's `lock --verbose`
+//! reports queue moves and exits "revoked" on a forced revoke. Also `raftlock locks` with the
+//! leader's held / left / waited times. Every wait is bounded.
 
 mod common;
 
@@ -346,4 +348,63 @@ async fn a_forced_revoke_ends_the_cli_lock_as_revoked_long_before_its_ttl() {
     let stderr: Vec<String> = err.try_iter().collect();
     assert_eq!(code, Some(7), "stderr: {stderr:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// `raftlock locks` shows the leader's times: per holder how long it has held and how much
+/// of its hold limit is left, per waiter how long it has waited (table and `--json`).
+#[tokio::test]
+async fn cli_locks_shows_held_left_and_waited_times() {
+    let daemon = Daemon::start(&[]);
+    let mut a = leader(&daemon).await;
+    let mut b = Client::hello(daemon.addr).await;
+    let (sa, sb) = (a.open_session(30_000).await, b.open_session(30_000).await);
+    let mut request = a.acquire(sa, 1, "t", Some(0));
+    if let Request::Acquire { hold_ms, .. } = &mut request {
+        *hold_ms = Some(600_000);
+    }
+    let Response::Granted { fence, .. } = a.call(request).await else {
+        panic!("not granted")
+    };
+    let request = b.acquire(sb, 1, "t", None);
+    b.send(request).await;
+    assert!(matches!(b.recv().await, Response::Queued { .. }));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(RAFTLOCK)
+            .args(args)
+            .env("RAFTLOCK_SERVERS", daemon.addr.to_string())
+            .output()
+            .expect("run raftlock");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let table = run(&["locks"]);
+    assert!(
+        table.contains("HOLDERS(session:fence (held, left))"),
+        "{table}"
+    );
+    assert!(table.contains("WAITERS(session:mode (waited))"), "{table}");
+    let holder = format!("{}:{fence} (", sa.0);
+    let cell = table
+        .split_once(&holder)
+        .map(|(_, rest)| rest.split_once(')').expect("closed").0)
+        .unwrap_or_else(|| panic!("no holder cell in {table}"));
+    let (held, left) = cell.split_once(", ").expect("held, left");
+    assert!(held.ends_with('s') && left.ends_with("s left"), "{cell}");
+    assert!(table.contains(&format!("{}:exclusive (", sb.0)), "{table}");
+
+    let json = run(&["--json", "locks", "t"]);
+    let field = |name: &str| -> u64 {
+        let at = json
+            .find(&format!("\"{name}\":"))
+            .unwrap_or_else(|| panic!("{name} in {json}"));
+        let rest = &json[at + name.len() + 3..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is not a number in {json}"))
+    };
+    let (held_ms, left_ms, waited_ms) =
+        (field("held_ms"), field("hold_left_ms"), field("waited_ms"));
+    assert!(held_ms < 600_000 && waited_ms <= held_ms, "{json}");
+    assert!(left_ms <= 600_000 && left_ms + held_ms >= 599_000, "{json}");
 }

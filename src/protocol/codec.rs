@@ -558,12 +558,15 @@ mod tests {
                             session: 3,
                             fence: 17,
                             owner: None,
+                            held_ms: Some(1_500),
+                            hold_left_ms: None,
                         }],
                         waiters: vec![WaiterState {
                             session: 5,
                             seq: 2,
                             mode: LockMode::Exclusive,
                             owner: None,
+                            waited_ms: Some(700),
                         }],
                     },
                     LockState {

@@ -334,6 +334,14 @@ pub struct HolderState {
     /// The holding session's owner, if it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Milliseconds since the grant, by the leader's clock; nil if unknown (a stale read, or
+    /// a grant made before this leader was elected).
+    #[serde(default)]
+    pub held_ms: Option<u64>,
+    /// Milliseconds left of the grant's hold limit, by the leader's clock; nil without a hold
+    /// limit or when unknown (a stale read).
+    #[serde(default)]
+    pub hold_left_ms: Option<u64>,
 }
 
 /// A queued acquire, in FIFO order.
@@ -345,6 +353,10 @@ pub struct WaiterState {
     /// The waiting session's owner, if it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Milliseconds it has waited, by the leader's clock; nil if unknown (a stale read, or
+    /// queued before this leader was elected).
+    #[serde(default)]
+    pub waited_ms: Option<u64>,
 }
 
 /// One live session in a `SessionList`.

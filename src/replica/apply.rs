@@ -41,6 +41,8 @@ impl Replica {
         observer.applied(&self.lockspace, &entry, Some(&command), Some(&applied));
         if let Some(scan) = scan {
             self.track_deadlines(&command, &applied);
+            self.times
+                .track(self.now, &command, &applied, &self.lockspace);
             self.push_after(scan);
         }
         for notification in &applied.notifications {

@@ -67,6 +67,7 @@ mod requests;
 mod shutdown;
 #[cfg(test)]
 mod tests;
+mod times;
 
 use std::collections::BTreeMap;
 
@@ -264,6 +265,8 @@ pub struct Replica {
     /// Leader only: the lock and hold limit of each queued acquire, to start the hold limit
     /// when the grant comes.
     queued_holds: BTreeMap<(SessionId, Seq), (String, Option<u64>)>,
+    /// Leader only: when each grant was made and each acquire queued (for `Locks`).
+    times: times::Times,
     was_leader: bool,
     last_applied_term: Term,
     applied_since_snapshot: u64,
@@ -306,6 +309,7 @@ impl Replica {
             next_read_id: 1,
             leases: Leases::new(),
             queued_holds: BTreeMap::new(),
+            times: times::Times::default(),
             was_leader: false,
             last_applied_term,
             applied_since_snapshot: 0,
@@ -442,6 +446,7 @@ impl Replica {
             tracing::info!(leader = ?self.node.leader(), "lost leadership");
             self.leases.clear();
             self.queued_holds.clear();
+            self.times.clear();
             let pending = std::mem::take(&mut self.pending);
             let reads = std::mem::take(&mut self.reads).into_values();
             let waiters = std::mem::take(&mut self.waiters).into_values().flatten();

@@ -326,3 +326,37 @@ fn queue_positions_are_pushed_to_exactly_the_waiters_that_moved() {
         "a waiter's session end: no Revoked (it held nothing), the one behind it moves"
     );
 }
+
+/// `Locks` on the leader says how long each holder has held (and has left of its hold
+/// limit) and how long each waiter has waited, by the leader's clock; a stale read on a node
+/// that keeps no times would say nil.
+#[test]
+fn the_leader_annotates_holders_and_waiters_with_its_own_times() {
+    let mut replica = replica(&[1]);
+    let start = elect(&mut replica);
+    let (a, a_token) = open(&mut replica, start, 1, 30_000);
+    let (b, b_token) = open(&mut replica, start, 2, 30_000);
+    let mut limited = acquire(a, a_token, 3, "l");
+    if let Request::Acquire { hold_ms, .. } = &mut limited {
+        *hold_ms = Some(5_000);
+    }
+    granted(&request(&mut replica, start, 3, limited));
+    request(&mut replica, start, 4, acquire(b, b_token, 4, "l"));
+    let now = start + 1_230;
+    replica.handle(now, Input::Tick);
+    settle_pushes(&mut replica, now);
+    let locks = Request::Locks {
+        id: 5,
+        prefix: None,
+        stale: false,
+    };
+    let Response::LockList { locks, .. } = request(&mut replica, now, 5, locks) else {
+        panic!("no lock list")
+    };
+    let holder = &locks[0].holders[0];
+    assert_eq!(
+        (holder.held_ms, holder.hold_left_ms),
+        (Some(1_230), Some(3_770))
+    );
+    assert_eq!(locks[0].waiters[0].waited_ms, Some(1_230));
+}
