@@ -9,9 +9,12 @@
 //! gone out.
 //!
 //! A push never blocks the driver and never costs a connection: it is offered to the
-//! connection's queue with `try_send` and dropped if the queue is full. Pushes are hints.
+//! connection's queue with `try_send`, and dropped if that would leave less room than the
+//! answers of the requests in flight may need (an interim and a final one each; a full queue
+//! for an answer disconnects the client). Pushes are hints.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use super::inbox::{ConnHandle, Outgoing};
 use crate::lockspace::SessionId;
@@ -72,6 +75,11 @@ impl Subscribers {
         conns.retain(|conn| {
             if conn.close.is_cancelled() {
                 return false;
+            }
+            let reserved = 2 * conn.in_flight.load(Ordering::Relaxed);
+            if conn.outgoing.capacity() <= reserved {
+                tracing::debug!(peer = %conn.peer, session, "push dropped: queue needed for answers");
+                return !conn.outgoing.is_closed();
             }
             match conn.outgoing.try_send(Outgoing::Frame(event.clone())) {
                 Ok(()) => true,
@@ -178,6 +186,20 @@ mod tests {
         assert_eq!(frames(&mut a_rx), 1);
         subs.push(3, expiring(3));
         assert_eq!(frames(&mut a_rx), 1);
+    }
+
+    #[test]
+    fn a_push_never_takes_the_room_of_answers_in_flight() {
+        let mut subs = Subscribers::default();
+        let (a, mut a_rx) = conn(4);
+        subs.answered(Some(3), &a, &Response::KeptAlive { id: 1, ttl_ms: 10 });
+        a.in_flight.store(1, Ordering::Relaxed);
+        subs.push(3, expiring(3));
+        subs.push(3, expiring(3));
+        subs.push(3, expiring(3));
+        // Two of four slots stay free for the in-flight request's interim and final answer.
+        assert_eq!(frames(&mut a_rx), 2);
+        assert!(!a.close.is_cancelled());
     }
 
     #[test]
