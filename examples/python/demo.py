@@ -1,4 +1,5 @@
-"""raftlock demo: session, lock, fenced append, read-back, release, close.
+"""raftlock demo: session, lock, fenced append, read-back, release, close; then (against a
+real daemon) cancelling a queued acquire, and the daemon's push events.
 
     python3 demo.py --server 127.0.0.1:7400      # against a running raftlockd
     python3 demo.py --self-test                  # offline: frame bytes vs protocol.md, and the
@@ -255,6 +256,64 @@ def demo_cancel(servers):
     return failures
 
 
+def demo_pushes(servers):
+    """Against a real daemon: push events. A holder with a 1.5 s hold limit hears HoldExpiring
+    and then Revoked (reason "hold"); of two waiters, the second hears QueuePosition move it to
+    the front when the first is granted. Returns the number of mismatches."""
+    failures = 0
+
+    def check(what, got, want):
+        nonlocal failures
+        if got != want:
+            print(f"FAIL {what}: got {got!r}, want {want!r}")
+            failures += 1
+        else:
+            print(f"ok   {what}")
+
+    holder, first, second = Client(servers), Client(servers), Client(servers)
+    for client in (holder, first, second):
+        client.open_session(ttl_ms=10_000)
+    lock = f"demo-push-{os.getpid()}-{os.urandom(4).hex()}"
+    fence = holder.acquire(lock, wait_ms=0, hold_ms=1_500)
+    outcomes = {}
+
+    def wait_in_queue(name, client):
+        queued = threading.Event()
+
+        def run():
+            try:
+                outcomes[name] = client.acquire(lock, on_queued=lambda _position: queued.set())
+            except RaftLockError as e:
+                outcomes[name] = e.code
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        check(f"{name} waiter queued", queued.wait(10), True)
+        return thread
+
+    first_thread = wait_in_queue("first", first)
+    second_thread = wait_in_queue("second", second)
+    warning = holder.next_push(10, "HoldExpiring")
+    check("HoldExpiring names the grant", (warning or {}).get("fence"), fence)
+    check("HoldExpiring comes at most 1 s early", (warning or {}).get("left_ms", 10**9) <= 1_000,
+          True)
+    revoked = holder.next_push(10, "Revoked")
+    check("Revoked at the hold limit", (revoked or {}).get("reason"), "hold")
+    check("the client notes the revoked grant", holder.revoked.get((lock, fence)), "hold")
+    moved = second.next_push(10, "QueuePosition")
+    check("the second waiter moves to the front", (moved or {}).get("ahead"), 0)
+    check("behind an exclusive holder", (moved or {}).get("mode"), "exclusive")
+    first_thread.join(10)
+    check("the first waiter is granted", isinstance(outcomes.get("first"), int), True)
+    first.release(lock)
+    second_thread.join(10)
+    check("then the second", isinstance(outcomes.get("second"), int), True)
+    second.release(lock)
+    for client in (holder, first, second):
+        client.close()
+    return failures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", action="append", help="HOST:PORT of a member (repeatable)")
@@ -269,7 +328,7 @@ def main():
         # Start at the follower: the client must follow the NotLeader redirect.
         failures += demo([fake.follower_addr])
     elif args.server:
-        failures = demo(args.server) + demo_cancel(args.server)
+        failures = demo(args.server) + demo_cancel(args.server) + demo_pushes(args.server)
     else:
         parser.error("give --server HOST:PORT or --self-test")
     print("demo FAILED" if failures else "demo passed")

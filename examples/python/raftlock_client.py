@@ -3,7 +3,8 @@
 Speaks protocol version 1 over TCP: frames of a u32 big-endian length plus a MessagePack map
 with a ``type`` field. Handles the Hello handshake, request ids (many in flight, answers matched
 by id), sessions with a keep-alive thread, NotLeader redirects, and exactly-once retries (the
-same ``seq`` on every retry of a mutating request).
+same ``seq`` on every retry of a mutating request), cancelling a queued acquire, and push
+events (frames with id 0 that answer no request: ``Client.next_push``, ``Client.revoked``).
 
     client = Client(["127.0.0.1:7400"])
     client.open_session(ttl_ms=10_000)
@@ -82,9 +83,10 @@ def read_frame(sock):
 class Connection:
     """One handshaken connection to one node. Thread-safe: many requests may be in flight."""
 
-    def __init__(self, addr, timeout=5.0):
+    def __init__(self, addr, timeout=5.0, on_push=None):
         host, port = addr.rsplit(":", 1)
         self.addr = addr
+        self.on_push = on_push  # called (on the reader thread) with each push event
         self.sock = socket.create_connection((host, int(port)), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._send_lock = threading.Lock()
@@ -110,6 +112,11 @@ class Connection:
             while True:
                 message = read_frame(self.sock)
                 rid = message.get("id", 0)
+                if rid == 0 and message.get("type") != "Error":
+                    # A push event (protocol.md §5): answers no request. A hint only.
+                    if self.on_push is not None:
+                        self.on_push(message)
+                    continue
                 if rid == 0:
                     # Connection-level error (id 0): some close the connection, all concern it.
                     code = message.get("code", "?")
@@ -202,6 +209,10 @@ class Client:
         self._keepalive = None
         self.last_renewal = None  # monotonic time the last answered KeepAlive was sent
         self.waiting = {}  # lock -> seq of this client's Acquire still waiting for an answer
+        # Push events for this client's session (protocol.md §5), newest last; hints only.
+        self.pushes = queue.Queue()
+        self.revoked = {}  # (lock, fence) -> reason, from Revoked pushes: stop that work now
+        self.session_ended = None  # the reason of a SessionExpired push
 
     # --- connections and redirects ---------------------------------------------------------
 
@@ -213,7 +224,7 @@ class Client:
             last = None
             for addr in candidates:
                 try:
-                    conn = Connection(addr)
+                    conn = Connection(addr, on_push=self._on_push)
                 except (OSError, ConnectionLost, RaftLockError) as e:
                     last = e
                     continue
@@ -221,7 +232,7 @@ class Client:
                 if leader_addr and leader_addr != addr:
                     # Welcome names another leader: go there straight away if we can.
                     try:
-                        leader = Connection(leader_addr)
+                        leader = Connection(leader_addr, on_push=self._on_push)
                         conn.close()
                         conn = leader
                     except (OSError, ConnectionLost, RaftLockError):
@@ -230,6 +241,33 @@ class Client:
                 self._leader_hint = conn.addr
                 return conn
             raise ConnectionLost(f"no server reachable: {last}")
+
+    def _on_push(self, event):
+        """Keeps this session's pushes: Revoked and SessionExpired are also recorded, so work
+        can stop at once. Pushes may be lost; the lease check (session_maybe_lost) is what
+        keeps the work safe."""
+        if event.get("session") != self.session:
+            return
+        if event["type"] == "Revoked":
+            self.revoked[(event["lock"], event["fence"])] = event["reason"]
+        elif event["type"] == "SessionExpired":
+            self.session_ended = event["reason"]
+        self.pushes.put(event)
+
+    def next_push(self, timeout=10.0, kind=None):
+        """The next push event for this session (of type ``kind`` if given, skipping others),
+        or None if none came within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                event = self.pushes.get(timeout=left)
+            except queue.Empty:
+                return None
+            if kind is None or event["type"] == kind:
+                return event
 
     def _drop(self, leader_addr=None):
         with self._conn_lock:

@@ -205,7 +205,11 @@ pub(super) async fn locks(client: &Client, args: LocksArgs, json: bool) -> Resul
         say("no locks held or awaited");
         return Ok(EXIT_OK);
     }
-    let rows: Vec<[String; 5]> = locks
+    // Times are the leader's; "?" where it does not know them (a stale read, or a grant
+    // older than the leader's term).
+    let secs =
+        |ms: Option<u64>| ms.map_or("?".to_string(), |ms| format!("{:.1}s", ms as f64 / 1e3));
+    let rows: Vec<[String; 6]> = locks
         .iter()
         .map(|l| {
             [
@@ -213,17 +217,35 @@ pub(super) async fn locks(client: &Client, args: LocksArgs, json: bool) -> Resul
                 l.mode.map_or("-", mode_name).to_string(),
                 l.holders
                     .iter()
-                    .map(|h| format!("{}:{}", h.session, h.fence))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                l.waiters
-                    .iter()
-                    .map(|w| format!("{}:{}", w.session, mode_name(w.mode)))
+                    .map(|h| {
+                        let left = match h.hold_left_ms {
+                            Some(ms) => format!(", {} left", secs(Some(ms))),
+                            None => String::new(),
+                        };
+                        format!("{}:{} ({}{left})", h.session, h.fence, secs(h.held_ms))
+                    })
                     .collect::<Vec<_>>()
                     .join(" "),
                 l.holders
                     .iter()
                     .map(|h| h.owner.as_deref().unwrap_or("-"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                l.waiters
+                    .iter()
+                    .map(|w| {
+                        format!(
+                            "{}:{} ({})",
+                            w.session,
+                            mode_name(w.mode),
+                            secs(w.waited_ms)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                l.waiters
+                    .iter()
+                    .map(|w| w.owner.as_deref().unwrap_or("-"))
                     .collect::<Vec<_>>()
                     .join("; "),
             ]
@@ -233,9 +255,10 @@ pub(super) async fn locks(client: &Client, args: LocksArgs, json: bool) -> Resul
         [
             "LOCK",
             "MODE",
-            "HOLDERS(session:fence)",
-            "WAITERS(session:mode)",
+            "HOLDERS(session:fence (held, left))",
             "HOLDER OWNERS",
+            "WAITERS(session:mode (waited))",
+            "WAITER OWNERS",
         ],
         &rows,
     );

@@ -26,7 +26,8 @@ use super::{
     EXIT_SESSION_LOST,
 };
 use crate::client::{error_chain, Client, LeaseState, LockGuard, LostReason, Session};
-use crate::protocol::MAX_OWNER_LEN;
+use crate::lockspace::LockMode;
+use crate::protocol::{Response, MAX_OWNER_LEN};
 
 /// How often `raftlock` checks whether the supervisor has exited.
 const POLL: Duration = Duration::from_millis(20);
@@ -86,6 +87,23 @@ fn signal_status(signal: libc::c_int) -> u8 {
 }
 
 /// Closes the session (which also drops a queued acquire and releases its grants), bounded.
+/// With `--verbose`: prints a `QueuePosition` push for the lock being waited for.
+fn say_queue_position(name: &str, event: &Response) {
+    if let Response::QueuePosition {
+        lock, ahead, mode, ..
+    } = event
+    {
+        if lock == name {
+            let held = match mode {
+                Some(LockMode::Exclusive) => "held exclusive",
+                Some(LockMode::Shared) => "held shared",
+                None => "free",
+            };
+            eprintln!("raftlock: waiting for {name}: {ahead} ahead ({held})");
+        }
+    }
+}
+
 async fn close_quietly(session: Session) {
     match tokio::time::timeout(CLEANUP_PATIENCE, session.close()).await {
         Ok(Ok(())) => {}
@@ -269,13 +287,23 @@ pub(super) async fn lock(
             Some(args.owner.clone().unwrap_or_else(|| default_owner(&args.cmd))),
         ) => session?,
     };
+    let mut pushes = session.pushes();
     let mut acquire =
         Box::pin(session.lock_with_hold(&args.name, mode(args.shared), wait(args.wait), args.hold));
-    let acquired = tokio::select! {
-        biased;
-        signal = signals.recv() => Err(signal),
-        guard = &mut acquire => Ok(guard),
+    let mut listening = args.verbose;
+    let acquired = loop {
+        tokio::select! {
+            biased;
+            signal = signals.recv() => break Err(signal),
+            guard = &mut acquire => break Ok(guard),
+            push = pushes.recv(), if listening => match push {
+                Ok(event) => say_queue_position(&args.name, &event),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => listening = false,
+            },
+        }
     };
+    drop(pushes);
     let guard = match acquired {
         Err(signal) => {
             // Take the acquire out of the queue; if it was granted meanwhile, release it.

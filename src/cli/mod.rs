@@ -266,6 +266,10 @@ pub struct LockArgs {
     /// Exit with this status instead of 3 when the lock is not acquired (like flock -E).
     #[arg(long, value_name = "N")]
     pub conflict_exit_code: Option<u8>,
+    /// Say on stderr where the acquire waits in the queue, each time the daemon reports that
+    /// it moved (a `QueuePosition` push).
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     /// The command to run, and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub cmd: Vec<OsString>,

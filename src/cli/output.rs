@@ -79,6 +79,8 @@ pub(super) fn lock_json(lock: &LockState) -> Json {
                             ("session", Json::Uint(h.session)),
                             ("fence", Json::Uint(h.fence)),
                             ("owner", Json::opt_str(h.owner.clone())),
+                            ("held_ms", Json::opt_uint(h.held_ms)),
+                            ("hold_left_ms", Json::opt_uint(h.hold_left_ms)),
                         ])
                     })
                     .collect(),
@@ -95,6 +97,7 @@ pub(super) fn lock_json(lock: &LockState) -> Json {
                             ("seq", Json::Uint(w.seq)),
                             ("mode", Json::str(mode_name(w.mode))),
                             ("owner", Json::opt_str(w.owner.clone())),
+                            ("waited_ms", Json::opt_uint(w.waited_ms)),
                         ])
                     })
                     .collect(),

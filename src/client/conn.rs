@@ -1,5 +1,6 @@
 //! One multiplexed connection to a daemon: a writer task, a reader task that routes each
-//! response to the request with the same id, and the handshake.
+//! response to the request with the same id (and each push event, id 0, to the client's
+//! [`PushRouter`]), and the handshake.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::Framed;
 
 use super::error::{Error, Result};
+use super::push::PushRouter;
 use crate::protocol::{ClientCodec, Request, Response, Role, VERSION};
 
 /// What the reader hands a waiting request: a response, or why the frame was unreadable.
@@ -94,14 +96,20 @@ impl Drop for PendingReply {
 }
 
 impl Conn {
-    /// Dials `addr`, sends `Hello` and waits for `Welcome`, all within `timeout`.
-    pub async fn connect(addr: &str, generation: u64, timeout: Duration) -> Result<Conn> {
-        tokio::time::timeout(timeout, Self::handshake(addr, generation))
+    /// Dials `addr`, sends `Hello` and waits for `Welcome`, all within `timeout`. Push events
+    /// arriving later go to `pushes`.
+    pub async fn connect(
+        addr: &str,
+        generation: u64,
+        timeout: Duration,
+        pushes: Arc<PushRouter>,
+    ) -> Result<Conn> {
+        tokio::time::timeout(timeout, Self::handshake(addr, generation, pushes))
             .await
             .map_err(|_| Error::Timeout)?
     }
 
-    async fn handshake(addr: &str, generation: u64) -> Result<Conn> {
+    async fn handshake(addr: &str, generation: u64, pushes: Arc<PushRouter>) -> Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut framed = Framed::new(stream, ClientCodec::default());
@@ -167,6 +175,10 @@ impl Conn {
         let reader = tokio::spawn(async move {
             while let Some(frame) = stream.next().await {
                 let (id, reply) = match frame {
+                    Ok(Ok(response)) if response.push_session().is_some() => {
+                        pushes.deliver(response);
+                        continue;
+                    }
                     Ok(Ok(response)) => (response.id(), Ok(response)),
                     Ok(Err(bad)) => (bad.id(), Err(bad.to_string())),
                     Err(error) => {
@@ -175,8 +187,10 @@ impl Conn {
                     }
                 };
                 if id == 0 {
-                    // A connection-level error: the daemon closes the connection next.
-                    tracing::warn!(addr = %reader_addr, ?reply, "connection-level error");
+                    // A connection-level error (the daemon closes the connection next), or a
+                    // frame of a newer protocol (a push this build does not know): no request
+                    // waits for it.
+                    tracing::debug!(addr = %reader_addr, ?reply, "frame with id 0");
                     continue;
                 }
                 let interim = matches!(reply, Ok(Response::Queued { .. }));

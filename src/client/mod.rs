@@ -21,6 +21,12 @@
 //!   lease ([`LockGuard::lease`]: the session's, capped by the grant's hold limit); it is
 //!   released by [`LockGuard::release`] or, best effort, in the background when dropped.
 //!   [`LockGuard::extend`] renews a hold limit ([`Session::lock_with_hold`]).
+//! - **Pushes.** The daemon's push events (protocol.md §5) reach the sessions they name: a
+//!   `Revoked` ends that grant's lease at once (`Lost(HoldLimit)` for a hold limit,
+//!   `Lost(Revoked)` for an administrator's revoke), a `SessionExpired` the session's, so work
+//!   stops before the local deadline when the daemon can say so. [`Session::pushes`] lets a
+//!   caller watch them too (e.g. `QueuePosition` while a lock future waits). They are hints:
+//!   the leases alone give the guarantee.
 //! - **Dropped calls.** Dropping a waiting [`Session::lock`] future cancels the queued acquire
 //!   in the background (`Cancel`; if it was granted meanwhile, the lock is released), and
 //!   [`Session::cancel`] does so explicitly. A release, append or extend whose future is dropped
@@ -46,6 +52,7 @@
 mod conn;
 mod error;
 pub mod lease;
+mod push;
 mod session;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,6 +141,8 @@ struct Inner {
     options: ClientOptions,
     next_id: AtomicU64,
     route: tokio::sync::Mutex<Route>,
+    /// Where the connections hand push events, for the sessions to subscribe.
+    pushes: Arc<push::PushRouter>,
 }
 
 /// A handle to the cluster. Cheap to clone; clones share the connection.
@@ -187,6 +196,7 @@ impl Client {
                 servers,
                 options,
                 next_id: AtomicU64::new(1),
+                pushes: Arc::default(),
                 route: tokio::sync::Mutex::new(Route {
                     conn: None,
                     leader_hint: None,
@@ -471,11 +481,16 @@ impl Client {
         };
         let generation = route.generation;
         route.generation += 1;
-        let conn = Conn::connect(&addr, generation, self.inner.options.connect_timeout)
-            .await
-            .inspect_err(|error| {
-                tracing::debug!(%addr, error = %error_chain(error), "connect failed");
-            })?;
+        let conn = Conn::connect(
+            &addr,
+            generation,
+            self.inner.options.connect_timeout,
+            self.inner.pushes.clone(),
+        )
+        .await
+        .inspect_err(|error| {
+            tracing::debug!(%addr, error = %error_chain(error), "connect failed");
+        })?;
         tracing::debug!(%addr, node = conn.welcome.node_id, leader = ?conn.welcome.leader_addr, "connected");
         let conn = Arc::new(conn);
         route.conn = Some(conn.clone());

@@ -1,13 +1,13 @@
 //! Sessions (leases kept alive in the background) and lock guards, each with its client-side
 //! lease (see `lease.rs` for the deadline arithmetic and the guarantee it gives).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -15,7 +15,51 @@ use super::error::{Error, Result};
 use super::lease::{grant_lease, watch_grant, Hold, Lease, LeaseState, LostReason, SessionLease};
 use super::{unexpected, unix_micros, Client, Patience};
 use crate::lockspace::{Fence, LockMode, Seq, SessionId};
-use crate::protocol::{Request, Response, MAX_APPEND};
+use crate::protocol::{PushReason, Request, Response, MAX_APPEND};
+
+/// How many pushed `Revoked` grants a session remembers, for a guard built just after its
+/// grant's `Revoked` arrived.
+const REVOKED_REMEMBERED: usize = 64;
+
+/// Grants the daemon pushed `Revoked` for: (lock, fence, why), newest last.
+type RevokedGrants = Arc<Mutex<VecDeque<(String, Fence, LostReason)>>>;
+
+/// What a pushed reason means for a lease.
+fn lost_reason(reason: PushReason) -> LostReason {
+    match reason {
+        PushReason::Hold => LostReason::HoldLimit,
+        PushReason::Expired => LostReason::SessionExpired,
+        PushReason::Admin => LostReason::Revoked,
+    }
+}
+
+/// Follows a session's pushes: `SessionExpired` ends its lease at once; each `Revoked` is
+/// remembered for the guards of the session (each guard also listens itself).
+async fn push_loop(
+    mut pushes: broadcast::Receiver<Response>,
+    lease: Arc<SessionLease>,
+    revoked: RevokedGrants,
+) {
+    loop {
+        match pushes.recv().await {
+            Ok(Response::SessionExpired { reason, .. }) => lease.lose(lost_reason(reason)),
+            Ok(Response::Revoked {
+                lock,
+                fence,
+                reason,
+                ..
+            }) => {
+                let mut revoked = locked(&revoked);
+                if revoked.len() == REVOKED_REMEMBERED {
+                    revoked.pop_front();
+                }
+                revoked.push_back((lock, fence, lost_reason(reason)));
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
 
 /// How long an acquire may wait for the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +174,8 @@ struct SessionInner {
     in_flight: Mutex<Vec<InFlight>>,
     /// Ids of `in_flight` entries.
     next_flight: AtomicU64,
+    /// Grants the daemon pushed `Revoked` for lately.
+    revoked: RevokedGrants,
 }
 
 /// A request running in its own task (a release, an append, an extend, the cancel of a
@@ -276,10 +322,15 @@ impl Session {
         clock: bool,
     ) -> Session {
         let lease = Arc::new(SessionLease::new(renewed, credentials.ttl));
-        let mut tasks = vec![tokio::spawn({
-            let lease = lease.clone();
-            async move { lease.watchdog().await }
-        })];
+        let revoked = RevokedGrants::default();
+        let pushes = client.inner.pushes.subscribe(credentials.id);
+        let mut tasks = vec![
+            tokio::spawn({
+                let lease = lease.clone();
+                async move { lease.watchdog().await }
+            }),
+            tokio::spawn(push_loop(pushes, lease.clone(), revoked.clone())),
+        ];
         if keep_alive {
             tasks.push(tokio::spawn(keep_alive_loop(
                 client.clone(),
@@ -298,6 +349,7 @@ impl Session {
                 waiting: Mutex::new(HashMap::new()),
                 in_flight: Mutex::new(Vec::new()),
                 next_flight: AtomicU64::new(1),
+                revoked,
             }),
         }
     }
@@ -389,6 +441,15 @@ impl Session {
     /// the deadline guarantees).
     pub fn lease(&self) -> watch::Receiver<Lease> {
         self.inner.lease.subscribe()
+    }
+
+    /// The push events the daemon sends for this session from now on (protocol.md §5):
+    /// `QueuePosition` while an acquire waits, `HoldExpiring`, `SessionExpiring`, `Revoked`,
+    /// `SessionExpired`. Hints only: they may be lost, and the leases already act on the last
+    /// two (a `Revoked` ends its grant's [`LockGuard::lease`], a `SessionExpired` the
+    /// session's [`Session::lease`]).
+    pub fn pushes(&self) -> broadcast::Receiver<Response> {
+        self.inner.client.inner.pushes.subscribe(self.id())
     }
 
     /// True once the session is lost (expired on the daemon, or its local lease ran out).
@@ -903,25 +964,61 @@ struct Grant {
 /// that keeps the latter up to date.
 #[derive(Debug)]
 struct GrantLease {
-    hold: watch::Sender<Hold>,
+    hold: Arc<watch::Sender<Hold>>,
     lease: Arc<watch::Sender<Lease>>,
     watcher: JoinHandle<()>,
+    /// Ends the lease when the daemon pushes `Revoked` for this grant.
+    listener: JoinHandle<()>,
 }
 
 impl GrantLease {
-    fn new(session: watch::Receiver<Lease>, hold: Hold) -> GrantLease {
-        let (initial, _) = grant_lease(*session.borrow(), hold, Instant::now());
+    /// The lease of the grant `fence` of `name` in `session`.
+    fn new(session: &Session, name: &str, fence: Fence, hold: Hold) -> GrantLease {
+        let session_lease = session.lease();
+        let mut pushes = session.pushes();
+        let (initial, _) = grant_lease(*session_lease.borrow(), hold, Instant::now());
         let (hold, hold_rx) = watch::channel(hold);
+        let hold = Arc::new(hold);
         let lease = Arc::new(watch::channel(initial).0);
         let watcher = tokio::spawn({
             let lease = lease.clone();
-            async move { watch_grant(session, hold_rx, &lease).await }
+            async move { watch_grant(session_lease, hold_rx, &lease).await }
         });
-        GrantLease {
+        let listener = tokio::spawn({
+            let (hold, lease, name) = (hold.clone(), lease.clone(), name.to_string());
+            async move {
+                loop {
+                    match pushes.recv().await {
+                        Ok(Response::Revoked {
+                            lock,
+                            fence: revoked,
+                            reason,
+                            ..
+                        }) if lock == name && revoked == fence => {
+                            end_grant(&hold, &lease, lost_reason(reason));
+                            return;
+                        }
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        let grant = GrantLease {
             hold,
             lease,
             watcher,
+            listener,
+        };
+        // The push may have come before the listener subscribed.
+        let already = locked(&session.inner.revoked)
+            .iter()
+            .find(|(lock, f, _)| lock == name && *f == fence)
+            .map(|(_, _, reason)| *reason);
+        if let Some(reason) = already {
+            grant.end(reason);
         }
+        grant
     }
 
     /// Sets a new hold limit and updates the lease at once (the watcher follows from there).
@@ -939,21 +1036,27 @@ impl GrantLease {
 
     /// Ends the grant's lease for `reason` (the watcher makes it final).
     fn end(&self, reason: LostReason) {
-        self.hold.send_replace(Hold::Ended(reason));
-        // The watcher may be gone already (lost); say it directly too.
-        self.lease.send_if_modified(|lease| {
-            let changed = !lease.state.is_lost();
-            if changed {
-                lease.state = LeaseState::Lost(reason);
-            }
-            changed
-        });
+        end_grant(&self.hold, &self.lease, reason);
     }
+}
+
+/// Ends a grant's lease for `reason`: its hold, so the watcher makes it final, and the lease
+/// itself, since the watcher may be gone already (lost).
+fn end_grant(hold: &watch::Sender<Hold>, lease: &watch::Sender<Lease>, reason: LostReason) {
+    hold.send_replace(Hold::Ended(reason));
+    lease.send_if_modified(|lease| {
+        let changed = !lease.state.is_lost();
+        if changed {
+            lease.state = LeaseState::Lost(reason);
+        }
+        changed
+    });
 }
 
 impl Drop for GrantLease {
     fn drop(&mut self) {
         self.watcher.abort();
+        self.listener.abort();
     }
 }
 
@@ -971,7 +1074,7 @@ pub struct LockGuard {
 
 impl LockGuard {
     fn new(session: Session, name: &str, mode: LockMode, fence: Fence, hold: Hold) -> LockGuard {
-        let grant = GrantLease::new(session.lease(), hold);
+        let grant = GrantLease::new(&session, name, fence, hold);
         LockGuard {
             session,
             name: name.to_string(),

@@ -382,6 +382,15 @@ impl LockSpace {
             .collect()
     }
 
+    /// The locks a session holds or waits for, by name (empty for unknown sessions): what an
+    /// entry ending the session can change, for the leader's push events.
+    pub fn involved_locks(&self, session: SessionId) -> Vec<String> {
+        self.sessions
+            .get(&session)
+            .map(|s| s.locks.clone())
+            .unwrap_or_default()
+    }
+
     /// The last fencing token handed out (0 if none); the next grant gets a larger one.
     pub fn last_fence(&self) -> Fence {
         self.last_fence

@@ -153,6 +153,11 @@ pub const RESPONSE_TYPES: &[&str] = &[
     "Status",
     "MembershipChanged",
     "LeaderTransferred",
+    "Revoked",
+    "QueuePosition",
+    "HoldExpiring",
+    "SessionExpiring",
+    "SessionExpired",
     "Error",
 ];
 
@@ -498,7 +503,41 @@ mod tests {
     }
 
     fn every_response() -> Vec<Response> {
+        use crate::protocol::PushReason;
         vec![
+            Response::Revoked {
+                id: 0,
+                session: 3,
+                lock: "l".into(),
+                fence: 9,
+                reason: PushReason::Hold,
+            },
+            Response::QueuePosition {
+                id: 0,
+                session: 3,
+                lock: "l".into(),
+                seq: 4,
+                ahead: 1,
+                mode: Some(LockMode::Shared),
+                holders: 2,
+            },
+            Response::HoldExpiring {
+                id: 0,
+                session: 3,
+                lock: "l".into(),
+                fence: 9,
+                left_ms: 500,
+            },
+            Response::SessionExpiring {
+                id: 0,
+                session: 3,
+                left_ms: 1_000,
+            },
+            Response::SessionExpired {
+                id: 0,
+                session: 3,
+                reason: PushReason::Admin,
+            },
             Response::Welcome {
                 version: 1,
                 node_id: 2,
@@ -553,12 +592,15 @@ mod tests {
                             session: 3,
                             fence: 17,
                             owner: None,
+                            held_ms: Some(1_500),
+                            hold_left_ms: None,
                         }],
                         waiters: vec![WaiterState {
                             session: 5,
                             seq: 2,
                             mode: LockMode::Exclusive,
                             owner: None,
+                            waited_ms: Some(700),
                         }],
                     },
                     LockState {

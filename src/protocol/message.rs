@@ -247,6 +247,50 @@ pub enum Response {
         leader: u64,
         leader_addr: Option<String>,
     },
+    /// Push (`id` always 0, answers no request): a grant of `session` ended for a reason
+    /// other than its own release. A hint, at most once per connection; the client's own
+    /// lease is what guarantees safety.
+    Revoked {
+        id: u64,
+        session: SessionId,
+        lock: String,
+        fence: Fence,
+        reason: PushReason,
+    },
+    /// Push (`id` 0): the queued acquire `seq` of `session` on `lock` moved in the queue;
+    /// `ahead` waiters are now before it, and the lock is held by `holders` sessions in
+    /// `mode` (nil when free).
+    QueuePosition {
+        id: u64,
+        session: SessionId,
+        lock: String,
+        seq: Seq,
+        ahead: u64,
+        mode: Option<LockMode>,
+        holders: u64,
+    },
+    /// Push (`id` 0): the hold limit of the grant `fence` of `lock` ends in `left_ms` on the
+    /// leader's clock unless it is extended.
+    HoldExpiring {
+        id: u64,
+        session: SessionId,
+        lock: String,
+        fence: Fence,
+        left_ms: u64,
+    },
+    /// Push (`id` 0): the leader expires `session` in `left_ms` unless a keep-alive reaches it.
+    SessionExpiring {
+        id: u64,
+        session: SessionId,
+        left_ms: u64,
+    },
+    /// Push (`id` 0): `session` ended (its lease ran out, or an administrator's forced
+    /// revoke); its grants are gone.
+    SessionExpired {
+        id: u64,
+        session: SessionId,
+        reason: PushReason,
+    },
     /// A failed request, or (with `id` 0) a connection-level error sent before closing.
     Error {
         id: u64,
@@ -258,6 +302,18 @@ pub enum Response {
         #[serde(default)]
         leader_addr: Option<String>,
     },
+}
+
+/// Why a push says a grant or session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushReason {
+    /// The grant's hold limit passed.
+    Hold,
+    /// The session's lease ran out on the leader.
+    Expired,
+    /// An administrator revoked the session (`RevokeSession`).
+    Admin,
 }
 
 /// One lock in a `LockList`.
@@ -278,6 +334,14 @@ pub struct HolderState {
     /// The holding session's owner, if it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Milliseconds since the grant, by the leader's clock; nil if unknown (a stale read, or
+    /// a grant made before this leader was elected).
+    #[serde(default)]
+    pub held_ms: Option<u64>,
+    /// Milliseconds left of the grant's hold limit, by the leader's clock; nil without a hold
+    /// limit or when unknown (a stale read).
+    #[serde(default)]
+    pub hold_left_ms: Option<u64>,
 }
 
 /// A queued acquire, in FIFO order.
@@ -289,6 +353,10 @@ pub struct WaiterState {
     /// The waiting session's owner, if it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// Milliseconds it has waited, by the leader's clock; nil if unknown (a stale read, or
+    /// queued before this leader was elected).
+    #[serde(default)]
+    pub waited_ms: Option<u64>,
 }
 
 /// One live session in a `SessionList`.
@@ -469,6 +537,11 @@ impl Response {
             | Response::SessionList { id, .. }
             | Response::MembershipChanged { id, .. }
             | Response::LeaderTransferred { id, .. }
+            | Response::Revoked { id, .. }
+            | Response::QueuePosition { id, .. }
+            | Response::HoldExpiring { id, .. }
+            | Response::SessionExpiring { id, .. }
+            | Response::SessionExpired { id, .. }
             | Response::Error { id, .. } => *id,
         }
     }
@@ -492,7 +565,26 @@ impl Response {
             Response::Status(_) => "Status",
             Response::MembershipChanged { .. } => "MembershipChanged",
             Response::LeaderTransferred { .. } => "LeaderTransferred",
+            Response::Revoked { .. } => "Revoked",
+            Response::QueuePosition { .. } => "QueuePosition",
+            Response::HoldExpiring { .. } => "HoldExpiring",
+            Response::SessionExpiring { .. } => "SessionExpiring",
+            Response::SessionExpired { .. } => "SessionExpired",
             Response::Error { .. } => "Error",
+        }
+    }
+}
+
+impl Response {
+    /// The session a push event is for, or `None` if this is not a push (an answer).
+    pub fn push_session(&self) -> Option<SessionId> {
+        match self {
+            Response::Revoked { session, .. }
+            | Response::QueuePosition { session, .. }
+            | Response::HoldExpiring { session, .. }
+            | Response::SessionExpiring { session, .. }
+            | Response::SessionExpired { session, .. } => Some(*session),
+            _ => None,
         }
     }
 }

@@ -18,8 +18,8 @@ pub use limits::{
     SESSION_RESULTS_REMEMBERED,
 };
 pub use message::{
-    ErrorCode, HolderState, LockState, MemberStatus, Request, Response, Role, SessionSummary,
-    StatusInfo, WaiterState,
+    ErrorCode, HolderState, LockState, MemberStatus, PushReason, Request, Response, Role,
+    SessionSummary, StatusInfo, WaiterState,
 };
 pub use peer::{
     mac, verify_mac, PeerCodec, PeerMessage, Side, WireEntry, WireEntryData, WireEnvelope,

@@ -52,7 +52,7 @@ impl Replica {
                     .lockspace
                     .locks(prefix.as_deref())
                     .into_iter()
-                    .map(|info| lock_state(&self.lockspace, info))
+                    .map(|info| self.lock_state(info))
                     .collect(),
             },
             other => Response::error(
@@ -185,30 +185,51 @@ fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn lock_state(space: &LockSpace, info: LockInfo) -> LockState {
-    let owner = |session| space.owner(session).map(str::to_owned);
-    LockState {
-        name: info.name,
-        mode: info.mode,
-        holders: info
-            .holders
-            .into_iter()
-            .map(|(session, fence)| HolderState {
-                session,
-                fence,
-                owner: owner(session),
-            })
-            .collect(),
-        waiters: info
-            .waiters
-            .into_iter()
-            .map(|wait| WaiterState {
-                session: wait.session,
-                seq: wait.seq,
-                mode: wait.mode,
-                owner: owner(wait.session),
-            })
-            .collect(),
+impl Replica {
+    /// One lock for `LockList`, with the leader-local times this node knows (none on a
+    /// follower: it keeps no deadlines and no grant or queue times).
+    fn lock_state(&self, info: LockInfo) -> LockState {
+        let space: &LockSpace = &self.lockspace;
+        let owner = |session| space.owner(session).map(str::to_owned);
+        let since = |at: Option<u64>| at.map(|at| self.now.saturating_sub(at));
+        LockState {
+            holders: info
+                .holders
+                .into_iter()
+                .map(|(session, fence)| {
+                    let hold = Key {
+                        session,
+                        what: What::Hold {
+                            lock: info.name.clone(),
+                            fence,
+                        },
+                    };
+                    HolderState {
+                        session,
+                        fence,
+                        owner: owner(session),
+                        held_ms: since(self.times.granted(fence)),
+                        hold_left_ms: self
+                            .leases
+                            .deadline(&hold)
+                            .map(|at| at.saturating_sub(self.now)),
+                    }
+                })
+                .collect(),
+            waiters: info
+                .waiters
+                .into_iter()
+                .map(|wait| WaiterState {
+                    session: wait.session,
+                    seq: wait.seq,
+                    mode: wait.mode,
+                    owner: owner(wait.session),
+                    waited_ms: since(self.times.queued(wait.session, wait.seq)),
+                })
+                .collect(),
+            name: info.name,
+            mode: info.mode,
+        }
     }
 }
 

@@ -36,10 +36,13 @@ impl Replica {
         let command: Command = rmp_serde::from_slice(bytes)
             .map_err(|source| Error::CorruptCommand { index, source })?;
         observer.applying(&self.lockspace, &entry, Some(&command));
+        let scan = self.is_leader().then(|| self.scan_before(&command));
         let applied = self.lockspace.apply(index, &command);
         observer.applied(&self.lockspace, &entry, Some(&command), Some(&applied));
-        if self.is_leader() {
+        if scan.is_some() {
             self.track_deadlines(&command, &applied);
+            self.times
+                .track(self.now, &command, &applied, &self.lockspace);
         }
         for notification in &applied.notifications {
             self.notify(notification);
@@ -62,6 +65,10 @@ impl Replica {
             } else {
                 self.answer(caller, outcome_response(caller.id, &applied.outcome));
             }
+        }
+        // After the answers: a client hears what happened before its consequences.
+        if let Some(scan) = scan {
+            self.push_after(scan);
         }
         Ok(())
     }

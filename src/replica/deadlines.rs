@@ -13,8 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::pushes::warn_lead;
 use super::Replica;
 use crate::lockspace::{Applied, Command, Fence, Outcome, Seq, SessionId};
+use crate::protocol::Response;
 
 /// What a deadline bounds. Ordered so that every key of one session is contiguous.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -25,7 +27,7 @@ pub struct Key {
     pub what: What,
 }
 
-/// The three kinds of deadline.
+/// The kinds of deadline: three that propose an expiry, two that only push a warning.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum What {
     /// The session's lease: no keep-alive for its TTL expires it. (First variant: the smallest
@@ -40,6 +42,15 @@ pub enum What {
     },
     /// A grant's hold limit.
     Hold {
+        /// The lock held.
+        lock: String,
+        /// The grant's fencing token.
+        fence: Fence,
+    },
+    /// When to push `SessionExpiring`: a lead time before the lease (moves with it).
+    LeaseWarning,
+    /// When to push `HoldExpiring`: a lead time before the hold limit of this grant.
+    HoldWarning {
         /// The lock held.
         lock: String,
         /// The grant's fencing token.
@@ -141,7 +152,7 @@ impl Replica {
             return;
         }
         for due in self.leases.take_due(self.now) {
-            let key = due.clone();
+            let retry = due.clone();
             let session = due.session;
             // Skip what no longer applies; the state machine would ignore it anyway.
             let command = match due.what {
@@ -180,19 +191,88 @@ impl Replica {
                         since: Some(hold.since),
                     }
                 }
+                What::LeaseWarning => {
+                    let lease = self.leases.deadline(&key(session, What::Lease));
+                    if let (Some(at), Some(_)) = (lease, self.lockspace.session(session)) {
+                        let left_ms = at.saturating_sub(self.now);
+                        let event = Response::SessionExpiring {
+                            id: 0,
+                            session,
+                            left_ms,
+                        };
+                        self.push(session, event);
+                    }
+                    continue;
+                }
+                What::HoldWarning { lock, fence } => {
+                    let what = What::Hold {
+                        lock: lock.clone(),
+                        fence,
+                    };
+                    let hold = self.leases.deadline(&key(session, what));
+                    if let (Some(at), true) = (hold, self.holding(session, &lock, fence)) {
+                        let left_ms = at.saturating_sub(self.now);
+                        let event = Response::HoldExpiring {
+                            id: 0,
+                            session,
+                            lock,
+                            fence,
+                            left_ms,
+                        };
+                        self.push(session, event);
+                    }
+                    continue;
+                }
             };
             if !self.propose_internal(command) {
                 // Refused while a leadership transfer runs: if the transfer fails, this node
                 // still leads and must not have forgotten the deadline. Due again next tick.
-                self.leases.set(key, self.now);
+                self.leases.set(retry, self.now);
             }
         }
     }
 
+    /// True if `session` still holds the grant `fence` of `lock`.
+    fn holding(&self, session: SessionId, lock: &str, fence: Fence) -> bool {
+        self.lockspace.lock(lock).is_some_and(|info| {
+            info.holders
+                .iter()
+                .any(|&(s, f)| s == session && f == fence)
+        })
+    }
+
     /// Moves a session's lease deadline to `now + ttl` (a keep-alive reached the leader).
     pub(super) fn renew_lease(&mut self, session: SessionId, ttl_ms: u64) {
+        self.set_lease(session, ttl_ms);
+    }
+
+    /// Sets a session's lease deadline to `now + ttl_ms`, and its warning before it.
+    fn set_lease(&mut self, session: SessionId, ttl_ms: u64) {
         let at = self.now.saturating_add(ttl_ms);
         self.leases.set(key(session, What::Lease), at);
+        let lead = warn_lead(ttl_ms);
+        if lead > 0 {
+            self.leases.set(key(session, What::LeaseWarning), at - lead);
+        }
+    }
+
+    /// Sets the hold limit of the grant `fence` of `lock` to end `hold_ms` from now, and its
+    /// warning before it.
+    fn set_hold(&mut self, session: SessionId, lock: &str, fence: Fence, hold_ms: u64) {
+        let at = self.now.saturating_add(hold_ms);
+        let hold = What::Hold {
+            lock: lock.to_owned(),
+            fence,
+        };
+        self.leases.set(key(session, hold), at);
+        let lead = warn_lead(hold_ms);
+        if lead > 0 {
+            let warning = What::HoldWarning {
+                lock: lock.to_owned(),
+                fence,
+            };
+            self.leases.set(key(session, warning), at - lead);
+        }
     }
 
     /// Leader only: keeps the deadline table in step with what was just applied.
@@ -205,7 +285,7 @@ impl Replica {
                 Outcome::SessionOpened {
                     session, ttl_ms, ..
                 },
-            ) => self.leases.set(key(*session, What::Lease), after(*ttl_ms)),
+            ) => self.set_lease(*session, *ttl_ms),
             (
                 Command::CloseSession { session, .. }
                 | Command::ExpireSession { session }
@@ -230,13 +310,7 @@ impl Replica {
                     ..
                 },
                 Outcome::Granted { fence },
-            ) => {
-                let what = What::Hold {
-                    lock: lock.clone(),
-                    fence: *fence,
-                };
-                self.leases.set(key(*session, what), after(*hold_ms));
-            }
+            ) => self.set_hold(*session, lock, *fence, *hold_ms),
             (
                 Command::Extend {
                     session,
@@ -247,11 +321,7 @@ impl Replica {
                 Outcome::Extended { hold_ms },
             ) => {
                 // The hold restarts now: no earlier than the Extend was sent.
-                let what = What::Hold {
-                    lock: lock.clone(),
-                    fence: *fence,
-                };
-                self.leases.set(key(*session, what), after(*hold_ms));
+                self.set_hold(*session, lock, *fence, *hold_ms);
             }
             (
                 Command::Acquire {
@@ -295,8 +365,7 @@ impl Replica {
                     .map(|hold| (hold.lock, hold.hold_ms)),
             };
             if let Some((lock, hold_ms)) = hold {
-                self.leases
-                    .set(key(session, What::Hold { lock, fence }), after(hold_ms));
+                self.set_hold(session, &lock, fence, hold_ms);
             }
         }
     }
@@ -307,8 +376,7 @@ impl Replica {
         let after = |ms: u64| now.saturating_add(ms);
         self.leases.clear();
         for session in self.lockspace.sessions() {
-            self.leases
-                .set(key(session.id, What::Lease), after(session.ttl_ms));
+            self.set_lease(session.id, session.ttl_ms);
         }
         for wait in self.lockspace.bounded_waits() {
             if let Some(wait_ms) = wait.wait_ms {
@@ -320,12 +388,7 @@ impl Replica {
             }
         }
         for hold in self.lockspace.limited_holds() {
-            let what = What::Hold {
-                lock: hold.lock,
-                fence: hold.fence,
-            };
-            self.leases
-                .set(key(hold.session, what), after(hold.hold_ms));
+            self.set_hold(hold.session, &hold.lock, hold.fence, hold.hold_ms);
         }
         tracing::info!(
             term = self.node.term(),

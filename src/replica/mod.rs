@@ -37,6 +37,10 @@
 //!    wait and hold deadlines it implies; every tick proposes an expiry for each one that
 //!    passed. A new leader restarts them all.
 //!
+//! 5. **Pushes** (`pushes.rs`). On the leader, an applied entry that ends grants or reorders a
+//!    queue, and a hold limit or lease about to end, become [`Effect::Push`] events for the
+//!    sessions concerned (hints; safety rests on the client's own lease).
+//!
 //! Around that: membership administration and leadership transfer (`admin.rs`), graceful
 //! shutdown with a leadership hand-off (`shutdown.rs`), and the wire answers (`answers.rs`).
 //! When leadership is lost, every request still waiting is answered `NotLeader`.
@@ -56,10 +60,14 @@ mod apply;
 mod deadlines;
 mod error;
 mod pipeline;
+#[cfg(test)]
+mod push_tests;
+mod pushes;
 mod requests;
 mod shutdown;
 #[cfg(test)]
 mod tests;
+mod times;
 
 use std::collections::BTreeMap;
 
@@ -70,6 +78,7 @@ pub use answers::outcome_response;
 pub use deadlines::{Key, Leases, What};
 pub use error::Error;
 pub use pipeline::MAX_IN_FLIGHT;
+pub use pushes::WARN_LEAD_MS;
 
 use crate::lockspace::{Applied, Command, LockSpace, Seq, SessionId};
 use crate::protocol::{Limits, Request, Response};
@@ -182,6 +191,15 @@ pub enum Effect {
     Peers(BTreeMap<NodeId, String>),
     /// The leader as this node sees it changed.
     Leader(LeaderInfo),
+    /// Leader only: write this push event (a [`Response`] with `id` 0, see
+    /// [`Response::push_session`]) to the connections that sent a request for `session` with
+    /// its token. A hint: the shell drops it rather than wait for a full connection.
+    Push {
+        /// The session it concerns.
+        session: SessionId,
+        /// The event.
+        event: Response,
+    },
 }
 
 /// Hooks into the replica's apply step, for checkers (the simulation's invariants). Every
@@ -247,6 +265,8 @@ pub struct Replica {
     /// Leader only: the lock and hold limit of each queued acquire, to start the hold limit
     /// when the grant comes.
     queued_holds: BTreeMap<(SessionId, Seq), (String, Option<u64>)>,
+    /// Leader only: when each grant was made and each acquire queued (for `Locks`).
+    times: times::Times,
     was_leader: bool,
     last_applied_term: Term,
     applied_since_snapshot: u64,
@@ -289,6 +309,7 @@ impl Replica {
             next_read_id: 1,
             leases: Leases::new(),
             queued_holds: BTreeMap::new(),
+            times: times::Times::default(),
             was_leader: false,
             last_applied_term,
             applied_since_snapshot: 0,
@@ -425,6 +446,7 @@ impl Replica {
             tracing::info!(leader = ?self.node.leader(), "lost leadership");
             self.leases.clear();
             self.queued_holds.clear();
+            self.times.clear();
             let pending = std::mem::take(&mut self.pending);
             let reads = std::mem::take(&mut self.reads).into_values();
             let waiters = std::mem::take(&mut self.waiters).into_values().flatten();

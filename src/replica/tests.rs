@@ -9,7 +9,7 @@ use crate::protocol::ErrorCode;
 use crate::raft::{Config as RaftConfig, Recovered};
 
 /// A one-node replica (`voters`: the bootstrap membership; node 1 is this one).
-fn replica(voters: &[NodeId]) -> Replica {
+pub(super) fn replica(voters: &[NodeId]) -> Replica {
     let mut raft = RaftConfig::new(1);
     raft.bootstrap = Some(Membership {
         voters: voters.iter().map(|&i| (i, format!("n{i}"))).collect(),
@@ -31,13 +31,22 @@ fn replica(voters: &[NodeId]) -> Replica {
 }
 
 /// Advances, makes every write durable at once, and returns the answers, by ticket.
-fn settle(replica: &mut Replica, now: u64) -> Vec<(Ticket, Response)> {
+pub(super) fn settle(replica: &mut Replica, now: u64) -> Vec<(Ticket, Response)> {
+    settle_pushes(replica, now).0
+}
+
+/// Push events as a test sees them: (session, event), in order.
+pub(super) type Pushes = Vec<(SessionId, Response)>;
+
+/// [`settle`], also returning the push events, by session, in order.
+pub(super) fn settle_pushes(replica: &mut Replica, now: u64) -> (Vec<(Ticket, Response)>, Pushes) {
     let mut answers = Vec::new();
+    let mut pushes = Vec::new();
     loop {
         replica.advance(now).expect("advance");
         let effects = replica.take_effects();
         if effects.is_empty() {
-            return answers;
+            return (answers, pushes);
         }
         let mut last = None;
         for effect in effects {
@@ -46,6 +55,7 @@ fn settle(replica: &mut Replica, now: u64) -> Vec<(Ticket, Response)> {
                 Effect::Answer {
                     ticket, response, ..
                 } => answers.push((ticket, response)),
+                Effect::Push { session, event } => pushes.push((session, event)),
                 _ => {}
             }
         }
@@ -56,7 +66,7 @@ fn settle(replica: &mut Replica, now: u64) -> Vec<(Ticket, Response)> {
 }
 
 /// Ticks until the single node leads and has applied an entry of its term; returns the time.
-fn elect(replica: &mut Replica) -> u64 {
+pub(super) fn elect(replica: &mut Replica) -> u64 {
     let mut now = 0;
     while !replica.caught_up() {
         now += 10;
@@ -67,7 +77,12 @@ fn elect(replica: &mut Replica) -> u64 {
     now
 }
 
-fn request(replica: &mut Replica, now: u64, ticket: Ticket, request: Request) -> Response {
+pub(super) fn request(
+    replica: &mut Replica,
+    now: u64,
+    ticket: Ticket,
+    request: Request,
+) -> Response {
     replica.handle(now, Input::Request { ticket, request });
     let answers = settle(replica, now);
     let mine: Vec<Response> = answers
@@ -79,7 +94,7 @@ fn request(replica: &mut Replica, now: u64, ticket: Ticket, request: Request) ->
     mine.into_iter().next().expect("one answer")
 }
 
-fn code(response: &Response) -> Option<ErrorCode> {
+pub(super) fn code(response: &Response) -> Option<ErrorCode> {
     match response {
         Response::Error { code, .. } => Some(*code),
         _ => None,
@@ -200,7 +215,7 @@ fn a_learner_that_never_answers_is_not_promoted_and_the_add_gives_up() {
     assert!(replica.node().membership().learners.contains_key(&2));
 }
 
-fn open(replica: &mut Replica, now: u64, ticket: Ticket, ttl_ms: u64) -> (u64, u64) {
+pub(super) fn open(replica: &mut Replica, now: u64, ticket: Ticket, ttl_ms: u64) -> (u64, u64) {
     let open = Request::OpenSession {
         id: ticket,
         nonce: 100 + ticket,
@@ -213,7 +228,7 @@ fn open(replica: &mut Replica, now: u64, ticket: Ticket, ttl_ms: u64) -> (u64, u
     }
 }
 
-fn acquire(session: u64, token: u64, id: u64, lock: &str) -> Request {
+pub(super) fn acquire(session: u64, token: u64, id: u64, lock: &str) -> Request {
     Request::Acquire {
         id,
         session,

@@ -15,7 +15,8 @@
 //!
 //! Nothing here decides anything about Raft, locks or clients: that all lives in the replica,
 //! which the simulation runs too. What stays here is the mapping from tickets to connections,
-//! the clock (milliseconds since the driver started) and the order in which writes complete.
+//! the clock (milliseconds since the driver started), the order in which writes complete, and
+//! which connections each session's push events go to (`push.rs`).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -26,9 +27,10 @@ use super::config::ServerConfig;
 use super::inbox::{Event, LeaderInfo, Reply};
 use super::notify::Watchdog;
 use super::peer::Transport;
+use super::push::{request_session, Subscribers};
 use super::writer::{self, Done, Writer};
 use super::Error;
-use crate::lockspace::LockSpace;
+use crate::lockspace::{LockSpace, SessionId};
 use crate::raft::{Node, Term};
 use crate::replica::{self, Effect, Input, Replica, Ticket, WriteId, MAX_IN_FLIGHT};
 
@@ -53,8 +55,10 @@ pub(crate) struct Driver {
     transport: Transport<Event>,
     /// Writes handed to the writer, in submission order, with their answers.
     writes: VecDeque<(WriteId, Done)>,
-    /// Where each ticket's answer goes.
-    replies: HashMap<Ticket, Reply>,
+    /// Where each ticket's answer goes, and the session its request speaks for.
+    replies: HashMap<Ticket, (Reply, Option<SessionId>)>,
+    /// The connections each session's push events go to.
+    subscribers: Subscribers,
     next_ticket: Ticket,
     /// The origin of the replica's clock.
     epoch: Instant,
@@ -94,6 +98,7 @@ impl Driver {
             transport,
             writes: VecDeque::with_capacity(MAX_IN_FLIGHT),
             replies: HashMap::new(),
+            subscribers: Subscribers::default(),
             next_ticket: 1,
             epoch: Instant::now(),
             watchdog: Watchdog::from_env(),
@@ -174,7 +179,8 @@ impl Driver {
             Event::Client { request, reply } => {
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
-                self.replies.insert(ticket, reply);
+                let session = request_session(&request);
+                self.replies.insert(ticket, (reply, session));
                 Input::Request { ticket, request }
             }
         };
@@ -197,7 +203,8 @@ impl Driver {
                     response,
                     last: true,
                 } => {
-                    if let Some(reply) = self.replies.remove(&ticket) {
+                    if let Some((reply, session)) = self.replies.remove(&ticket) {
+                        self.subscribers.answered(session, &reply.conn, &response);
                         reply.finish(response);
                     }
                 }
@@ -206,7 +213,8 @@ impl Driver {
                     response,
                     last: false,
                 } => {
-                    if let Some(reply) = self.replies.get(&ticket) {
+                    if let Some((reply, session)) = self.replies.get(&ticket) {
+                        self.subscribers.answered(*session, &reply.conn, &response);
                         reply.interim(response);
                     }
                 }
@@ -214,6 +222,7 @@ impl Driver {
                     tracing::info!(?peers, "peer set");
                     self.transport.set_peers(peers);
                 }
+                Effect::Push { session, event } => self.subscribers.push(session, event),
                 Effect::Leader(info) => {
                     self.leader_tx.send_if_modified(|current| {
                         if *current == info {

@@ -26,6 +26,7 @@ mod inbox;
 pub mod logging;
 pub mod notify;
 pub mod peer;
+mod push;
 pub mod signals;
 mod writer;
 

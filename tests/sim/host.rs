@@ -721,7 +721,7 @@ impl Host {
                     last,
                 } => self.answer(ctx, ticket, response, last)?,
                 // The simulated network routes by node id; nobody reads the published leader.
-                Effect::Peers(_) | Effect::Leader(_) => {}
+                Effect::Peers(_) | Effect::Leader(_) | Effect::Push { .. } => {}
             }
         }
         Ok(writes)
