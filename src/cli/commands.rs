@@ -87,6 +87,14 @@ pub(super) async fn acquire(client: &Client, args: AcquireArgs, json: bool) -> R
             fence
         ));
     }
+    if let Err(error) = super::output::finish() {
+        // Nobody learnt the credentials: close the session rather than leave the lock held
+        // until its lease runs out.
+        if let Err(close) = session.close().await {
+            tracing::debug!(error = %error_chain(&close), "closing the unprinted session");
+        }
+        return Err(Failure::stdout(error));
+    }
     // Leave the session open: dropping the handle stops only this process's keep-alives.
     drop(session);
     Ok(EXIT_OK)
@@ -189,8 +197,9 @@ pub(super) async fn read(client: &Client, args: ReadArgs, json: bool) -> Result<
         ]));
     } else {
         let mut out = std::io::stdout().lock();
-        out.write_all(&data)?;
-        out.flush()?;
+        out.write_all(&data)
+            .and_then(|()| out.flush())
+            .map_err(Failure::stdout)?;
     }
     Ok(EXIT_OK)
 }

@@ -88,6 +88,10 @@ pub struct Cli {
     /// Give up on a request (reconnects and retries included) after this long, e.g. 10s.
     #[arg(long, default_value = "30s", value_parser = duration::parse_finite, global = true)]
     pub timeout: Duration,
+    /// Give up connecting after this long when no member answers (only the first dial:
+    /// --timeout bounds the requests, failovers included).
+    #[arg(long, default_value = "2s", value_parser = duration::parse_finite, global = true)]
+    pub connect_timeout: Duration,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -392,6 +396,16 @@ impl From<Error> for Failure {
     }
 }
 
+impl Failure {
+    /// Writing the command's output failed (a full disk, a closed pipe when SIGPIPE is ignored).
+    fn stdout(error: std::io::Error) -> Failure {
+        Failure {
+            code: EXIT_ERROR,
+            message: format!("cannot write to stdout: {error}"),
+        }
+    }
+}
+
 impl From<std::io::Error> for Failure {
     fn from(error: std::io::Error) -> Self {
         Failure {
@@ -437,7 +451,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime
+        .block_on(run(cli))
+        .and_then(|code| match output::finish() {
+            Ok(()) => Ok(code),
+            Err(error) => Err(Failure::stdout(error)),
+        });
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
             eprintln!("raftlock: {}", failure.message);
@@ -448,20 +468,33 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command; returns the exit status on success.
 async fn run(cli: Cli) -> Result<u8, Failure> {
-    let options = ClientOptions {
-        connect_timeout: cli.timeout.min(Duration::from_secs(2)),
-        request_timeout: cli.timeout.min(Duration::from_secs(5)),
-        retry_timeout: cli.timeout,
-        clock_seq: true,
-        ..ClientOptions::default()
-    };
     let servers: Vec<String> = cli
         .servers
         .iter()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    let client = Client::connect(servers.clone(), options).await?;
+    let options = ClientOptions {
+        connect_timeout: dial_timeout(cli.connect_timeout, servers.len()),
+        request_timeout: cli.timeout.min(Duration::from_secs(5)),
+        retry_timeout: cli.timeout,
+        clock_seq: true,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_within(servers.clone(), options, cli.connect_timeout)
+        .await
+        .map_err(|error| match error {
+            Error::NoServerAvailable { last } => Failure {
+                code: EXIT_ERROR,
+                message: format!(
+                    "no server available: none of {} answered within {} (--connect-timeout); \
+                     last error: {last}",
+                    servers.join(","),
+                    humanize(cli.connect_timeout)
+                ),
+            },
+            other => Failure::from(other),
+        })?;
     let json = cli.json;
     match cli.command {
         Command::Lock(args) => exec::lock(&client, &servers, args).await,
@@ -478,6 +511,27 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Bench(_) => unreachable!("bench is dispatched before connecting"),
         Command::Supervise(_) => unreachable!("the supervisor is dispatched before connecting"),
         Command::Cluster(command) => commands::cluster(&client, &servers, command, json).await,
+    }
+}
+
+/// The bound on one dial (connect and handshake): the --connect-timeout shared among the
+/// servers, so that a silent first server leaves time to try the others, but at least 100ms
+/// (or all of it, if it is shorter) so that a dial has a chance on a busy network.
+fn dial_timeout(connect_timeout: Duration, servers: usize) -> Duration {
+    let share = connect_timeout / u32::try_from(servers.max(1)).unwrap_or(u32::MAX);
+    share.max(connect_timeout.min(Duration::from_millis(100)))
+}
+
+/// A duration for messages: `2s`, `1.5s`, `300ms`.
+fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+            .trim_end_matches('0')
+            .to_string()
     }
 }
 

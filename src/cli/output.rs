@@ -1,12 +1,41 @@
 //! Output helpers: stdout lines, padded tables, and the `--json` shapes of server answers.
 
+use std::io::{self, Write as _};
+use std::sync::Mutex;
+
 use super::json::Json;
 use crate::lockspace::LockMode;
 use crate::protocol::{LockState, MemberStatus, SessionSummary, StatusInfo};
 
-/// Prints one line (JSON or text) on stdout.
+/// The first error writing stdout, if any: once set, nothing more is written (a full disk
+/// or a closed pipe will not take the rest), and [`finish`] reports it.
+static STDOUT_ERROR: Mutex<Option<io::Error>> = Mutex::new(None);
+
+fn stdout_error() -> std::sync::MutexGuard<'static, Option<io::Error>> {
+    // Only this module locks it, never across a panic; recover the value anyway.
+    STDOUT_ERROR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Prints one line (JSON or text) on stdout. Unlike `println!` it never panics: a failed
+/// write is kept for [`finish`], which turns it into the command's error.
 pub(super) fn say(text: impl std::fmt::Display) {
-    println!("{text}");
+    let mut error = stdout_error();
+    if error.is_none() {
+        if let Err(e) = writeln!(io::stdout().lock(), "{text}") {
+            *error = Some(e);
+        }
+    }
+}
+
+/// Flushes stdout and returns the first error writing it, if any.
+pub(super) fn finish() -> io::Result<()> {
+    let mut error = stdout_error();
+    match error.take() {
+        Some(e) => Err(e),
+        None => io::stdout().lock().flush(),
+    }
 }
 
 /// Prints rows under a header, columns padded to their widest cell.
