@@ -86,11 +86,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// Give up on a request (reconnects and retries included) after this long, e.g. 10s.
-    #[arg(long, default_value = "30s", value_parser = duration::parse_finite, global = true)]
+    #[arg(long, default_value = "30s", value_parser = duration::parse_positive, global = true)]
     pub timeout: Duration,
     /// Give up connecting after this long when no member answers (only the first dial:
     /// --timeout bounds the requests, failovers included).
-    #[arg(long, default_value = "2s", value_parser = duration::parse_finite, global = true)]
+    #[arg(long, default_value = "2s", value_parser = duration::parse_positive, global = true)]
     pub connect_timeout: Duration,
     /// The command.
     #[command(subcommand)]
@@ -248,13 +248,13 @@ pub struct LockArgs {
     #[arg(long)]
     pub shared: bool,
     /// How long to wait for the lock: 0 tries once, e.g. 30s, or forever.
-    #[arg(long, default_value = "forever", value_parser = duration::parse)]
+    #[arg(long, default_value = "forever", value_parser = duration::parse_wait)]
     pub wait: Span,
-    /// The session's lease: how long the lock outlives this process if it dies.
-    #[arg(long, default_value = "10s", value_parser = duration::parse_finite)]
+    /// The session's lease (1s to 1h): how long the lock outlives this process if it dies.
+    #[arg(long, default_value = "10s", value_parser = duration::parse_ttl)]
     pub ttl: Duration,
-    /// Hold the lock at most this long (the cluster releases it then).
-    #[arg(long, value_parser = duration::parse_finite)]
+    /// Hold the lock at most this long, up to 24h (the cluster releases it then).
+    #[arg(long, value_parser = duration::parse_hold)]
     pub hold: Option<Duration>,
     /// With --hold: renew the hold limit every third of it while CMD runs (a short hold then
     /// bounds how long a stuck raftlock keeps the lock, not how long CMD may run).
@@ -294,13 +294,13 @@ pub struct AcquireArgs {
     #[arg(long)]
     pub shared: bool,
     /// How long to wait for the lock: 0 tries once, e.g. 30s, or forever.
-    #[arg(long, default_value = "forever", value_parser = duration::parse)]
+    #[arg(long, default_value = "forever", value_parser = duration::parse_wait)]
     pub wait: Span,
-    /// The session's lease; keep it alive with `raftlock keepalive` within this period.
-    #[arg(long, default_value = "60s", value_parser = duration::parse_finite)]
+    /// The session's lease (1s to 1h); keep it alive with `raftlock keepalive` within it.
+    #[arg(long, default_value = "60s", value_parser = duration::parse_ttl)]
     pub ttl: Duration,
-    /// Hold the lock at most this long.
-    #[arg(long, value_parser = duration::parse_finite)]
+    /// Hold the lock at most this long, up to 24h.
+    #[arg(long, value_parser = duration::parse_hold)]
     pub hold: Option<Duration>,
 }
 
@@ -522,17 +522,9 @@ fn dial_timeout(connect_timeout: Duration, servers: usize) -> Duration {
     share.max(connect_timeout.min(Duration::from_millis(100)))
 }
 
-/// A duration for messages: `2s`, `1.5s`, `300ms`.
+/// A duration for messages, in the flags' syntax: `2s`, `1s 500ms`, `300ms`.
 fn humanize(d: Duration) -> String {
-    if d.subsec_millis() == 0 && d.as_secs() > 0 {
-        format!("{}s", d.as_secs())
-    } else if d.as_secs() == 0 {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.3}s", d.as_secs_f64())
-            .trim_end_matches('0')
-            .to_string()
-    }
+    humantime::format_duration(d).to_string()
 }
 
 pub(crate) fn mode(shared: bool) -> LockMode {
@@ -591,5 +583,35 @@ mod tests {
         let error = Cli::try_parse_from(["raftlock", "lock", "x", "--wait", "soon", "--", "true"])
             .expect_err("bad duration");
         assert!(error.use_stderr());
+    }
+
+    /// Out-of-range values are refused by the parser (exit 2), naming the flag and the range
+    /// in the flag's terms, not the protocol's `ttl_ms`.
+    #[test]
+    fn limits_are_usage_errors_that_name_the_flag() {
+        for (args, flag) in [
+            (&["acquire", "x", "--ttl", "500ms"][..], "--ttl"),
+            (&["acquire", "x", "--ttl", "forever"], "--ttl"),
+            (&["lock", "x", "--ttl", "2h", "--", "true"], "--ttl"),
+            (&["lock", "x", "--wait", "25h", "--", "true"], "--wait"),
+            (&["acquire", "x", "--hold", "0s"], "--hold"),
+            (&["--timeout", "0", "status"], "--timeout"),
+        ] {
+            let error =
+                Cli::try_parse_from([&["raftlock"][..], args].concat()).expect_err("out of range");
+            assert!(error.use_stderr(), "{args:?}");
+            let text = error.to_string();
+            assert!(text.contains(flag), "{args:?}: {text}");
+            assert!(!text.contains("ttl_ms"), "{args:?}: {text}");
+        }
+        let cli = Cli::try_parse_from([
+            "raftlock", "acquire", "x", "--ttl", "1.5s", "--wait", "1m30s",
+        ])
+        .expect("fractions and compounds parse");
+        let Command::Acquire(args) = cli.command else {
+            panic!("not acquire")
+        };
+        assert_eq!(args.ttl, Duration::from_millis(1_500));
+        assert_eq!(wait(args.wait), Wait::For(Duration::from_secs(90)));
     }
 }

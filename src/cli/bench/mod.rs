@@ -141,7 +141,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1024)]
     pub append_size: usize,
     /// The sessions' lease.
-    #[arg(long, default_value = "60s", value_parser = duration::parse_finite)]
+    #[arg(long, default_value = "60s", value_parser = duration::parse_ttl)]
     pub ttl: Duration,
     /// Runtime threads of the bench itself (1: a single-threaded runtime).
     #[arg(long, default_value_t = 1)]
