@@ -5,16 +5,18 @@
 //! - `exec`: `raftlock lock`, which runs a command while the lock is held, and
 //!   [`supervisor`]: the process between `raftlock lock` and the command that ends the
 //!   command's process group before the lock can move to anyone else;
-//! - `output`: text tables and `--json` objects;
-//! - [`duration`] and [`json`]: argument parsing and the JSON writer;
+//! - `output`: stdout lines that never panic, and text tables; `shapes`: the `--json` answer
+//!   of each command (documented in docs/cli.md), serialized with serde_json;
+//! - [`duration`]: duration flags and their limits;
 //! - [`bench`](mod@bench): `raftlock bench`.
 
 pub mod bench;
 mod commands;
 pub mod duration;
+mod escapes;
 mod exec;
-pub mod json;
 mod output;
+mod shapes;
 pub mod supervisor;
 
 use std::ffi::OsString;
@@ -155,10 +157,13 @@ Example:
     /// Append data to a file under a lock's fencing token.
     #[command(after_help = "\
 The append is applied only if FENCE is the lock's current exclusive grant to the session
-(else exit 5). DATA `-` reads the data from stdin.
+(else exit 5). The data is DATA as given, DATA with escapes expanded (-e, like echo -e), the
+standard input (DATA `-`), or a file's contents (--data-file); at most 1 MiB.
 
-Example:
-  raftlock append journal.log --lock journal --fence 42 --session 12 --token 9876 \"line\\n\"")]
+Examples (--session and --token can come from RAFTLOCK_SESSION and RAFTLOCK_TOKEN):
+  raftlock append journal.log --lock journal --fence 42 --session 12 --token 9876 -e 'line\\n'
+  printf 'line\\n' | raftlock append journal.log --lock journal --fence 42 -
+  raftlock append report.json --lock reports --fence 7 --data-file ./report.json")]
     Append(AppendArgs),
     /// Read a file (all of it, or a range) to stdout.
     #[command(after_help = "Example:\n  raftlock read journal.log --offset 0 --len 100")]
@@ -344,7 +349,14 @@ pub struct AppendArgs {
     #[command(flatten)]
     pub session: SessionArgs,
     /// The bytes to append, or `-` to read them from stdin.
-    pub data: String,
+    #[arg(required_unless_present = "data_file", conflicts_with = "data_file")]
+    pub data: Option<String>,
+    /// Expand backslash escapes in DATA like echo -e (`\n`, `\t`, `\\`, `\xHH`, `\0NNN`).
+    #[arg(short = 'e', conflicts_with = "data_file")]
+    pub escapes: bool,
+    /// Append the contents of this file instead of DATA (`-` for stdin).
+    #[arg(long, value_name = "PATH")]
+    pub data_file: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `read`.
@@ -397,6 +409,11 @@ impl From<Error> for Failure {
 }
 
 impl Failure {
+    /// A failure with exit status `code`.
+    fn with(code: u8, message: String) -> Failure {
+        Failure { code, message }
+    }
+
     /// Writing the command's output failed (a full disk, a closed pipe when SIGPIPE is ignored).
     fn stdout(error: std::io::Error) -> Failure {
         Failure {
@@ -419,6 +436,18 @@ impl From<std::io::Error> for Failure {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(error) if error.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            // Under --json even a usage error is an object (clap's text has the details).
+            let text = error.render().to_string();
+            report(
+                &Failure {
+                    code: EXIT_USAGE,
+                    message: text.trim_start_matches("error: ").trim_end().to_string(),
+                },
+                true,
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
         Err(error) => {
             let _ = error.print();
             return ExitCode::from(if error.use_stderr() {
@@ -447,10 +476,15 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("raftlock: cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_ERROR);
+            let failure = Failure {
+                code: EXIT_ERROR,
+                message: format!("cannot start the runtime: {error}"),
+            };
+            report(&failure, cli.json);
+            return ExitCode::from(failure.code);
         }
     };
+    let json = cli.json;
     let result = runtime
         .block_on(run(cli))
         .and_then(|code| match output::finish() {
@@ -460,9 +494,25 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("raftlock: {}", failure.message);
+            report(&failure, json);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// Prints a failure on stderr: `raftlock: MESSAGE`, or under `--json` one object
+/// `{"error": MESSAGE, "exit_code": N}`.
+fn report(failure: &Failure, json: bool) {
+    if json {
+        let object = shapes::Failed {
+            error: &failure.message,
+            exit_code: failure.code,
+        };
+        // A struct of a string and a number always serializes.
+        let line = serde_json::to_string(&object).expect("an error object serializes");
+        eprintln!("{line}");
+    } else {
+        eprintln!("raftlock: {}", failure.message);
     }
 }
 
@@ -583,6 +633,58 @@ mod tests {
         let error = Cli::try_parse_from(["raftlock", "lock", "x", "--wait", "soon", "--", "true"])
             .expect_err("bad duration");
         assert!(error.use_stderr());
+    }
+
+    /// The help's example is what it says: `-e 'line\n'` appends a line break.
+    #[test]
+    fn append_help_example_expands_to_a_line() {
+        let help = Cli::command()
+            .find_subcommand_mut("append")
+            .expect("append")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains(r"-e 'line\n'"), "{help}");
+        assert_eq!(escapes::expand(r"line\n"), b"line\n");
+        let cli = Cli::try_parse_from([
+            "raftlock",
+            "append",
+            "f",
+            "--lock",
+            "l",
+            "--fence",
+            "1",
+            "--session",
+            "1",
+            "--token",
+            "1",
+            "-e",
+            r"line\n",
+        ])
+        .expect("parses");
+        let Command::Append(args) = cli.command else {
+            panic!("not append")
+        };
+        assert!(args.escapes);
+        assert!(
+            Cli::try_parse_from([
+                "raftlock",
+                "append",
+                "f",
+                "--lock",
+                "l",
+                "--fence",
+                "1",
+                "--session",
+                "1",
+                "--token",
+                "1",
+                "--data-file",
+                "x",
+                "data",
+            ])
+            .is_err(),
+            "DATA and --data-file conflict"
+        );
     }
 
     /// Out-of-range values are refused by the parser (exit 2), naming the flag and the range
