@@ -20,10 +20,11 @@ mod shapes;
 pub mod supervisor;
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use self::duration::Span;
 use crate::client::{error_chain, Client, ClientOptions, Error, Wait};
@@ -73,7 +74,7 @@ Run such commands one after another, not concurrently, and keep the clock from s
 /// raftlock: the command line client of a raftlock cluster (distributed locks with fencing
 /// tokens, and files appended under them).
 #[derive(Debug, Parser)]
-#[command(name = "raftlock", version, after_help = EXIT_CODES)]
+#[command(name = "raftlock", version = env!("RAFTLOCK_VERSION"), after_help = EXIT_CODES)]
 pub struct Cli {
     /// Cluster members to contact, comma separated (any member: followers redirect).
     #[arg(
@@ -200,6 +201,19 @@ Example:
     /// Cluster administration: status of every member, add, remove, transfer leadership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Print a shell completion script (e.g. `raftlock completions bash > /etc/bash_completion.d/raftlock`).
+    #[command(after_help = "\
+Examples:
+  raftlock completions bash > ~/.local/share/bash-completion/completions/raftlock
+  raftlock completions zsh > ~/.zfunc/_raftlock
+  raftlock completions fish > ~/.config/fish/completions/raftlock.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `raftlock man | man -l -`.
+    #[command(after_help = "Example:\n  raftlock man > /usr/local/share/man/man1/raftlock.1")]
+    Man,
     /// Internal: the supervisor `lock` starts between itself and CMD.
     #[command(name = "__supervise", hide = true)]
     Supervise(supervisor::SuperviseArgs),
@@ -460,6 +474,19 @@ pub fn main() -> ExitCode {
     if let Command::Supervise(args) = &cli.command {
         return supervisor::main(args);
     }
+    if let Some(generated) = generate(&cli.command) {
+        return match generated.and_then(|text| {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&text).and_then(|()| out.flush())
+        }) {
+            Ok(()) => ExitCode::from(EXIT_OK),
+            Err(error) => {
+                let failure = Failure::stdout(error);
+                report(&failure, cli.json);
+                ExitCode::from(failure.code)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RAFTLOCK_LOG")
@@ -497,6 +524,24 @@ pub fn main() -> ExitCode {
             report(&failure, json);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// The text of `completions` and `man`, generated from the clap definitions (`None` for the
+/// other commands).
+fn generate(command: &Command) -> Option<std::io::Result<Vec<u8>>> {
+    let mut text = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "raftlock", &mut text);
+            Some(Ok(text))
+        }
+        Command::Man => Some(
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .map(|()| text),
+        ),
+        _ => None,
     }
 }
 
@@ -559,6 +604,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Revoke(args) => commands::revoke(&client, args, json).await,
         Command::Status => commands::status(&client, json).await,
         Command::Bench(_) => unreachable!("bench is dispatched before connecting"),
+        Command::Completions { .. } | Command::Man => {
+            unreachable!("completions and man are generated before connecting")
+        }
         Command::Supervise(_) => unreachable!("the supervisor is dispatched before connecting"),
         Command::Cluster(command) => commands::cluster(&client, &servers, command, json).await,
     }
