@@ -34,7 +34,7 @@ use crate::lockspace::{Fence, LockMode, SessionId};
 pub const EXIT_OK: u8 = 0;
 /// Exit status: any failure not listed below (no server, server error, bad response, I/O).
 pub const EXIT_ERROR: u8 = 1;
-/// Exit status: bad command line (clap's own).
+/// Exit status: bad command line (clap's own, a flag's value out of range, oversized data).
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status: the lock was not acquired (busy on a try-once, or the wait timed out).
 pub const EXIT_NOT_ACQUIRED: u8 = 3;
@@ -54,7 +54,7 @@ const EXIT_CODES: &str = "\
 Exit status:
   0    success (for `lock`: CMD's own status; 128+N if CMD was killed by signal N)
   1    error: no server reachable, server or protocol error, I/O error
-  2    bad command line
+  2    bad command line, including a value outside its flag's range (--ttl 500ms)
   3    lock not acquired: busy (--wait 0) or the wait timed out (`lock --conflict-exit-code`)
   4    session expired or lost (`lock`: CMD's process group was ended before the lease ran out)
   5    not the holder: stale fence, lock not held by the session, or conflicting mode
@@ -681,6 +681,20 @@ mod tests {
         let error = Cli::try_parse_from(["raftlock", "lock", "x", "--wait", "soon", "--", "true"])
             .expect_err("bad duration");
         assert!(error.use_stderr());
+    }
+
+    #[test]
+    fn the_connect_timeout_is_shared_among_the_servers() {
+        let ms = Duration::from_millis;
+        assert_eq!(dial_timeout(ms(2_000), 1), ms(2_000));
+        assert_eq!(dial_timeout(ms(2_000), 4), ms(500));
+        assert_eq!(
+            dial_timeout(ms(2_000), 100),
+            ms(100),
+            "at least 100ms a dial"
+        );
+        assert_eq!(dial_timeout(ms(50), 3), ms(50), "or all of a short timeout");
+        assert_eq!(dial_timeout(ms(2_000), 0), ms(2_000));
     }
 
     /// The help's example is what it says: `-e 'line\n'` appends a line break.

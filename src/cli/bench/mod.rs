@@ -29,6 +29,7 @@ mod scenarios;
 #[cfg(test)]
 mod tests;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -365,10 +366,16 @@ pub fn main(args: &BenchArgs, servers: &[String], json: bool) -> ExitCode {
     };
     match runtime.block_on(run(&plan)) {
         Ok(report) => {
-            if json {
-                println!("{}", report.to_json());
+            let text = if json {
+                format!("{}\n", report.to_json())
             } else {
-                print!("{}", report.to_text());
+                report.to_text()
+            };
+            // Not print!, which panics on a full stdout.
+            let mut out = std::io::stdout().lock();
+            if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                eprintln!("raftlock bench: cannot write to stdout: {error}");
+                return ExitCode::from(1);
             }
             if report.errors() == 0 {
                 ExitCode::SUCCESS
