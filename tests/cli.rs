@@ -1,6 +1,7 @@
 //! The `raftlock` CLI against a real daemon: `lock` runs a command under a lock and propagates
 //! its output and status, exports the fence; `acquire`/`keepalive`/`append`/`release` for
-//! scripts; `read`, `locks` and `status` with and without `--json`; exit codes.
+//! scripts; `read`, `locks` and `status` with and without `--json`; exit codes. (Every
+//! `--json` shape is pinned in tests/cli_json.rs.)
 
 mod common;
 
@@ -60,9 +61,9 @@ fn lock_runs_the_command_and_passes_on_its_output_and_status() {
 
     // Every run released the lock and closed its session.
     let locks = json(&ok(raftlock(&daemon, &["--json", "locks"])));
-    assert_eq!(locks, Json::Arr(vec![]));
+    assert_eq!(locks, Json::Array(vec![]));
     let status = json(&ok(raftlock(&daemon, &["--json", "status"])));
-    assert_eq!(status.get("sessions"), &Json::Num(0));
+    assert_eq!(status.field("sessions"), &Json::from(0));
 }
 
 #[test]
@@ -92,8 +93,8 @@ fn lock_exports_increasing_fences_and_appends_work_inside() {
         Some("appended 6 bytes to journal.log at offset 0 (size 6)")
     );
     let appended = json(lines.next().expect("json line"));
-    assert_eq!(appended.get("offset"), &Json::Num(6));
-    assert_eq!(appended.get("size"), &Json::Num(11));
+    assert_eq!(appended.field("offset"), &Json::from(6));
+    assert_eq!(appended.field("size"), &Json::from(11));
 
     assert_eq!(
         ok(raftlock(&daemon, &["read", "journal.log"])),
@@ -115,8 +116,8 @@ fn lock_exports_increasing_fences_and_appends_work_inside() {
         "wor"
     );
     let read = json(&ok(raftlock(&daemon, &["--json", "read", "journal.log"])));
-    assert_eq!(read.get("data"), &Json::Str("hello world".into()));
-    assert_eq!(read.get("size"), &Json::Num(11));
+    assert_eq!(read.field("data"), &Json::from("hello world"));
+    assert_eq!(read.field("size"), &Json::from(11));
 
     // A session that does not exist (wrong token): exit 4.
     let out = raftlock(
@@ -145,11 +146,11 @@ fn scripts_acquire_keep_alive_and_release_across_processes() {
         &daemon,
         &["--json", "acquire", "nightly", "--ttl", "30s"],
     )));
-    let session = held.get("session").num().to_string();
-    let token = held.get("token").num().to_string();
-    let fence = held.get("fence").num();
+    let session = held.field("session").num().to_string();
+    let token = held.field("token").num().to_string();
+    let fence = held.field("fence").num();
     assert!(fence > 0);
-    assert_eq!(held.get("lock"), &Json::Str("nightly".into()));
+    assert_eq!(held.field("lock"), &Json::from("nightly"));
 
     // The lock outlives the acquiring process; others are refused with exit 3.
     let out = raftlock(&daemon, &["lock", "nightly", "--wait", "0", "--", "true"]);
@@ -162,12 +163,12 @@ fn scripts_acquire_keep_alive_and_release_across_processes() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
 
     let locks = json(&ok(raftlock(&daemon, &["--json", "locks", "night"])));
-    let Json::Arr(locks) = locks else {
+    let Json::Array(locks) = locks else {
         panic!("locks is not an array")
     };
     assert_eq!(locks.len(), 1);
-    assert_eq!(locks[0].get("name"), &Json::Str("nightly".into()));
-    assert_eq!(locks[0].get("mode"), &Json::Str("exclusive".into()));
+    assert_eq!(locks[0].field("name"), &Json::from("nightly"));
+    assert_eq!(locks[0].field("mode"), &Json::from("exclusive"));
     let table = ok(raftlock(&daemon, &["locks"]));
     assert!(
         table.contains(&format!("nightly  exclusive  {session}:{fence}")),
@@ -179,7 +180,7 @@ fn scripts_acquire_keep_alive_and_release_across_processes() {
         &daemon,
         &[&["--json", "keepalive"][..], &creds].concat(),
     )));
-    assert_eq!(ka.get("ttl_ms"), &Json::Num(30_000));
+    assert_eq!(ka.field("ttl_ms"), &Json::from(30_000));
     let fence_arg = fence.to_string();
     ok(raftlock(
         &daemon,
@@ -228,7 +229,7 @@ fn scripts_acquire_keep_alive_and_release_across_processes() {
     assert_eq!(ok(raftlock(&daemon, &["read", "nightly.log"])), "done");
     assert_eq!(
         json(&ok(raftlock(&daemon, &["--json", "locks"]))),
-        Json::Arr(vec![])
+        Json::Array(vec![])
     );
 
     // Human output is shell assignments for eval.
@@ -246,14 +247,14 @@ fn status_reports_the_node() {
     // request (which the client retries until there is a leader) establish the leader.
     ok(raftlock(&daemon, &["locks"]));
     let status = json(&ok(raftlock(&daemon, &["--json", "status"])));
-    assert_eq!(status.get("role"), &Json::Str("leader".into()));
-    assert_eq!(status.get("node_id"), &Json::Num(1));
+    assert_eq!(status.field("role"), &Json::from("leader"));
+    assert_eq!(status.field("node_id"), &Json::from(1));
     assert_eq!(
-        status.get("leader_addr"),
-        &Json::Str(daemon.addr.to_string())
+        status.field("leader_addr"),
+        &Json::from(daemon.addr.to_string())
     );
-    assert!(status.get("commit_index").num() >= 1);
-    let Json::Arr(members) = status.get("members") else {
+    assert!(status.field("commit_index").num() >= 1);
+    let Json::Array(members) = status.field("members") else {
         panic!("members is not an array")
     };
     assert_eq!(members.len(), 1);
@@ -319,171 +320,30 @@ fn lock_not_acquired_exits_3_or_the_conflict_exit_code() {
     assert_eq!(out.status.code(), Some(127));
 }
 
-/// A parsed JSON value (the crate has no JSON dependency; this reads the CLI's output).
-#[derive(Debug, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(u64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+/// A `--json` answer.
+type Json = serde_json::Value;
+
+/// Parses one JSON document.
+fn json(text: &str) -> Json {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
 }
 
-impl Json {
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(fields) => fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .unwrap_or_else(|| panic!("no field {key:?} in {self:?}")),
-            _ => panic!("not an object: {self:?}"),
-        }
+/// Field access that fails the test on a missing field (indexing would give null).
+trait Field {
+    fn field(&self, key: &str) -> &Json;
+    fn num(&self) -> u64;
+}
+
+impl Field for Json {
+    fn field(&self, key: &str) -> &Json {
+        self.as_object()
+            .and_then(|o| o.get(key))
+            .unwrap_or_else(|| panic!("no field {key:?} in {self}"))
     }
 
     fn num(&self) -> u64 {
-        match self {
-            Json::Num(n) => *n,
-            _ => panic!("not a number: {self:?}"),
-        }
-    }
-}
-
-/// Parses one JSON document (unsigned integers only, which is all the CLI prints).
-fn json(text: &str) -> Json {
-    let bytes = text.trim().as_bytes();
-    let mut pos = 0;
-    let value = parse_value(bytes, &mut pos);
-    assert_eq!(pos, bytes.len(), "trailing bytes in {text:?}");
-    value
-}
-
-fn skip_ws(b: &[u8], pos: &mut usize) {
-    while *pos < b.len() && b[*pos].is_ascii_whitespace() {
-        *pos += 1;
-    }
-}
-
-fn expect(b: &[u8], pos: &mut usize, c: u8) {
-    skip_ws(b, pos);
-    assert_eq!(b.get(*pos), Some(&c), "expected {:?} at {pos}", c as char);
-    *pos += 1;
-}
-
-fn parse_value(b: &[u8], pos: &mut usize) -> Json {
-    skip_ws(b, pos);
-    match b.get(*pos).copied() {
-        Some(b'{') => {
-            *pos += 1;
-            let mut fields = Vec::new();
-            skip_ws(b, pos);
-            if b.get(*pos) == Some(&b'}') {
-                *pos += 1;
-                return Json::Obj(fields);
-            }
-            loop {
-                skip_ws(b, pos);
-                let Json::Str(key) = parse_value(b, pos) else {
-                    panic!("object key is not a string")
-                };
-                expect(b, pos, b':');
-                fields.push((key, parse_value(b, pos)));
-                skip_ws(b, pos);
-                match b.get(*pos) {
-                    Some(b',') => *pos += 1,
-                    Some(b'}') => {
-                        *pos += 1;
-                        return Json::Obj(fields);
-                    }
-                    other => panic!("bad object at {pos}: {other:?}"),
-                }
-            }
-        }
-        Some(b'[') => {
-            *pos += 1;
-            let mut items = Vec::new();
-            skip_ws(b, pos);
-            if b.get(*pos) == Some(&b']') {
-                *pos += 1;
-                return Json::Arr(items);
-            }
-            loop {
-                items.push(parse_value(b, pos));
-                skip_ws(b, pos);
-                match b.get(*pos) {
-                    Some(b',') => *pos += 1,
-                    Some(b']') => {
-                        *pos += 1;
-                        return Json::Arr(items);
-                    }
-                    other => panic!("bad array at {pos}: {other:?}"),
-                }
-            }
-        }
-        Some(b'"') => {
-            *pos += 1;
-            let mut out = String::new();
-            loop {
-                let c = b[*pos];
-                *pos += 1;
-                match c {
-                    b'"' => return Json::Str(out),
-                    b'\\' => {
-                        let e = b[*pos];
-                        *pos += 1;
-                        match e {
-                            b'n' => out.push('\n'),
-                            b't' => out.push('\t'),
-                            b'r' => out.push('\r'),
-                            b'u' => {
-                                let hex = std::str::from_utf8(&b[*pos..*pos + 4]).unwrap();
-                                *pos += 4;
-                                out.push(
-                                    char::from_u32(u32::from_str_radix(hex, 16).unwrap()).unwrap(),
-                                );
-                            }
-                            other => out.push(other as char),
-                        }
-                    }
-                    _ => {
-                        // Copy a whole UTF-8 sequence.
-                        let start = *pos - 1;
-                        let mut end = *pos;
-                        while end < b.len() && (b[end] & 0xC0) == 0x80 {
-                            end += 1;
-                        }
-                        out.push_str(std::str::from_utf8(&b[start..end]).unwrap());
-                        *pos = end;
-                    }
-                }
-            }
-        }
-        Some(b't') if b[*pos..].starts_with(b"true") => {
-            *pos += 4;
-            Json::Bool(true)
-        }
-        Some(b'f') if b[*pos..].starts_with(b"false") => {
-            *pos += 5;
-            Json::Bool(false)
-        }
-        Some(b'n') if b[*pos..].starts_with(b"null") => {
-            *pos += 4;
-            Json::Null
-        }
-        Some(c) if c.is_ascii_digit() => {
-            let start = *pos;
-            while *pos < b.len() && b[*pos].is_ascii_digit() {
-                *pos += 1;
-            }
-            Json::Num(
-                std::str::from_utf8(&b[start..*pos])
-                    .unwrap()
-                    .parse()
-                    .unwrap(),
-            )
-        }
-        other => panic!("unexpected {other:?} at {pos}"),
+        self.as_u64()
+            .unwrap_or_else(|| panic!("not an unsigned number: {self}"))
     }
 }
 

@@ -5,18 +5,15 @@ use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use super::duration::Span;
-use super::json::Json;
-use super::output::{
-    hex, kind, lock_json, member_json, mode_name, print_table, say, session_json, shell_quote,
-    status_json,
-};
+use super::output::{kind, mode_name, print_table, say, say_json, shell_quote};
+use super::shapes;
 use super::{
     mode, wait, AcquireArgs, AppendArgs, ClusterCommand, Failure, LocksArgs, ReadArgs, ReleaseArgs,
-    RevokeArgs, SessionArgs, EXIT_OK,
+    RevokeArgs, SessionArgs, EXIT_ERROR, EXIT_OK, EXIT_USAGE,
 };
 use crate::client::{error_chain, Client, ClientOptions, Session, SessionCredentials};
 use crate::lockspace::Fence;
-use crate::protocol::{MemberStatus, StatusInfo, MAX_READ};
+use crate::protocol::{MemberStatus, StatusInfo, MAX_APPEND, MAX_READ};
 
 pub(super) fn resume(client: &Client, args: &SessionArgs) -> Session {
     client.resume_session(
@@ -68,16 +65,13 @@ pub(super) async fn acquire(client: &Client, args: AcquireArgs, json: bool) -> R
     .await?;
     let c = session.credentials();
     if json {
-        say(Json::object([
-            ("lock", Json::str(&args.name)),
-            ("session", Json::Uint(c.id)),
-            ("token", Json::Uint(c.token)),
-            ("fence", Json::Uint(fence)),
-            (
-                "ttl_ms",
-                Json::Uint(u64::try_from(c.ttl.as_millis()).unwrap_or(u64::MAX)),
-            ),
-        ]));
+        say_json(&shapes::Acquired {
+            lock: &args.name,
+            session: c.id,
+            token: c.token,
+            fence,
+            ttl_ms: u64::try_from(c.ttl.as_millis()).unwrap_or(u64::MAX),
+        });
     } else {
         say(format!(
             "export RAFTLOCK_LOCK={} RAFTLOCK_SESSION={} RAFTLOCK_TOKEN={} RAFTLOCK_FENCE={}",
@@ -86,6 +80,14 @@ pub(super) async fn acquire(client: &Client, args: AcquireArgs, json: bool) -> R
             c.token,
             fence
         ));
+    }
+    if let Err(error) = super::output::finish() {
+        // Nobody learnt the credentials: close the session rather than leave the lock held
+        // until its lease runs out.
+        if let Err(close) = session.close().await {
+            tracing::debug!(error = %error_chain(&close), "closing the unprinted session");
+        }
+        return Err(Failure::stdout(error));
     }
     // Leave the session open: dropping the handle stops only this process's keep-alives.
     drop(session);
@@ -99,10 +101,12 @@ pub(super) async fn release(client: &Client, args: ReleaseArgs, json: bool) -> R
         session.close().await?;
     }
     if json {
-        say(Json::object([
-            ("released", Json::str(&args.name)),
-            ("closed", Json::Bool(args.close)),
-        ]));
+        say_json(&shapes::Released {
+            lock: &args.name,
+            session: args.session.session,
+            released: true,
+            closed: args.close,
+        });
     }
     Ok(EXIT_OK)
 }
@@ -110,7 +114,10 @@ pub(super) async fn release(client: &Client, args: ReleaseArgs, json: bool) -> R
 pub(super) async fn close(client: &Client, args: SessionArgs, json: bool) -> Result<u8, Failure> {
     resume(client, &args).close().await?;
     if json {
-        say(Json::object([("closed", Json::Uint(args.session))]));
+        say_json(&shapes::Closed {
+            session: args.session,
+            closed: true,
+        });
     }
     Ok(EXIT_OK)
 }
@@ -123,7 +130,10 @@ pub(super) async fn keepalive(
     let ttl = resume(client, &args).keep_alive().await?;
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     if json {
-        say(Json::object([("ttl_ms", Json::Uint(ttl_ms))]));
+        say_json(&shapes::Renewed {
+            session: args.session,
+            ttl_ms,
+        });
     } else {
         say(format!("session {} renewed for {ttl_ms}ms", args.session));
     }
@@ -131,24 +141,19 @@ pub(super) async fn keepalive(
 }
 
 pub(super) async fn append(client: &Client, args: AppendArgs, json: bool) -> Result<u8, Failure> {
-    let data = if args.data == "-" {
-        let mut data = Vec::new();
-        std::io::stdin().read_to_end(&mut data)?;
-        data
-    } else {
-        args.data.into_bytes()
-    };
+    let data = append_data(&args)?;
     let session = resume(client, &args.session);
     let len = data.len();
     let (offset, size) = session
         .append(&args.file, (args.lock.as_str(), args.fence), data)
         .await?;
     if json {
-        say(Json::object([
-            ("file", Json::str(&args.file)),
-            ("offset", Json::Uint(offset)),
-            ("size", Json::Uint(size)),
-        ]));
+        say_json(&shapes::Appended {
+            file: &args.file,
+            offset,
+            len: len as u64,
+            size,
+        });
     } else {
         say(format!(
             "appended {len} bytes to {} at offset {offset} (size {size})",
@@ -156,6 +161,38 @@ pub(super) async fn append(client: &Client, args: AppendArgs, json: bool) -> Res
         ));
     }
     Ok(EXIT_OK)
+}
+
+/// The bytes `append` sends: from --data-file, stdin (`-`), or DATA (escapes expanded with
+/// -e). More than the protocol's maximum is a usage error, found before anything is sent.
+fn append_data(args: &AppendArgs) -> Result<Vec<u8>, Failure> {
+    let stdin = || -> Result<Vec<u8>, Failure> {
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .map_err(|e| Failure::with(EXIT_ERROR, format!("cannot read stdin: {e}")))?;
+        Ok(data)
+    };
+    let data = match (&args.data_file, args.data.as_deref()) {
+        (Some(path), _) if path.as_os_str() == "-" => stdin()?,
+        (Some(path), _) => std::fs::read(path).map_err(|e| {
+            Failure::with(EXIT_ERROR, format!("cannot read {}: {e}", path.display()))
+        })?,
+        (None, Some("-")) => stdin()?,
+        (None, Some(text)) if args.escapes => super::escapes::expand(text),
+        (None, Some(text)) => text.as_bytes().to_vec(),
+        (None, None) => unreachable!("clap requires DATA without --data-file"),
+    };
+    if data.len() > MAX_APPEND {
+        return Err(Failure::with(
+            EXIT_USAGE,
+            format!(
+                "the data is {} bytes; one append takes at most {MAX_APPEND} bytes (1 MiB)",
+                data.len()
+            ),
+        ));
+    }
+    Ok(data)
 }
 
 pub(super) async fn read(client: &Client, args: ReadArgs, json: bool) -> Result<u8, Failure> {
@@ -177,20 +214,12 @@ pub(super) async fn read(client: &Client, args: ReadArgs, json: bool) -> Result<
         }
     }
     if json {
-        let body = match std::str::from_utf8(&data) {
-            Ok(text) => ("data", Json::str(text)),
-            Err(_) => ("data_hex", Json::Str(hex(&data))),
-        };
-        say(Json::object([
-            ("file", Json::str(&args.file)),
-            ("offset", Json::Uint(args.offset)),
-            ("size", Json::Uint(size)),
-            body,
-        ]));
+        say_json(&shapes::ReadData::new(&args.file, args.offset, size, data));
     } else {
         let mut out = std::io::stdout().lock();
-        out.write_all(&data)?;
-        out.flush()?;
+        out.write_all(&data)
+            .and_then(|()| out.flush())
+            .map_err(Failure::stdout)?;
     }
     Ok(EXIT_OK)
 }
@@ -198,7 +227,7 @@ pub(super) async fn read(client: &Client, args: ReadArgs, json: bool) -> Result<
 pub(super) async fn locks(client: &Client, args: LocksArgs, json: bool) -> Result<u8, Failure> {
     let locks = client.locks(args.prefix.as_deref(), args.stale).await?;
     if json {
-        say(Json::Array(locks.iter().map(lock_json).collect()));
+        say_json(&locks.iter().map(shapes::Lock::from).collect::<Vec<_>>());
         return Ok(EXIT_OK);
     }
     if locks.is_empty() {
@@ -268,7 +297,12 @@ pub(super) async fn locks(client: &Client, args: LocksArgs, json: bool) -> Resul
 pub(super) async fn sessions(client: &Client, json: bool) -> Result<u8, Failure> {
     let sessions = client.sessions().await?;
     if json {
-        say(Json::Array(sessions.iter().map(session_json).collect()));
+        say_json(
+            &sessions
+                .iter()
+                .map(shapes::Session::from)
+                .collect::<Vec<_>>(),
+        );
         return Ok(EXIT_OK);
     }
     if sessions.is_empty() {
@@ -298,7 +332,11 @@ pub(super) async fn revoke(client: &Client, args: RevokeArgs, json: bool) -> Res
         client.revoke_session(args.session).await?;
     }
     if json {
-        say(Json::object([("revoked", Json::Uint(args.session))]));
+        say_json(&shapes::Revoked {
+            session: args.session,
+            revoked: true,
+            force: args.force,
+        });
     } else {
         say(format!("session {} revoked", args.session));
     }
@@ -308,7 +346,7 @@ pub(super) async fn revoke(client: &Client, args: RevokeArgs, json: bool) -> Res
 pub(super) async fn status(client: &Client, json: bool) -> Result<u8, Failure> {
     let status = client.status().await?;
     if json {
-        say(status_json(&status));
+        say_json(&shapes::Status::from(&status));
         return Ok(EXIT_OK);
     }
     let leader = match (&status.leader, &status.leader_addr) {
@@ -351,13 +389,10 @@ pub(super) async fn cluster(
 ) -> Result<u8, Failure> {
     let changed = |index: u64, members: &[MemberStatus]| {
         if json {
-            say(Json::object([
-                ("index", Json::Uint(index)),
-                (
-                    "members",
-                    Json::Array(members.iter().map(member_json).collect()),
-                ),
-            ]));
+            say_json(&shapes::Membership {
+                index,
+                members: members.iter().map(shapes::Member::from).collect(),
+            });
         } else {
             let rows: Vec<[String; 3]> = members
                 .iter()
@@ -381,10 +416,10 @@ pub(super) async fn cluster(
         ClusterCommand::TransferLeader { id } => {
             let (leader, addr) = client.transfer_leader(id).await?;
             if json {
-                say(Json::object([
-                    ("leader", Json::Uint(leader)),
-                    ("leader_addr", Json::opt_str(addr)),
-                ]));
+                say_json(&shapes::Leader {
+                    leader,
+                    leader_addr: addr.as_deref(),
+                });
             } else {
                 say(format!(
                     "leader: {leader}{}",
@@ -458,37 +493,27 @@ async fn cluster_status(client: &Client, servers: &[String], json: bool) -> Resu
         Some(leader.commit_index.saturating_sub(status?.applied_index))
     };
     if json {
-        say(Json::object([
-            ("leader", Json::opt_uint(leader.as_ref().map(|l| l.node_id))),
-            ("term", Json::opt_uint(leader.as_ref().map(|l| l.term))),
-            (
-                "members",
-                Json::Array(
-                    rows.iter()
-                        .map(|(node, addr, kind, status, matched)| {
-                            Json::object([
-                                ("node_id", Json::Uint(*node)),
-                                ("addr", Json::str(addr)),
-                                ("kind", Json::str(*kind)),
-                                ("reachable", Json::Bool(status.is_some())),
-                                ("role", Json::opt_str(status.map(|s| s.role.clone()))),
-                                ("term", Json::opt_uint(status.map(|s| s.term))),
-                                (
-                                    "commit_index",
-                                    Json::opt_uint(status.map(|s| s.commit_index)),
-                                ),
-                                (
-                                    "applied_index",
-                                    Json::opt_uint(status.map(|s| s.applied_index)),
-                                ),
-                                ("match_index", Json::opt_uint(*matched)),
-                                ("lag", Json::opt_uint(lag(*status))),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-        ]));
+        say_json(&shapes::ClusterStatus {
+            leader: leader.as_ref().map(|l| l.node_id),
+            term: leader.as_ref().map(|l| l.term),
+            members: rows
+                .iter()
+                .map(
+                    |(node, addr, kind, status, matched)| shapes::ClusterMember {
+                        node_id: *node,
+                        addr: addr.clone(),
+                        kind,
+                        reachable: status.is_some(),
+                        role: status.map(|s| s.role.clone()),
+                        term: status.map(|s| s.term),
+                        commit_index: status.map(|s| s.commit_index),
+                        applied_index: status.map(|s| s.applied_index),
+                        match_index: *matched,
+                        lag: lag(*status),
+                    },
+                )
+                .collect(),
+        });
         return Ok(EXIT_OK);
     }
     match &leader {

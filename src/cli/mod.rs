@@ -5,23 +5,26 @@
 //! - `exec`: `raftlock lock`, which runs a command while the lock is held, and
 //!   [`supervisor`]: the process between `raftlock lock` and the command that ends the
 //!   command's process group before the lock can move to anyone else;
-//! - `output`: text tables and `--json` objects;
-//! - [`duration`] and [`json`]: argument parsing and the JSON writer;
+//! - `output`: stdout lines that never panic, and text tables; `shapes`: the `--json` answer
+//!   of each command (documented in docs/cli.md), serialized with serde_json;
+//! - [`duration`]: duration flags and their limits;
 //! - [`bench`](mod@bench): `raftlock bench`.
 
 pub mod bench;
 mod commands;
 pub mod duration;
+mod escapes;
 mod exec;
-pub mod json;
 mod output;
+mod shapes;
 pub mod supervisor;
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use self::duration::Span;
 use crate::client::{error_chain, Client, ClientOptions, Error, Wait};
@@ -31,7 +34,7 @@ use crate::lockspace::{Fence, LockMode, SessionId};
 pub const EXIT_OK: u8 = 0;
 /// Exit status: any failure not listed below (no server, server error, bad response, I/O).
 pub const EXIT_ERROR: u8 = 1;
-/// Exit status: bad command line (clap's own).
+/// Exit status: bad command line (clap's own, a flag's value out of range, oversized data).
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status: the lock was not acquired (busy on a try-once, or the wait timed out).
 pub const EXIT_NOT_ACQUIRED: u8 = 3;
@@ -51,7 +54,7 @@ const EXIT_CODES: &str = "\
 Exit status:
   0    success (for `lock`: CMD's own status; 128+N if CMD was killed by signal N)
   1    error: no server reachable, server or protocol error, I/O error
-  2    bad command line
+  2    bad command line, including a value outside its flag's range (--ttl 500ms)
   3    lock not acquired: busy (--wait 0) or the wait timed out (`lock --conflict-exit-code`)
   4    session expired or lost (`lock`: CMD's process group was ended before the lease ran out)
   5    not the holder: stale fence, lock not held by the session, or conflicting mode
@@ -71,7 +74,7 @@ Run such commands one after another, not concurrently, and keep the clock from s
 /// raftlock: the command line client of a raftlock cluster (distributed locks with fencing
 /// tokens, and files appended under them).
 #[derive(Debug, Parser)]
-#[command(name = "raftlock", version, after_help = EXIT_CODES)]
+#[command(name = "raftlock", version = env!("RAFTLOCK_VERSION"), after_help = EXIT_CODES)]
 pub struct Cli {
     /// Cluster members to contact, comma separated (any member: followers redirect).
     #[arg(
@@ -86,8 +89,12 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// Give up on a request (reconnects and retries included) after this long, e.g. 10s.
-    #[arg(long, default_value = "30s", value_parser = duration::parse_finite, global = true)]
+    #[arg(long, default_value = "30s", value_parser = duration::parse_positive, global = true)]
     pub timeout: Duration,
+    /// Give up connecting after this long when no member answers (only the first dial:
+    /// --timeout bounds the requests, failovers included).
+    #[arg(long, default_value = "2s", value_parser = duration::parse_positive, global = true)]
+    pub connect_timeout: Duration,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -151,10 +158,13 @@ Example:
     /// Append data to a file under a lock's fencing token.
     #[command(after_help = "\
 The append is applied only if FENCE is the lock's current exclusive grant to the session
-(else exit 5). DATA `-` reads the data from stdin.
+(else exit 5). The data is DATA as given, DATA with escapes expanded (-e, like echo -e), the
+standard input (DATA `-`), or a file's contents (--data-file); at most 1 MiB.
 
-Example:
-  raftlock append journal.log --lock journal --fence 42 --session 12 --token 9876 \"line\\n\"")]
+Examples (--session and --token can come from RAFTLOCK_SESSION and RAFTLOCK_TOKEN):
+  raftlock append journal.log --lock journal --fence 42 --session 12 --token 9876 -e 'line\\n'
+  printf 'line\\n' | raftlock append journal.log --lock journal --fence 42 -
+  raftlock append report.json --lock reports --fence 7 --data-file ./report.json")]
     Append(AppendArgs),
     /// Read a file (all of it, or a range) to stdout.
     #[command(after_help = "Example:\n  raftlock read journal.log --offset 0 --len 100")]
@@ -191,6 +201,19 @@ Example:
     /// Cluster administration: status of every member, add, remove, transfer leadership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Print a shell completion script (e.g. `raftlock completions bash > /etc/bash_completion.d/raftlock`).
+    #[command(after_help = "\
+Examples:
+  raftlock completions bash > ~/.local/share/bash-completion/completions/raftlock
+  raftlock completions zsh > ~/.zfunc/_raftlock
+  raftlock completions fish > ~/.config/fish/completions/raftlock.fish")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `raftlock man | man -l -`.
+    #[command(after_help = "Example:\n  raftlock man > /usr/local/share/man/man1/raftlock.1")]
+    Man,
     /// Internal: the supervisor `lock` starts between itself and CMD.
     #[command(name = "__supervise", hide = true)]
     Supervise(supervisor::SuperviseArgs),
@@ -244,13 +267,13 @@ pub struct LockArgs {
     #[arg(long)]
     pub shared: bool,
     /// How long to wait for the lock: 0 tries once, e.g. 30s, or forever.
-    #[arg(long, default_value = "forever", value_parser = duration::parse)]
+    #[arg(long, default_value = "forever", value_parser = duration::parse_wait)]
     pub wait: Span,
-    /// The session's lease: how long the lock outlives this process if it dies.
-    #[arg(long, default_value = "10s", value_parser = duration::parse_finite)]
+    /// The session's lease (1s to 1h): how long the lock outlives this process if it dies.
+    #[arg(long, default_value = "10s", value_parser = duration::parse_ttl)]
     pub ttl: Duration,
-    /// Hold the lock at most this long (the cluster releases it then).
-    #[arg(long, value_parser = duration::parse_finite)]
+    /// Hold the lock at most this long, up to 24h (the cluster releases it then).
+    #[arg(long, value_parser = duration::parse_hold)]
     pub hold: Option<Duration>,
     /// With --hold: renew the hold limit every third of it while CMD runs (a short hold then
     /// bounds how long a stuck raftlock keeps the lock, not how long CMD may run).
@@ -294,13 +317,13 @@ pub struct AcquireArgs {
     #[arg(long)]
     pub shared: bool,
     /// How long to wait for the lock: 0 tries once, e.g. 30s, or forever.
-    #[arg(long, default_value = "forever", value_parser = duration::parse)]
+    #[arg(long, default_value = "forever", value_parser = duration::parse_wait)]
     pub wait: Span,
-    /// The session's lease; keep it alive with `raftlock keepalive` within this period.
-    #[arg(long, default_value = "60s", value_parser = duration::parse_finite)]
+    /// The session's lease (1s to 1h); keep it alive with `raftlock keepalive` within it.
+    #[arg(long, default_value = "60s", value_parser = duration::parse_ttl)]
     pub ttl: Duration,
-    /// Hold the lock at most this long.
-    #[arg(long, value_parser = duration::parse_finite)]
+    /// Hold the lock at most this long, up to 24h.
+    #[arg(long, value_parser = duration::parse_hold)]
     pub hold: Option<Duration>,
 }
 
@@ -344,7 +367,14 @@ pub struct AppendArgs {
     #[command(flatten)]
     pub session: SessionArgs,
     /// The bytes to append, or `-` to read them from stdin.
-    pub data: String,
+    #[arg(required_unless_present = "data_file", conflicts_with = "data_file")]
+    pub data: Option<String>,
+    /// Expand backslash escapes in DATA like echo -e (`\n`, `\t`, `\\`, `\xHH`, `\0NNN`).
+    #[arg(short = 'e', conflicts_with = "data_file")]
+    pub escapes: bool,
+    /// Append the contents of this file instead of DATA (`-` for stdin).
+    #[arg(long, value_name = "PATH")]
+    pub data_file: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `read`.
@@ -396,6 +426,21 @@ impl From<Error> for Failure {
     }
 }
 
+impl Failure {
+    /// A failure with exit status `code`.
+    fn with(code: u8, message: String) -> Failure {
+        Failure { code, message }
+    }
+
+    /// Writing the command's output failed (a full disk, a closed pipe when SIGPIPE is ignored).
+    fn stdout(error: std::io::Error) -> Failure {
+        Failure {
+            code: EXIT_ERROR,
+            message: format!("cannot write to stdout: {error}"),
+        }
+    }
+}
+
 impl From<std::io::Error> for Failure {
     fn from(error: std::io::Error) -> Self {
         Failure {
@@ -409,6 +454,18 @@ impl From<std::io::Error> for Failure {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(error) if error.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            // Under --json even a usage error is an object (clap's text has the details).
+            let text = error.render().to_string();
+            report(
+                &Failure {
+                    code: EXIT_USAGE,
+                    message: text.trim_start_matches("error: ").trim_end().to_string(),
+                },
+                true,
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
         Err(error) => {
             let _ = error.print();
             return ExitCode::from(if error.use_stderr() {
@@ -420,6 +477,19 @@ pub fn main() -> ExitCode {
     };
     if let Command::Supervise(args) = &cli.command {
         return supervisor::main(args);
+    }
+    if let Some(generated) = generate(&cli.command) {
+        return match generated.and_then(|text| {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&text).and_then(|()| out.flush())
+        }) {
+            Ok(()) => ExitCode::from(EXIT_OK),
+            Err(error) => {
+                let failure = Failure::stdout(error);
+                report(&failure, cli.json);
+                ExitCode::from(failure.code)
+            }
+        };
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -437,35 +507,93 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("raftlock: cannot start the runtime: {error}");
-            return ExitCode::from(EXIT_ERROR);
+            let failure = Failure {
+                code: EXIT_ERROR,
+                message: format!("cannot start the runtime: {error}"),
+            };
+            report(&failure, cli.json);
+            return ExitCode::from(failure.code);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let json = cli.json;
+    let result = runtime
+        .block_on(run(cli))
+        .and_then(|code| match output::finish() {
+            Ok(()) => Ok(code),
+            Err(error) => Err(Failure::stdout(error)),
+        });
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("raftlock: {}", failure.message);
+            report(&failure, json);
             ExitCode::from(failure.code)
         }
     }
 }
 
+/// The text of `completions` and `man`, generated from the clap definitions (`None` for the
+/// other commands).
+fn generate(command: &Command) -> Option<std::io::Result<Vec<u8>>> {
+    let mut text = Vec::new();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "raftlock", &mut text);
+            Some(Ok(text))
+        }
+        Command::Man => Some(
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut text)
+                .map(|()| text),
+        ),
+        _ => None,
+    }
+}
+
+/// Prints a failure on stderr: `raftlock: MESSAGE`, or under `--json` one object
+/// `{"error": MESSAGE, "exit_code": N}`.
+fn report(failure: &Failure, json: bool) {
+    if json {
+        let object = shapes::Failed {
+            error: &failure.message,
+            exit_code: failure.code,
+        };
+        // A struct of a string and a number always serializes.
+        let line = serde_json::to_string(&object).expect("an error object serializes");
+        eprintln!("{line}");
+    } else {
+        eprintln!("raftlock: {}", failure.message);
+    }
+}
+
 /// Runs one parsed command; returns the exit status on success.
 async fn run(cli: Cli) -> Result<u8, Failure> {
-    let options = ClientOptions {
-        connect_timeout: cli.timeout.min(Duration::from_secs(2)),
-        request_timeout: cli.timeout.min(Duration::from_secs(5)),
-        retry_timeout: cli.timeout,
-        clock_seq: true,
-        ..ClientOptions::default()
-    };
     let servers: Vec<String> = cli
         .servers
         .iter()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    let client = Client::connect(servers.clone(), options).await?;
+    let options = ClientOptions {
+        connect_timeout: dial_timeout(cli.connect_timeout, servers.len()),
+        request_timeout: cli.timeout.min(Duration::from_secs(5)),
+        retry_timeout: cli.timeout,
+        clock_seq: true,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect_within(servers.clone(), options, cli.connect_timeout)
+        .await
+        .map_err(|error| match error {
+            Error::NoServerAvailable { last } => Failure {
+                code: EXIT_ERROR,
+                message: format!(
+                    "no server available: none of {} answered within {} (--connect-timeout); \
+                     last error: {last}",
+                    servers.join(","),
+                    humanize(cli.connect_timeout)
+                ),
+            },
+            other => Failure::from(other),
+        })?;
     let json = cli.json;
     match cli.command {
         Command::Lock(args) => exec::lock(&client, &servers, args).await,
@@ -480,9 +608,25 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Revoke(args) => commands::revoke(&client, args, json).await,
         Command::Status => commands::status(&client, json).await,
         Command::Bench(_) => unreachable!("bench is dispatched before connecting"),
+        Command::Completions { .. } | Command::Man => {
+            unreachable!("completions and man are generated before connecting")
+        }
         Command::Supervise(_) => unreachable!("the supervisor is dispatched before connecting"),
         Command::Cluster(command) => commands::cluster(&client, &servers, command, json).await,
     }
+}
+
+/// The bound on one dial (connect and handshake): the --connect-timeout shared among the
+/// servers, so that a silent first server leaves time to try the others, but at least 100ms
+/// (or all of it, if it is shorter) so that a dial has a chance on a busy network.
+fn dial_timeout(connect_timeout: Duration, servers: usize) -> Duration {
+    let share = connect_timeout / u32::try_from(servers.max(1)).unwrap_or(u32::MAX);
+    share.max(connect_timeout.min(Duration::from_millis(100)))
+}
+
+/// A duration for messages, in the flags' syntax: `2s`, `1s 500ms`, `300ms`.
+fn humanize(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
 }
 
 pub(crate) fn mode(shared: bool) -> LockMode {
@@ -541,5 +685,101 @@ mod tests {
         let error = Cli::try_parse_from(["raftlock", "lock", "x", "--wait", "soon", "--", "true"])
             .expect_err("bad duration");
         assert!(error.use_stderr());
+    }
+
+    #[test]
+    fn the_connect_timeout_is_shared_among_the_servers() {
+        let ms = Duration::from_millis;
+        assert_eq!(dial_timeout(ms(2_000), 1), ms(2_000));
+        assert_eq!(dial_timeout(ms(2_000), 4), ms(500));
+        assert_eq!(
+            dial_timeout(ms(2_000), 100),
+            ms(100),
+            "at least 100ms a dial"
+        );
+        assert_eq!(dial_timeout(ms(50), 3), ms(50), "or all of a short timeout");
+        assert_eq!(dial_timeout(ms(2_000), 0), ms(2_000));
+    }
+
+    /// The help's example is what it says: `-e 'line\n'` appends a line break.
+    #[test]
+    fn append_help_example_expands_to_a_line() {
+        let help = Cli::command()
+            .find_subcommand_mut("append")
+            .expect("append")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains(r"-e 'line\n'"), "{help}");
+        assert_eq!(escapes::expand(r"line\n"), b"line\n");
+        let cli = Cli::try_parse_from([
+            "raftlock",
+            "append",
+            "f",
+            "--lock",
+            "l",
+            "--fence",
+            "1",
+            "--session",
+            "1",
+            "--token",
+            "1",
+            "-e",
+            r"line\n",
+        ])
+        .expect("parses");
+        let Command::Append(args) = cli.command else {
+            panic!("not append")
+        };
+        assert!(args.escapes);
+        assert!(
+            Cli::try_parse_from([
+                "raftlock",
+                "append",
+                "f",
+                "--lock",
+                "l",
+                "--fence",
+                "1",
+                "--session",
+                "1",
+                "--token",
+                "1",
+                "--data-file",
+                "x",
+                "data",
+            ])
+            .is_err(),
+            "DATA and --data-file conflict"
+        );
+    }
+
+    /// Out-of-range values are refused by the parser (exit 2), naming the flag and the range
+    /// in the flag's terms, not the protocol's `ttl_ms`.
+    #[test]
+    fn limits_are_usage_errors_that_name_the_flag() {
+        for (args, flag) in [
+            (&["acquire", "x", "--ttl", "500ms"][..], "--ttl"),
+            (&["acquire", "x", "--ttl", "forever"], "--ttl"),
+            (&["lock", "x", "--ttl", "2h", "--", "true"], "--ttl"),
+            (&["lock", "x", "--wait", "25h", "--", "true"], "--wait"),
+            (&["acquire", "x", "--hold", "0s"], "--hold"),
+            (&["--timeout", "0", "status"], "--timeout"),
+        ] {
+            let error =
+                Cli::try_parse_from([&["raftlock"][..], args].concat()).expect_err("out of range");
+            assert!(error.use_stderr(), "{args:?}");
+            let text = error.to_string();
+            assert!(text.contains(flag), "{args:?}: {text}");
+            assert!(!text.contains("ttl_ms"), "{args:?}: {text}");
+        }
+        let cli = Cli::try_parse_from([
+            "raftlock", "acquire", "x", "--ttl", "1.5s", "--wait", "1m30s",
+        ])
+        .expect("fractions and compounds parse");
+        let Command::Acquire(args) = cli.command else {
+            panic!("not acquire")
+        };
+        assert_eq!(args.ttl, Duration::from_millis(1_500));
+        assert_eq!(wait(args.wait), Wait::For(Duration::from_secs(90)));
     }
 }

@@ -1,12 +1,46 @@
-//! Output helpers: stdout lines, padded tables, and the `--json` shapes of server answers.
+//! Output helpers: stdout lines (text or JSON) that never panic, and padded tables.
 
-use super::json::Json;
+use std::io::{self, Write as _};
+use std::sync::Mutex;
+
 use crate::lockspace::LockMode;
-use crate::protocol::{LockState, MemberStatus, SessionSummary, StatusInfo};
+use crate::protocol::MemberStatus;
 
-/// Prints one line (JSON or text) on stdout.
+/// The first error writing stdout, if any: once set, nothing more is written (a full disk
+/// or a closed pipe will not take the rest), and [`finish`] reports it.
+static STDOUT_ERROR: Mutex<Option<io::Error>> = Mutex::new(None);
+
+fn stdout_error() -> std::sync::MutexGuard<'static, Option<io::Error>> {
+    // Only this module locks it, never across a panic; recover the value anyway.
+    STDOUT_ERROR
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Prints one line (JSON or text) on stdout. Unlike `println!` it never panics: a failed
+/// write is kept for [`finish`], which turns it into the command's error.
 pub(super) fn say(text: impl std::fmt::Display) {
-    println!("{text}");
+    let mut error = stdout_error();
+    if error.is_none() {
+        if let Err(e) = writeln!(io::stdout().lock(), "{text}") {
+            *error = Some(e);
+        }
+    }
+}
+
+/// Prints `value` as one line of JSON on stdout (a `--json` answer, see [`super::shapes`]).
+pub(super) fn say_json(value: &impl serde::Serialize) {
+    // The shapes are structs with string keys: serializing them cannot fail.
+    say(serde_json::to_string(value).expect("a --json shape serializes"));
+}
+
+/// Flushes stdout and returns the first error writing it, if any.
+pub(super) fn finish() -> io::Result<()> {
+    let mut error = stdout_error();
+    match error.take() {
+        Some(e) => Err(e),
+        None => io::stdout().lock().flush(),
+    }
 }
 
 /// Prints rows under a header, columns padded to their widest cell.
@@ -46,10 +80,6 @@ pub(super) fn shell_quote(s: &str) -> String {
     }
 }
 
-pub(super) fn hex(data: &[u8]) -> String {
-    data.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub(super) fn mode_name(mode: LockMode) -> &'static str {
     match mode {
         LockMode::Exclusive => "exclusive",
@@ -63,98 +93,6 @@ pub(super) fn kind(member: &MemberStatus) -> &'static str {
     } else {
         "learner"
     }
-}
-
-pub(super) fn lock_json(lock: &LockState) -> Json {
-    Json::object([
-        ("name", Json::str(&lock.name)),
-        ("mode", Json::opt_str(lock.mode.map(mode_name))),
-        (
-            "holders",
-            Json::Array(
-                lock.holders
-                    .iter()
-                    .map(|h| {
-                        Json::object([
-                            ("session", Json::Uint(h.session)),
-                            ("fence", Json::Uint(h.fence)),
-                            ("owner", Json::opt_str(h.owner.clone())),
-                            ("held_ms", Json::opt_uint(h.held_ms)),
-                            ("hold_left_ms", Json::opt_uint(h.hold_left_ms)),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-        (
-            "waiters",
-            Json::Array(
-                lock.waiters
-                    .iter()
-                    .map(|w| {
-                        Json::object([
-                            ("session", Json::Uint(w.session)),
-                            ("seq", Json::Uint(w.seq)),
-                            ("mode", Json::str(mode_name(w.mode))),
-                            ("owner", Json::opt_str(w.owner.clone())),
-                            ("waited_ms", Json::opt_uint(w.waited_ms)),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-    ])
-}
-
-/// `raftlock sessions --json`: one live session.
-pub(super) fn session_json(session: &SessionSummary) -> Json {
-    Json::object([
-        ("session", Json::Uint(session.session)),
-        ("owner", Json::opt_str(session.owner.clone())),
-        ("ttl_ms", Json::Uint(session.ttl_ms)),
-        ("since_renewal_ms", Json::opt_uint(session.since_renewal_ms)),
-    ])
-}
-
-pub(super) fn member_json(member: &MemberStatus) -> Json {
-    Json::object([
-        ("node_id", Json::Uint(member.node_id)),
-        ("addr", Json::str(&member.addr)),
-        ("voter", Json::Bool(member.voter)),
-        ("match_index", Json::opt_uint(member.match_index)),
-    ])
-}
-
-pub(super) fn status_json(status: &StatusInfo) -> Json {
-    Json::object([
-        ("node_id", Json::Uint(status.node_id)),
-        ("role", Json::str(&status.role)),
-        ("term", Json::Uint(status.term)),
-        ("leader", Json::opt_uint(status.leader)),
-        ("leader_addr", Json::opt_str(status.leader_addr.clone())),
-        ("commit_index", Json::Uint(status.commit_index)),
-        ("applied_index", Json::Uint(status.applied_index)),
-        ("last_log_index", Json::Uint(status.last_log_index)),
-        ("sessions", Json::Uint(status.sessions)),
-        ("locks", Json::Uint(status.locks)),
-        (
-            "members",
-            Json::Array(
-                status
-                    .members
-                    .iter()
-                    .map(|m| {
-                        Json::object([
-                            ("node_id", Json::Uint(m.node_id)),
-                            ("addr", Json::str(&m.addr)),
-                            ("voter", Json::Bool(m.voter)),
-                            ("match_index", Json::opt_uint(m.match_index)),
-                        ])
-                    })
-                    .collect(),
-            ),
-        ),
-    ])
 }
 
 #[cfg(test)]

@@ -61,6 +61,21 @@ pub(crate) struct Welcome {
     pub leader_addr: Option<String>,
 }
 
+/// How many bytes of a foreign answer the "not a raftlock server" error quotes.
+const PREVIEW_LEN: usize = 40;
+
+/// The start of a foreign answer, quoted for an error message: up to its first line break and
+/// at most [`PREVIEW_LEN`] bytes, escaped (`"HTTP/1.1 400 Bad Request"`).
+fn preview(bytes: &[u8]) -> String {
+    let line = bytes
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let cut = &line[..line.len().min(PREVIEW_LEN)];
+    let more = if cut.len() < bytes.len() { "..." } else { "" };
+    format!("{:?}{more}", String::from_utf8_lossy(cut))
+}
+
 /// A live, handshaken connection. Dropping it stops its tasks and closes the socket.
 pub(crate) struct Conn {
     /// The address it was dialed at.
@@ -144,7 +159,20 @@ impl Conn {
                     "expected Welcome from {addr}, got {other:?}"
                 )))
             }
-            Some(Ok(Err(bad))) => return Err(Error::Protocol(bad.to_string())),
+            Some(Ok(Err(bad))) => {
+                return Err(Error::Protocol(format!(
+                    "this is not a raftlock server ({addr} answered a frame that is not a \
+                     raftlock response: {bad})"
+                )))
+            }
+            Some(Err(crate::protocol::Error::FrameTooLarge { .. })) => {
+                // The first four bytes were not a plausible frame length: some other service
+                // (an HTTP server answers `HTTP/1.1 400 ...` to the Hello) listens there.
+                return Err(Error::Protocol(format!(
+                    "this is not a raftlock server ({addr} answered {})",
+                    preview(framed.read_buffer())
+                )));
+            }
             Some(Err(e)) => return Err(e.into()),
             None => {
                 return Err(Error::Io(std::io::Error::new(
@@ -254,5 +282,20 @@ impl Drop for Conn {
         self.reader.abort();
         self.writer.abort();
         self.shared.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preview;
+
+    #[test]
+    fn previews_quote_the_first_line_of_a_foreign_answer() {
+        assert_eq!(
+            preview(b"HTTP/1.1 400 Bad Request\r\n\r\n"),
+            "\"HTTP/1.1 400 Bad Request\"..."
+        );
+        assert_eq!(preview(b"SSH-2.0"), "\"SSH-2.0\"");
+        assert_eq!(preview(&[0xff; 50]).matches('\u{fffd}').count(), 40);
     }
 }

@@ -188,6 +188,18 @@ impl Client {
     /// Connects to one of `servers` (`host:port`, tried in order) and returns once a handshake
     /// succeeded, or fails after `options.retry_timeout`.
     pub async fn connect(servers: Vec<String>, options: ClientOptions) -> Result<Client> {
+        let within = options.retry_timeout;
+        Self::connect_within(servers, options, within).await
+    }
+
+    /// [`Client::connect`], giving up after `within` (instead of `options.retry_timeout`) when
+    /// no server answers: a command line tool fails fast on a wrong address or a stopped
+    /// cluster, while its requests keep the longer retry budget for failovers.
+    pub async fn connect_within(
+        servers: Vec<String>,
+        options: ClientOptions,
+        within: Duration,
+    ) -> Result<Client> {
         if servers.is_empty() {
             return Err(Error::InvalidArgument("no servers given".into()));
         }
@@ -205,7 +217,7 @@ impl Client {
                 }),
             }),
         };
-        let deadline = Instant::now() + client.inner.options.retry_timeout;
+        let deadline = Instant::now() + within;
         let mut attempt = 0;
         loop {
             match client.conn().await {

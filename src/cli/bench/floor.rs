@@ -16,8 +16,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::report::{num, object, Json};
 use crate::cli::duration::ms;
-use crate::cli::json::Json;
 
 /// The floor figures.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,13 +54,13 @@ impl Floor {
 
     /// The floor as JSON.
     pub fn to_json(&self) -> Json {
-        Json::object([
-            ("fsync_ms", Json::Num(ms(self.fsync))),
-            ("fsync_append_ms", Json::Num(ms(self.fsync_append))),
-            ("fsync_samples", Json::Uint(self.fsync_samples as u64)),
-            ("rtt_ms", Json::Num(ms(self.rtt))),
-            ("rtt_samples", Json::Uint(self.rtt_samples as u64)),
-            ("floor_ms", Json::Num(ms(self.total()))),
+        object([
+            ("fsync_ms", num(ms(self.fsync))),
+            ("fsync_append_ms", num(ms(self.fsync_append))),
+            ("fsync_samples", Json::from(self.fsync_samples as u64)),
+            ("rtt_ms", num(ms(self.rtt))),
+            ("rtt_samples", Json::from(self.rtt_samples as u64)),
+            ("floor_ms", num(ms(self.total()))),
         ])
     }
 }

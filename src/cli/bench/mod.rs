@@ -29,6 +29,7 @@ mod scenarios;
 #[cfg(test)]
 mod tests;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -141,7 +142,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1024)]
     pub append_size: usize,
     /// The sessions' lease.
-    #[arg(long, default_value = "60s", value_parser = duration::parse_finite)]
+    #[arg(long, default_value = "60s", value_parser = duration::parse_ttl)]
     pub ttl: Duration,
     /// Runtime threads of the bench itself (1: a single-threaded runtime).
     #[arg(long, default_value_t = 1)]
@@ -365,10 +366,16 @@ pub fn main(args: &BenchArgs, servers: &[String], json: bool) -> ExitCode {
     };
     match runtime.block_on(run(&plan)) {
         Ok(report) => {
-            if json {
-                println!("{}", report.to_json());
+            let text = if json {
+                format!("{}\n", report.to_json())
             } else {
-                print!("{}", report.to_text());
+                report.to_text()
+            };
+            // Not print!, which panics on a full stdout.
+            let mut out = std::io::stdout().lock();
+            if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                eprintln!("raftlock bench: cannot write to stdout: {error}");
+                return ExitCode::from(1);
             }
             if report.errors() == 0 {
                 ExitCode::SUCCESS

@@ -7,7 +7,33 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 pub use crate::cli::duration::ms;
-pub use crate::cli::json::Json;
+/// A JSON value of the `--json` report (serde_json's).
+pub type Json = serde_json::Value;
+
+/// An object from `(key, value)` pairs, in their order.
+pub fn object<const N: usize>(fields: [(&str, Json); N]) -> Json {
+    Json::Object(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+/// A measurement (rate, milliseconds) rounded to three decimals, which are below every
+/// measurement's noise; a whole number is written without a fraction, a non-finite one as
+/// `null`.
+pub fn num(x: f64) -> Json {
+    let rounded = (x * 1e3).round() / 1e3;
+    if !rounded.is_finite() {
+        Json::Null
+    } else if rounded.fract() == 0.0 && rounded.abs() < 9e15 {
+        // Exact: a whole f64 below 2^53 converts to i64 without loss.
+        Json::from(rounded as i64)
+    } else {
+        Json::from(rounded)
+    }
+}
 
 use super::floor::Floor;
 use super::Scenario;
@@ -77,19 +103,19 @@ impl LatencyStats {
 
     fn to_json(&self, floor: Option<&Floor>) -> Json {
         let mut fields = vec![
-            ("name".to_string(), Json::Str(self.name.clone())),
-            ("count".to_string(), Json::Uint(self.count)),
+            ("name".to_string(), Json::String(self.name.clone())),
+            ("count".to_string(), Json::from(self.count)),
         ];
         for ((label, _), value) in PERCENTILES.iter().zip(self.percentiles) {
-            fields.push((format!("{label}_ms"), Json::Num(ms(value))));
+            fields.push((format!("{label}_ms"), num(ms(value))));
         }
-        fields.push(("max_ms".into(), Json::Num(ms(self.max))));
-        fields.push(("mean_ms".into(), Json::Num(ms(self.mean))));
+        fields.push(("max_ms".into(), num(ms(self.max))));
+        fields.push(("mean_ms".into(), num(ms(self.mean))));
         if let Some(floor) = floor {
-            fields.push(("p50_x_floor".into(), Json::Num(floor.multiple(self.p50()))));
-            fields.push(("p99_x_floor".into(), Json::Num(floor.multiple(self.p99()))));
+            fields.push(("p50_x_floor".into(), num(floor.multiple(self.p50()))));
+            fields.push(("p99_x_floor".into(), num(floor.multiple(self.p99()))));
         }
-        Json::Object(fields)
+        Json::Object(fields.into_iter().collect())
     }
 }
 
@@ -172,20 +198,20 @@ impl RunReport {
             .nodes
             .iter()
             .map(|n| {
-                Json::object([
-                    ("id", Json::Uint(n.id)),
-                    ("pid", Json::Uint(u64::from(n.pid))),
-                    ("cpu_us_per_op", Json::Num(self.per_op_us(n.cpu))),
-                    ("cpu_utilisation", Json::Num(self.utilisation(n.cpu))),
-                    ("rss_kib", Json::Uint(n.rss_kib)),
+                object([
+                    ("id", Json::from(n.id)),
+                    ("pid", Json::from(u64::from(n.pid))),
+                    ("cpu_us_per_op", num(self.per_op_us(n.cpu))),
+                    ("cpu_utilisation", num(self.utilisation(n.cpu))),
+                    ("rss_kib", Json::from(n.rss_kib)),
                 ])
             })
             .collect();
-        Json::object([
-            ("ops", Json::Uint(self.ops)),
-            ("errors", Json::Uint(self.errors)),
-            ("elapsed_s", Json::Num(self.elapsed.as_secs_f64())),
-            ("throughput", Json::Num(self.throughput())),
+        object([
+            ("ops", Json::from(self.ops)),
+            ("errors", Json::from(self.errors)),
+            ("elapsed_s", num(self.elapsed.as_secs_f64())),
+            ("throughput", num(self.throughput())),
             (
                 "latency",
                 Json::Array(self.latencies.iter().map(|l| l.to_json(floor)).collect()),
@@ -193,31 +219,28 @@ impl RunReport {
             ("nodes", Json::Array(nodes)),
             (
                 "client",
-                Json::object([
-                    ("cpu_us_per_op", Json::Num(self.per_op_us(self.client_cpu))),
-                    (
-                        "cpu_utilisation",
-                        Json::Num(self.utilisation(self.client_cpu)),
-                    ),
-                    ("rss_kib", Json::Uint(self.client_rss_kib)),
+                object([
+                    ("cpu_us_per_op", num(self.per_op_us(self.client_cpu))),
+                    ("cpu_utilisation", num(self.utilisation(self.client_cpu))),
+                    ("rss_kib", Json::from(self.client_rss_kib)),
                 ]),
             ),
             (
                 "gaps_ms",
-                Json::Array(self.gaps.iter().map(|g| Json::Num(ms(*g))).collect()),
+                Json::Array(self.gaps.iter().map(|g| num(ms(*g))).collect()),
             ),
             (
                 "counters",
                 Json::Object(
                     self.counters
                         .iter()
-                        .map(|(k, v)| (k.clone(), Json::Num(*v)))
+                        .map(|(k, v)| (k.clone(), num(*v)))
                         .collect(),
                 ),
             ),
             (
                 "notes",
-                Json::Array(self.notes.iter().map(|n| Json::Str(n.clone())).collect()),
+                Json::Array(self.notes.iter().map(|n| Json::String(n.clone())).collect()),
             ),
         ])
     }
@@ -257,10 +280,10 @@ impl Spread {
     }
 
     fn to_json(self) -> Json {
-        Json::object([
-            ("median", Json::Num(self.median)),
-            ("min", Json::Num(self.min)),
-            ("max", Json::Num(self.max)),
+        object([
+            ("median", num(self.median)),
+            ("min", num(self.min)),
+            ("max", num(self.max)),
         ])
     }
 }
@@ -337,16 +360,16 @@ impl Report {
                     })
                     .collect();
                 fields.push(("max_ms".into(), spread(self.latency_spread(&name, 4))));
-                (name, Json::Object(fields))
+                (name, Json::Object(fields.into_iter().collect()))
             })
             .collect();
-        Json::object([
-            ("scenario", Json::Str(self.scenario.name().into())),
-            ("unit", Json::Str(self.scenario.unit().into())),
-            ("workers", Json::Uint(self.workers as u64)),
-            ("connections", Json::Uint(self.clients as u64)),
-            ("bound", Json::Str(self.bound.clone())),
-            ("target", Json::Str(self.target.clone())),
+        object([
+            ("scenario", Json::String(self.scenario.name().into())),
+            ("unit", Json::String(self.scenario.unit().into())),
+            ("workers", Json::from(self.workers as u64)),
+            ("connections", Json::from(self.clients as u64)),
+            ("bound", Json::String(self.bound.clone())),
+            ("target", Json::String(self.target.clone())),
             ("floor", floor.map_or(Json::Null, Floor::to_json)),
             (
                 "runs",
@@ -354,10 +377,13 @@ impl Report {
             ),
             (
                 "summary",
-                Json::object([
-                    ("runs", Json::Uint(self.runs.len() as u64)),
-                    ("ops", Json::Uint(self.runs.iter().map(|r| r.ops).sum())),
-                    ("errors", Json::Uint(self.errors())),
+                object([
+                    ("runs", Json::from(self.runs.len() as u64)),
+                    (
+                        "ops",
+                        Json::from(self.runs.iter().map(|r| r.ops).sum::<u64>()),
+                    ),
+                    ("errors", Json::from(self.errors())),
                     ("throughput", spread(self.throughput())),
                     ("latency", Json::Object(latency_summary)),
                     ("gap_ms", spread(self.gaps())),
