@@ -3,7 +3,7 @@
 //! with `Type=notify`) nothing is sent.
 //!
 //! **When `READY=1` is sent.** Recovery is done before `Server::serve` runs; `serve` starts
-//! accepting clients and then hands the leader watch to [`ready_when_serving`], which sends
+//! accepting clients and then hands the leader watch to `ready_when_serving`, which sends
 //! `READY=1` once the node *serves*, meaning it accepts clients and knows a leader (itself or
 //! another member), so its answers are grants and redirects rather than "no leader". Two
 //! cases cannot wait for that:
@@ -18,7 +18,7 @@
 //! `STATUS=` follows the leader afterwards (`systemctl status` shows it).
 //!
 //! **The watchdog.** With `WatchdogSec=` in the unit, systemd sets `WATCHDOG_USEC` (and
-//! `WATCHDOG_PID`). [`Watchdog::ping`] is called by the driver loop on every turn (it turns at
+//! `WATCHDOG_PID`). `Watchdog::ping` is called by the driver loop on every turn (it turns at
 //! least once per tick) and sends `WATCHDOG=1` every half interval, so a driver that stops
 //! turning (a deadlock, a blocked runtime) stops the pings and systemd restarts the node.
 
