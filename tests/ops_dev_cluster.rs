@@ -90,18 +90,6 @@ fn pid_line(line: &str) -> Option<(u64, u32)> {
     Some((id.parse().ok()?, pid.parse().ok()?))
 }
 
-/// A base port with the next two free as well (probed by binding them).
-fn free_base_port() -> u16 {
-    for _ in 0..100 {
-        let base: u16 = rand::random::<u16>() % 20_000 + 30_000;
-        let all_free = (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no three consecutive free ports");
-}
-
 /// Every answering node's status, by id.
 async fn statuses(addrs: &[SocketAddr]) -> Vec<(u64, StatusInfo)> {
     let asks = addrs.iter().enumerate().map(|(i, addr)| async move {
@@ -144,7 +132,7 @@ async fn agreed_leader(addrs: &[SocketAddr], among: &[u64], not: Option<u64>) ->
 #[tokio::test]
 async fn kill_9_of_the_leader_leaves_the_others_serving_and_the_node_comes_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base = free_base_port();
+    let base = common::free_port_run(3);
     let log = dir.path().join("supervisor.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_raftlockd"))
         .args([

@@ -437,18 +437,6 @@ async fn insecure_peers_start_and_warn_at_every_start() {
     );
 }
 
-/// Two consecutive free loopback ports (for `dev-cluster --base-port`), found by binding them.
-fn consecutive_ports() -> u16 {
-    for _ in 0..100 {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = first.local_addr().expect("addr").port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no two consecutive free ports");
-}
-
 /// `raftlockd dev-cluster` makes a private random key in its directory, its nodes elect a
 /// leader with it, and a second run on the same directory reuses the same key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -458,7 +446,7 @@ async fn dev_cluster_generates_a_private_key_for_its_nodes() {
     let key_path = dir.path().join("cluster.key");
     let mut first_key = None;
     // The same ports both times: the nodes' stored membership names them.
-    let base = consecutive_ports();
+    let base = common::free_port_run(2);
     for _run in 0..2 {
         let mut dev = Command::new(env!("CARGO_BIN_EXE_raftlockd"))
             .args(["dev-cluster", "--nodes", "2", "--base-port"])

@@ -445,6 +445,25 @@ pub fn free_addrs(n: usize) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// A base port with the `n - 1` ports after it free as well (for `dev-cluster --base-port`),
+/// probed by binding them all at once. Drawn below Linux's ephemeral range (32768 and up), so
+/// that outgoing connections, which take ephemeral ports, cannot grab one before the test
+/// binds it.
+pub fn free_port_run(n: u16) -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..200 {
+        let base: u16 = rng.gen_range(20_000..32_000 - n);
+        let held: Vec<_> = (0..n)
+            .map_while(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == usize::from(n) {
+            return base;
+        }
+    }
+    panic!("no {n} consecutive free ports in 20000..32000");
+}
+
 /// A node's `Status`, or `None` if it does not answer within `within` (killed, paused,
 /// restarting).
 pub async fn try_status(addr: SocketAddr, within: Duration) -> Option<StatusInfo> {
