@@ -232,6 +232,17 @@ impl Replica {
         }
     }
 
+    /// True if the entry just applied started (or restarted) the hold limit of the grant
+    /// `fence` of `lock` to `session`. A retried `Acquire` or `Extend` is answered from the
+    /// exactly-once table (`Granted`, `Extended`) but restarts nothing: moving the deadline
+    /// then would end an extended hold early (a replayed acquire carries its first, shorter
+    /// limit), while the holder's lease still counts on the extension.
+    fn hold_started_here(&self, session: SessionId, lock: &str, fence: Fence) -> bool {
+        self.lockspace
+            .limited_hold(lock, session)
+            .is_some_and(|hold| hold.fence == fence && hold.since == self.lockspace.applied_index())
+    }
+
     /// True if `session` still holds the grant `fence` of `lock`.
     fn holding(&self, session: SessionId, lock: &str, fence: Fence) -> bool {
         self.lockspace.lock(lock).is_some_and(|info| {
@@ -310,7 +321,9 @@ impl Replica {
                     ..
                 },
                 Outcome::Granted { fence },
-            ) => self.set_hold(*session, lock, *fence, *hold_ms),
+            ) if self.hold_started_here(*session, lock, *fence) => {
+                self.set_hold(*session, lock, *fence, *hold_ms)
+            }
             (
                 Command::Extend {
                     session,
@@ -319,7 +332,7 @@ impl Replica {
                     ..
                 },
                 Outcome::Extended { hold_ms },
-            ) => {
+            ) if self.hold_started_here(*session, lock, *fence) => {
                 // The hold restarts now: no earlier than the Extend was sent.
                 self.set_hold(*session, lock, *fence, *hold_ms);
             }

@@ -420,3 +420,65 @@ fn an_expiry_proposed_behind_an_extend_does_not_revoke_the_extended_grant() {
         "the waiter was granted at {granted_at}, before the hold extended at {extended_at} ended"
     );
 }
+
+/// A retried `Acquire` of a grant that was since extended is answered `Granted` again from the
+/// exactly-once table; it must not restart the hold with the acquire's first, shorter limit.
+/// Found by the simulation's deadline watch (seed 31056): the leader expired the extended hold
+/// 184 ms after the replay, while the holder had been told its hold lasts 1,833 ms more.
+#[test]
+fn a_replayed_acquire_does_not_shorten_an_extended_hold() {
+    let (hold, extended) = (1_000, 5_000);
+    let mut replica = replica(&[1]);
+    let mut now = elect(&mut replica);
+    let (a, a_token) = open(&mut replica, now, 1, 60_000);
+    let (b, b_token) = open(&mut replica, now, 2, 60_000);
+    let mut held = acquire(a, a_token, 3, "l");
+    if let Request::Acquire { hold_ms, .. } = &mut held {
+        *hold_ms = Some(hold);
+    }
+    let Response::Granted { fence, .. } = request(&mut replica, now, 3, held.clone()) else {
+        panic!("no grant");
+    };
+    assert!(matches!(
+        request(&mut replica, now, 4, acquire(b, b_token, 4, "l")),
+        Response::Queued { .. }
+    ));
+    now += 100;
+    let extend = Request::Extend {
+        id: 5,
+        session: a,
+        token: a_token,
+        seq: 5,
+        lock: "l".into(),
+        fence,
+        hold_ms: extended,
+    };
+    assert!(matches!(
+        request(&mut replica, now, 5, extend),
+        Response::Extended { .. }
+    ));
+    let extended_at = now;
+    // The client retries its acquire (same seq): the same grant comes back.
+    now += 100;
+    let retried = request(&mut replica, now, 6, held);
+    assert!(
+        matches!(retried, Response::Granted { fence: f, .. } if f == fence),
+        "{retried:?}"
+    );
+    let granted_at = loop {
+        now += 10;
+        assert!(now < extended_at + 10 * extended, "the hold never ended");
+        replica.handle(now, Input::Tick);
+        if settle(&mut replica, now)
+            .iter()
+            .any(|(t, r)| *t == 4 && matches!(r, Response::Granted { .. }))
+        {
+            break now;
+        }
+    };
+    assert!(
+        granted_at >= extended_at + extended,
+        "the waiter was granted at {granted_at}, before the hold extended at {extended_at} for \
+         {extended} ms ended"
+    );
+}

@@ -20,7 +20,8 @@
 //! When a deadline starts, as the daemon's replica defines it: a lease when the `OpenSession`
 //! is applied (a replayed open too) or a `KeepAlive` is answered; a wait when its `Acquire` is
 //! applied `Queued`; a hold when its grant is applied (directly or as a waiter's notification)
-//! or an `Extend` of it is; all of them, at the latest, when this node took office.
+//! or an `Extend` of it is, fresh (a retried acquire or extend answered from the exactly-once
+//! table restarts no hold); all of them, at the latest, when this node took office.
 
 use std::collections::BTreeMap;
 
@@ -156,8 +157,14 @@ impl Deadlines {
                 },
                 Outcome::Granted { fence },
             ) => {
-                self.starts
-                    .insert(Timer::Hold(*session, lock.clone(), *fence), now);
+                // A retried acquire is answered Granted again but starts nothing.
+                let fresh = space
+                    .limited_hold(lock, *session)
+                    .is_some_and(|hold| hold.fence == *fence && hold.since == index);
+                if fresh {
+                    self.starts
+                        .insert(Timer::Hold(*session, lock.clone(), *fence), now);
+                }
             }
             (
                 Command::Extend {
@@ -174,8 +181,8 @@ impl Deadlines {
                     .is_some_and(|hold| hold.since == index);
                 if fresh {
                     self.extended.insert(timer.clone(), now);
+                    self.starts.insert(timer, now);
                 }
-                self.starts.insert(timer, now);
             }
             (Command::Acquire { session, seq, .. }, Outcome::Queued { .. }) => {
                 self.starts.insert(Timer::Wait(*session, *seq), now);
