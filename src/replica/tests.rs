@@ -337,6 +337,25 @@ fn a_forced_revoke_frees_the_lock_at_once() {
     assert!(replica.lockspace().session(a).is_none());
 }
 
+/// Ticks from `now` every 10 ms until the queued acquire `ticket` is answered `Granted`, and
+/// returns that time; fails the test if it has not been granted by `give_up`.
+fn tick_until_granted(replica: &mut Replica, mut now: u64, ticket: Ticket, give_up: u64) -> u64 {
+    loop {
+        now += 10;
+        assert!(
+            now < give_up,
+            "ticket {ticket} was never granted (the hold never ended)"
+        );
+        replica.handle(now, Input::Tick);
+        if settle(replica, now)
+            .iter()
+            .any(|(t, r)| *t == ticket && matches!(r, Response::Granted { .. }))
+        {
+            return now;
+        }
+    }
+}
+
 /// An `Extend` that is in the log but not yet applied when the hold limit passes on the leader:
 /// the leader proposes `ExpireHold` behind it, and the Extend is applied first and answered
 /// `Extended`. The expiry must then find the hold restarted and do nothing; before the fix it
@@ -401,20 +420,7 @@ fn an_expiry_proposed_behind_an_extend_does_not_revoke_the_extended_grant() {
     assert_eq!(holders, &vec![(a, fence)], "the extended grant stands");
     // The extended limit still ends the grant, a full hold after the Extend.
     let extended_at = now - 20;
-    let granted_at = loop {
-        now += 10;
-        assert!(
-            now < extended_at + 10 * hold,
-            "the extended hold never ended"
-        );
-        replica.handle(now, Input::Tick);
-        if settle(&mut replica, now)
-            .iter()
-            .any(|(t, r)| *t == 4 && matches!(r, Response::Granted { .. }))
-        {
-            break now;
-        }
-    };
+    let granted_at = tick_until_granted(&mut replica, now, 4, extended_at + 10 * hold);
     assert!(
         granted_at >= extended_at + hold,
         "the waiter was granted at {granted_at}, before the hold extended at {extended_at} ended"
@@ -465,17 +471,7 @@ fn a_replayed_acquire_does_not_shorten_an_extended_hold() {
         matches!(retried, Response::Granted { fence: f, .. } if f == fence),
         "{retried:?}"
     );
-    let granted_at = loop {
-        now += 10;
-        assert!(now < extended_at + 10 * extended, "the hold never ended");
-        replica.handle(now, Input::Tick);
-        if settle(&mut replica, now)
-            .iter()
-            .any(|(t, r)| *t == 4 && matches!(r, Response::Granted { .. }))
-        {
-            break now;
-        }
-    };
+    let granted_at = tick_until_granted(&mut replica, now, 4, extended_at + 10 * extended);
     assert!(
         granted_at >= extended_at + extended,
         "the waiter was granted at {granted_at}, before the hold extended at {extended_at} for \
