@@ -19,8 +19,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Daemon, DEADLINE};
+use raftlock::client::LockMode;
 use raftlock::client::{Client, ClientOptions, Session, Wait};
-use raftlock::lockspace::LockMode;
 
 const RAFTLOCK: &str = env!("CARGO_BIN_EXE_raftlock");
 

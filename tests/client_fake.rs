@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use raftlock::client::LockMode;
 use raftlock::client::{Client, ClientOptions, Error, SessionState, Wait};
-use raftlock::lockspace::LockMode;
 use raftlock::protocol::{ErrorCode, Request, Response, ServerCodec, VERSION};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;

@@ -12,8 +12,9 @@ use std::time::Duration;
 use common::{Cluster, Daemon, DEADLINE};
 use futures::FutureExt;
 use raftlock::client::lease::drift_margin;
+use raftlock::client::LockMode;
 use raftlock::client::{Client, ClientOptions, Error, Lease, LeaseState, LostReason, Wait};
-use raftlock::lockspace::{LockMode, SessionId};
+use raftlock::lockspace::SessionId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 

@@ -6,8 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{Daemon, DEADLINE};
+use raftlock::client::LockMode;
 use raftlock::client::{Client, ClientOptions, Error, Session, SessionState, Wait};
-use raftlock::lockspace::{LockMode, SessionId};
+use raftlock::lockspace::SessionId;
 
 fn options() -> ClientOptions {
     ClientOptions {

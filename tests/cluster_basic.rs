@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{connect, Client as RawClient, Cluster};
+use raftlock::client::LockMode;
 use raftlock::client::Wait;
-use raftlock::lockspace::LockMode;
 use raftlock::protocol::{Response, Role, VERSION};
 use raftlock::raft::{Envelope, Message};
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{connect, Cluster, DEADLINE};
+use raftlock::client::LockMode;
 use raftlock::client::Wait;
-use raftlock::lockspace::LockMode;
 use raftlock::protocol::{ErrorCode, Request, Response};
 
 /// Every node's copy of `file` (stale reads, after each caught up).

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{connect, Cluster};
+use raftlock::client::LockMode;
 use raftlock::client::Wait;
-use raftlock::lockspace::LockMode;
 
 /// Grants the looping client must get before the leader stops, and again after a new leader
 /// is known, so every gap is measured inside steady traffic.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Daemon, DEADLINE};
+use raftlock::client::LockMode;
 use raftlock::client::{Client, ClientOptions, Wait};
-use raftlock::lockspace::LockMode;
 use raftlock::protocol::MAX_READ;
 use tokio::sync::Notify;
 

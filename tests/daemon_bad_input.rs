@@ -140,7 +140,7 @@ async fn invalid_messagepack_and_unknown_types_are_answered_and_the_connection_s
         token: 1,
         seq: 1,
         lock: String::new(),
-        mode: raftlock::lockspace::LockMode::Exclusive,
+        mode: raftlock::client::LockMode::Exclusive,
         wait_ms: Some(0),
         hold_ms: None,
     };

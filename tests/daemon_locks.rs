@@ -130,7 +130,7 @@ async fn a_waiter_is_granted_when_the_holder_releases() {
         token: sb.1,
         seq: 1,
         lock: "fifo".into(),
-        mode: raftlock::lockspace::LockMode::Exclusive,
+        mode: raftlock::client::LockMode::Exclusive,
         wait_ms: Some(60_000),
         hold_ms: None,
     };

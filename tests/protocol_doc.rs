@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::BytesMut;
-use raftlock::lockspace::LockMode;
+use raftlock::client::LockMode;
 use raftlock::protocol::{
     mac, ClientCodec, ErrorCode, PeerCodec, PeerMessage, PushReason, Request, Response, Role,
     ServerCodec, Side, WireEntry, WireEntryData, WireEnvelope, WireMessage, PEER_MAX_FRAME,

@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Client, Daemon};
+use raftlock::client::LockMode;
 use raftlock::client::{LeaseState, LostReason, Wait};
-use raftlock::lockspace::LockMode;
 use raftlock::protocol::{PushReason, Request, Response};
 
 async fn leader(daemon: &Daemon) -> Client {

@@ -26,7 +26,7 @@ use super::{
     EXIT_SESSION_LOST,
 };
 use crate::client::{error_chain, Client, LeaseState, LockGuard, LostReason, Session};
-use crate::lockspace::LockMode;
+use crate::protocol::LockMode;
 use crate::protocol::{Response, MAX_OWNER_LEN};
 
 /// How often `raftlock` checks whether the supervisor has exited.

@@ -28,7 +28,8 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use self::duration::Span;
 use crate::client::{error_chain, Client, ClientOptions, Error, Wait};
-use crate::lockspace::{Fence, LockMode, SessionId};
+use crate::lockspace::{Fence, SessionId};
+use crate::protocol::LockMode;
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;

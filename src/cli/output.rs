@@ -3,7 +3,7 @@
 use std::io::{self, Write as _};
 use std::sync::Mutex;
 
-use crate::lockspace::LockMode;
+use crate::protocol::LockMode;
 use crate::protocol::MemberStatus;
 
 /// The first error writing stdout, if any: once set, nothing more is written (a full disk

@@ -38,7 +38,7 @@
 //! # async fn demo() -> raftlock::client::Result<()> {
 //! use std::time::Duration;
 //! use raftlock::client::{Client, ClientOptions, Wait};
-//! use raftlock::lockspace::LockMode;
+//! use raftlock::client::LockMode;
 //!
 //! let client = Client::connect(vec!["127.0.0.1:7400".into()], ClientOptions::default()).await?;
 //! let session = client.open_session(Duration::from_secs(10)).await?;
@@ -67,7 +67,11 @@ pub use self::error::{Error, Result};
 pub use self::lease::{Lease, LeaseState, LostReason};
 pub use self::session::{LockGuard, LockRef, Session, SessionCredentials, SessionState, Wait};
 pub use crate::error_chain;
+/// A fencing token, as grants carry it.
+pub use crate::lockspace::Fence;
 use crate::lockspace::SessionId;
+/// How a lock is held: the wire type, re-exported so a client needs only this module.
+pub use crate::protocol::LockMode;
 use crate::protocol::{
     ErrorCode, LockState, MemberStatus, Request, Response, SessionSummary, StatusInfo,
 };

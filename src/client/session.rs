@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use super::error::{Error, Result};
 use super::lease::{grant_lease, watch_grant, Hold, Lease, LeaseState, LostReason, SessionLease};
 use super::{unexpected, unix_micros, Client, Patience};
-use crate::lockspace::{Fence, LockMode, Seq, SessionId};
+use crate::lockspace::{Fence, Seq, SessionId};
+use crate::protocol::LockMode;
 use crate::protocol::{PushReason, Request, Response, MAX_APPEND};
 
 /// How many pushed `Revoked` grants a session remembers, for a guard built just after its

@@ -372,7 +372,7 @@ pub fn encode_frame<T: Serialize>(message: &T, max_frame: usize) -> Result<Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lockspace::LockMode;
+    use crate::protocol::LockMode;
     use crate::protocol::{HolderState, LockState, MemberStatus, Role, StatusInfo, WaiterState};
 
     fn every_request() -> Vec<Request> {

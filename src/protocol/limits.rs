@@ -353,7 +353,7 @@ fn check_addr(addr: &str) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lockspace::LockMode;
+    use crate::protocol::LockMode;
 
     fn acquire(lock: &str, wait_ms: Option<u64>, hold_ms: Option<u64>) -> Request {
         Request::Acquire {

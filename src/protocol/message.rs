@@ -3,7 +3,39 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lockspace::{Fence, LockMode, Seq, SessionId};
+use crate::lockspace::{self, Fence, Seq, SessionId};
+
+/// How a lock is held, as the wire spells it (`"exclusive"` or `"shared"`).
+///
+/// The protocol's own type rather than the lock space's: a change inside the state machine
+/// cannot silently change the bytes a client in another language reads. The replica converts
+/// at the boundary; `tests/protocol_doc.rs` pins the encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// One holder at a time; the only mode that may append to files.
+    Exclusive,
+    /// Any number of holders at once, none exclusive.
+    Shared,
+}
+
+impl From<LockMode> for lockspace::LockMode {
+    fn from(mode: LockMode) -> Self {
+        match mode {
+            LockMode::Exclusive => lockspace::LockMode::Exclusive,
+            LockMode::Shared => lockspace::LockMode::Shared,
+        }
+    }
+}
+
+impl From<lockspace::LockMode> for LockMode {
+    fn from(mode: lockspace::LockMode) -> Self {
+        match mode {
+            lockspace::LockMode::Exclusive => LockMode::Exclusive,
+            lockspace::LockMode::Shared => LockMode::Shared,
+        }
+    }
+}
 
 /// Who is on the other end of a connection, stated in `Hello`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -602,5 +634,24 @@ impl ErrorCode {
                 | ErrorCode::WrongCluster
                 | ErrorCode::Unauthorized
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire spelling of a lock mode is pinned here, apart from the lock space's type: a
+    /// rename or reordering inside the state machine must not reach the bytes.
+    #[test]
+    fn lock_modes_encode_as_their_documented_strings() {
+        let exclusive = rmp_serde::to_vec(&LockMode::Exclusive).unwrap();
+        let shared = rmp_serde::to_vec(&LockMode::Shared).unwrap();
+        assert_eq!(exclusive, b"\xa9exclusive");
+        assert_eq!(shared, b"\xa6shared");
+        for mode in [LockMode::Exclusive, LockMode::Shared] {
+            let inner: lockspace::LockMode = mode.into();
+            assert_eq!(LockMode::from(inner), mode);
+        }
     }
 }

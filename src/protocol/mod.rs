@@ -18,7 +18,7 @@ pub use limits::{
     SESSION_RESULTS_REMEMBERED,
 };
 pub use message::{
-    ErrorCode, HolderState, LockState, MemberStatus, PushReason, Request, Response, Role,
+    ErrorCode, HolderState, LockMode, LockState, MemberStatus, PushReason, Request, Response, Role,
     SessionSummary, StatusInfo, WaiterState,
 };
 pub use peer::{

@@ -222,13 +222,13 @@ impl Replica {
                 .map(|wait| WaiterState {
                     session: wait.session,
                     seq: wait.seq,
-                    mode: wait.mode,
+                    mode: wait.mode.into(),
                     owner: owner(wait.session),
                     waited_ms: since(self.times.queued(wait.session, wait.seq)),
                 })
                 .collect(),
             name: info.name,
-            mode: info.mode,
+            mode: info.mode.map(Into::into),
         }
     }
 }

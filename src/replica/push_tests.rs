@@ -4,7 +4,7 @@
 
 use super::tests::{acquire, elect, open, replica, request, settle_pushes, Pushes};
 use super::*;
-use crate::lockspace::LockMode;
+use crate::protocol::LockMode;
 use crate::protocol::PushReason;
 
 /// Sends `request` and returns its answer and the pushes it caused.

@@ -168,7 +168,7 @@ impl Replica {
                         lock: name.clone(),
                         seq: waiter.seq,
                         ahead: ahead as u64,
-                        mode: info.mode,
+                        mode: info.mode.map(Into::into),
                         holders: info.holders.len() as u64,
                     },
                 );

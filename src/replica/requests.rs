@@ -51,7 +51,7 @@ pub(crate) fn session_command(request: Request) -> Result<SessionCommand, Reques
                 session,
                 seq,
                 lock,
-                mode,
+                mode: mode.into(),
                 wait_ms,
                 hold_ms,
             },

@@ -132,7 +132,7 @@ fn a_session_is_opened_kept_alive_and_its_lock_granted() {
         token,
         seq: 1,
         lock: "l".into(),
-        mode: crate::lockspace::LockMode::Exclusive,
+        mode: crate::protocol::LockMode::Exclusive,
         wait_ms: Some(0),
         hold_ms: None,
     };
@@ -235,7 +235,7 @@ pub(super) fn acquire(session: u64, token: u64, id: u64, lock: &str) -> Request 
         token,
         seq: id,
         lock: lock.into(),
-        mode: crate::lockspace::LockMode::Exclusive,
+        mode: crate::protocol::LockMode::Exclusive,
         wait_ms: None,
         hold_ms: None,
     }

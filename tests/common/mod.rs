@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use raftlock::lockspace::LockMode;
+use raftlock::client::LockMode;
 use raftlock::protocol::{ClientCodec, ErrorCode, Request, Response, Role, StatusInfo, VERSION};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

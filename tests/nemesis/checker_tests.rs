@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use raftlock::lockspace::LockMode;
+use raftlock::client::LockMode;
 
 use crate::checker::{check, Final, Verdict};
 use crate::history::{record, Op, OpKind, Outcome};

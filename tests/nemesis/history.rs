@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use raftlock::lockspace::LockMode;
+use raftlock::client::LockMode;
 
 /// How an operation ended.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -31,8 +31,8 @@ mod checker_tests;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use raftlock::client::LockMode;
 use raftlock::client::{Client, ClientOptions, Error};
-use raftlock::lockspace::LockMode;
 use tokio::sync::watch;
 use tokio::time::Instant;
 

@@ -16,8 +16,8 @@
 
 use std::time::Duration;
 
+use raftlock::client::LockMode;
 use raftlock::client::{Client, ClientOptions, Error, Session, Wait};
-use raftlock::lockspace::LockMode;
 use raftlock::protocol::{ErrorCode, Request, Response};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;

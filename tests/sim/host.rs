@@ -544,7 +544,7 @@ impl Host {
                 token: token(session),
                 seq,
                 lock,
-                mode,
+                mode: mode.into(),
                 wait_ms,
                 hold_ms,
             },

@@ -14,7 +14,8 @@ use super::local::{self, LocalCluster};
 use super::report::{histogram, record, LatencyStats, NodeSample, Report, RunReport};
 use super::{connect_clients, BenchError, Bound, Plan, Scenario};
 use crate::client::{error_chain, Client, Error, Session, Wait};
-use crate::lockspace::{Fence, LockMode};
+use crate::lockspace::Fence;
+use crate::protocol::LockMode;
 
 /// How long the cluster may take to elect a leader before a run.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
