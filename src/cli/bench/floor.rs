@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::report::{num, object, Json};
+use super::json::{num, object, Json};
 use crate::cli::duration::ms;
 
 /// The floor figures.

@@ -23,6 +23,7 @@
 //! the measurement and reports each run and the median and spread.
 
 pub mod floor;
+pub mod json;
 pub mod local;
 pub mod report;
 mod scenarios;

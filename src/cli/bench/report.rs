@@ -6,34 +6,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+pub use super::json::{num, object, Json};
 pub use crate::cli::duration::ms;
-/// A JSON value of the `--json` report (serde_json's).
-pub type Json = serde_json::Value;
-
-/// An object from `(key, value)` pairs, in their order.
-pub fn object<const N: usize>(fields: [(&str, Json); N]) -> Json {
-    Json::Object(
-        fields
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    )
-}
-
-/// A measurement (rate, milliseconds) rounded to three decimals, which are below every
-/// measurement's noise; a whole number is written without a fraction, a non-finite one as
-/// `null`.
-pub fn num(x: f64) -> Json {
-    let rounded = (x * 1e3).round() / 1e3;
-    if !rounded.is_finite() {
-        Json::Null
-    } else if rounded.fract() == 0.0 && rounded.abs() < 9e15 {
-        // Exact: a whole f64 below 2^53 converts to i64 without loss.
-        Json::from(rounded as i64)
-    } else {
-        Json::from(rounded)
-    }
-}
 
 use super::floor::Floor;
 use super::Scenario;
