@@ -129,11 +129,11 @@ async fn agreed_leader(addrs: &[SocketAddr], among: &[u64], not: Option<u64>) ->
     }
 }
 
-#[tokio::test]
-async fn kill_9_of_the_leader_leaves_the_others_serving_and_the_node_comes_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Starts `raftlockd dev-cluster --nodes 3` in `dir` and waits until it says it runs; returns
+/// it and the nodes' client addresses.
+fn start_dev_cluster(dir: &std::path::Path) -> (DevCluster, Vec<SocketAddr>) {
     let base = common::free_port_run(3);
-    let log = dir.path().join("supervisor.log");
+    let log = dir.join("supervisor.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_raftlockd"))
         .args([
             "dev-cluster",
@@ -143,8 +143,9 @@ async fn kill_9_of_the_leader_leaves_the_others_serving_and_the_node_comes_back(
             &base.to_string(),
             "--data-dir",
         ])
-        .arg(dir.path().join("dev"))
+        .arg(dir.join("dev"))
         .env_remove("NOTIFY_SOCKET")
+        .env_remove("RAFTLOCKD_LOG_PREFIXED")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
@@ -162,13 +163,34 @@ async fn kill_9_of_the_leader_leaves_the_others_serving_and_the_node_comes_back(
         lines,
         seen: Vec::new(),
         pids: HashMap::new(),
-        log: log.clone(),
+        log,
     };
     dev.until("dev cluster running");
     assert_eq!(dev.pids.len(), 3, "a pid for every node: {:?}", dev.seen);
     let addrs: Vec<SocketAddr> = (0..3)
         .map(|i| SocketAddr::from(([127, 0, 0, 1], base + i)))
         .collect();
+    (dev, addrs)
+}
+
+/// Waits (bounded) until the supervisor's stderr holds a line for which `found` is true.
+fn wait_for_log_line(log: &std::path::Path, what: &str, found: impl Fn(&str) -> bool) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.lines().any(&found) {
+            return;
+        }
+        assert!(start.elapsed() < DEADLINE, "no log line {what}:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn kill_9_of_the_leader_leaves_the_others_serving_and_the_node_comes_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut dev, addrs) = start_dev_cluster(dir.path());
+    let log = dev.log.clone();
 
     let (leader, term) = agreed_leader(&addrs, &[1, 2, 3], None).await;
     assert_served(addrs[leader as usize - 1], "before-kill").await;
@@ -228,16 +250,21 @@ async fn kill_9_of_the_leader_leaves_the_others_serving_and_the_node_comes_back(
     assert!(back < Duration::from_secs(10));
     assert_served(addrs[current as usize - 1], "after-rejoin").await;
 
-    // Each node's lines reached the supervisor's stderr under its prefix.
+    // Each node's lines reached the supervisor's stderr under its prefix, which names the
+    // node once: the node leaves out its own `node=N`.
     let text = std::fs::read_to_string(&log).expect("supervisor log");
     for id in 1..=3 {
         assert!(
             text.lines()
-                .any(|line| line.starts_with(&format!("[node {id}] "))
-                    && line.contains(&format!("node={id}"))),
+                .any(|line| line.starts_with(&format!("[node {id}] "))),
             "no prefixed line of node {id}"
         );
     }
+    let twice: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("[node ") && line.contains(" node="))
+        .collect();
+    assert!(twice.is_empty(), "lines naming their node twice: {twice:?}");
 
     // Ctrl-C's SIGTERM stops every node, then the supervisor, exit 0.
     // SAFETY: kill(2) on our own child.
@@ -256,4 +283,51 @@ async fn kill_9_of_the_leader_leaves_the_others_serving_and_the_node_comes_back(
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "supervisor exited with {status}");
+}
+
+#[tokio::test]
+async fn sighup_to_the_supervisor_reaches_every_node_and_stops_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut dev, addrs) = start_dev_cluster(dir.path());
+    let (leader, term) = agreed_leader(&addrs, &[1, 2, 3], None).await;
+    let pids = dev.pids.clone();
+
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&dev.child),
+        rustix::process::Signal::HUP,
+    )
+    .expect("SIGHUP the supervisor");
+    // The supervisor passes it on to each node, by the pid it printed at start...
+    for id in 1..=3 {
+        dev.until(&format!(
+            "SIGHUP passed on to node {id} (pid {})",
+            pids[&id]
+        ));
+    }
+    // ...and each node handles it (without --log-filter-file there is nothing to reload).
+    for id in 1..=3 {
+        wait_for_log_line(&dev.log, &format!("of node {id} handling SIGHUP"), |line| {
+            line.starts_with(&format!("[node {id}] ")) && line.contains("SIGHUP: nothing to reload")
+        });
+    }
+
+    // Nobody stopped: the supervisor runs, no node was restarted, the cluster serves under the
+    // same leader and term.
+    assert!(
+        dev.child.try_wait().expect("try_wait").is_none(),
+        "the supervisor exited on SIGHUP"
+    );
+    assert_eq!(
+        agreed_leader(&addrs, &[1, 2, 3], None).await,
+        (leader, term)
+    );
+    assert_served(addrs[leader as usize - 1], "after-sighup").await;
+    assert_eq!(dev.pids, pids, "a node was restarted: {:?}", dev.seen);
+    assert!(
+        !dev.seen
+            .iter()
+            .any(|line| line.contains("killed by signal")),
+        "{:?}",
+        dev.seen
+    );
 }

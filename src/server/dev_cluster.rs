@@ -2,13 +2,16 @@
 //! generated cluster key, supervised like a small init system.
 //!
 //! The supervisor prints each node's address, pid and data directory, forwards each node's
-//! log lines to its own stderr (text lines prefixed `[node N] `; JSON lines pass unchanged,
-//! since each already carries `"node_id"`), and keeps the cluster up for the failover demo:
+//! log lines to its own stderr (text lines prefixed `[node N] `, in place of the node's own
+//! `node=N`; JSON lines pass unchanged, since each already carries `"node_id"`), and keeps the cluster up for the failover demo:
 //! - a node **killed by a signal** (`kill -9` of the leader) is restarted after
 //!   [`RESTART_DELAY`] on the same directory and port, and the others go on serving;
 //! - a node that **exits by itself** (a bad flag, a storage error) is reported and left down,
 //!   since starting it again would fail the same way; the supervisor exits with an error once
 //!   no node is left;
+//! - SIGHUP is passed on to every running node (each reloads what it can, see
+//!   `signals.rs`), and the supervisor goes on: under a terminal that closes, or a `kill -HUP`
+//!   meant for the cluster, no node is orphaned;
 //! - Ctrl-C or SIGTERM stops every node gracefully (SIGKILL after 10 s) and then the
 //!   supervisor.
 
@@ -22,7 +25,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::{Args, DevClusterArgs};
-use super::logging::LogFormat;
+use super::logging::{self, LogFormat};
 use super::peer::ClusterKey;
 use super::signals;
 use crate::error_chain;
@@ -117,12 +120,20 @@ pub async fn run(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
          every node",
         RESTART_DELAY.as_secs()
     );
+    let mut hangups =
+        signals::hangups().map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
     let signal = signals::shutdown();
     tokio::pin!(signal);
     let mut poll = tokio::time::interval(POLL);
     let outcome = loop {
         tokio::select! {
             _ = &mut signal => break Ok(()),
+            Some(()) = hangups.recv() => {
+                for node in &nodes {
+                    node.hang_up();
+                }
+                continue;
+            }
             _ = poll.tick() => {}
         }
         for node in &mut nodes {
@@ -155,6 +166,7 @@ impl Node {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
+            .env(logging::PREFIXED_ENV, "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -170,6 +182,23 @@ impl Node {
         self.child = Some(child);
         self.restart_at = None;
         Ok(pid)
+    }
+
+    /// Passes a SIGHUP on to the node's process, if it runs.
+    fn hang_up(&self) {
+        let Some(child) = &self.child else { return };
+        let pid = child.id();
+        match rustix::process::kill_process(
+            rustix::process::Pid::from_child(child),
+            rustix::process::Signal::HUP,
+        ) {
+            Ok(()) => println!("SIGHUP passed on to node {} (pid {pid})", self.id),
+            // It exited since the last poll: the next poll reaps and restarts it.
+            Err(error) => println!(
+                "node {} (pid {pid}): cannot pass SIGHUP on: {error}",
+                self.id
+            ),
+        }
     }
 
     /// Reaps the node if it exited (scheduling a restart if a signal ended it) and restarts it

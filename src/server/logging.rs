@@ -8,6 +8,9 @@
 //!   device and inode, as systemd sets it), each line starts with the `<N>` syslog priority of
 //!   its level (sd-daemon(3)), which journald strips and records, so `journalctl -p warning`
 //!   works; the timestamp is left out there, since journald stamps every line itself;
+//!   Under `raftlockd dev-cluster` the supervisor prefixes every text line with `[node N] `
+//!   itself and sets [`PREFIXED_ENV`] for its nodes, which then leave `node=N` out of their
+//!   text lines, so that a line names its node once (JSON lines keep `"node_id"`);
 //! - **a reloadable filter**: the `EnvFilter` sits in a [`reload`] layer, and [`LogControl`]
 //!   swaps it at run time (on SIGHUP, see `signals.rs`) without restarting the node.
 
@@ -23,6 +26,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
 use crate::raft::NodeId;
+
+/// Set (to `1`) by the dev-cluster supervisor in each node's environment: the supervisor
+/// prefixes the node's text lines with `[node N] `, so the node leaves out its own `node=N`.
+pub const PREFIXED_ENV: &str = "RAFTLOCKD_LOG_PREFIXED";
 
 /// How log lines are written (`--log-format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -140,10 +147,11 @@ pub fn init(settings: &LogSettings) -> Result<LogControl, LogError> {
     // Colour only on a terminal: journald and log files get plain text.
     let ansi = !journald && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let registry = tracing_subscriber::registry().with(filter);
+    let prefixed = std::env::var_os(PREFIXED_ENV).is_some_and(|v| v == "1");
     let installed = match settings.format {
         LogFormat::Text => {
             let inner = format().with_ansi(ansi).with_timer(NodeStamp {
-                node: settings.node,
+                node: settings.node.filter(|_| !prefixed),
                 time: !journald,
             });
             let lines = NodeLines {
