@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::Daemon;
+use common::{Cluster, Daemon};
 use serde_json::Value;
 
 const RAFTLOCK: &str = env!("CARGO_BIN_EXE_raftlock");
@@ -23,6 +23,21 @@ fn raftlock(daemon: &Daemon, args: &[&str]) -> Output {
         .env_remove("RAFTLOCK_FENCE")
         .output()
         .expect("run raftlock")
+}
+
+/// Runs `raftlock --json ARGS` against `servers` (comma-separated), off the async runtime.
+async fn raftlock_at(servers: &str, args: &[&str]) -> Output {
+    let mut command = Command::new(RAFTLOCK);
+    command
+        .arg("--json")
+        .args(["--servers", servers, "--timeout", "20s"])
+        .args(args)
+        .env_remove("RAFTLOCK_SERVERS")
+        .env_remove("RAFTLOCK_SESSION")
+        .env_remove("RAFTLOCK_TOKEN");
+    tokio::task::spawn_blocking(move || command.output().expect("run raftlock"))
+        .await
+        .expect("join")
 }
 
 /// Asserts success and parses stdout, which must be exactly one JSON line.
@@ -221,5 +236,56 @@ fn failures_under_json_are_objects_on_stderr() {
     assert!(
         error["error"].as_str().unwrap().contains("--ttl"),
         "{error}"
+    );
+}
+
+/// `cluster add`, `cluster transfer-leader` and `cluster remove` need a multi-node cluster:
+/// their shapes are pinned here, against 3 nodes and a fourth that joins and leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_commands_print_their_documented_shapes() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader().await;
+    let servers = cluster.servers().join(",");
+    let (id, addr) = cluster.start_joiner();
+    let id_arg = id.to_string();
+
+    let added =
+        answer(raftlock_at(&servers, &["cluster", "add", &id_arg, &addr.to_string()]).await);
+    assert_fields(&added, &["index", "members"]);
+    let members = array(&added["members"]);
+    for member in members {
+        assert_fields(member, &["node_id", "addr", "voter", "match_index"]);
+    }
+    let ids: Vec<u64> = members
+        .iter()
+        .filter_map(|m| m["node_id"].as_u64())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, id], "{added}");
+    let new = &members[3];
+    assert_eq!(new["addr"], addr.to_string());
+    assert_eq!(new["voter"], true, "{added}");
+
+    let target = (1..=3).find(|n| *n != leader).expect("a follower");
+    let moved = answer(
+        raftlock_at(
+            &servers,
+            &["cluster", "transfer-leader", &target.to_string()],
+        )
+        .await,
+    );
+    assert_fields(&moved, &["leader", "leader_addr"]);
+    assert_eq!(moved["leader"], target, "{moved}");
+    assert_eq!(moved["leader_addr"], cluster.addr(target).to_string());
+
+    let removed = answer(raftlock_at(&servers, &["cluster", "remove", &id_arg]).await);
+    assert_fields(&removed, &["index", "members"]);
+    let ids: Vec<u64> = array(&removed["members"])
+        .iter()
+        .filter_map(|m| m["node_id"].as_u64())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3], "{removed}");
+    assert!(
+        removed["index"].as_u64() > added["index"].as_u64(),
+        "{added} then {removed}"
     );
 }
