@@ -374,8 +374,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
             BadRequest | UnknownType | FrameTooLarge | HandshakeRequired | HandshakeTimeout
             | UnsupportedVersion | TooManyConnections | TooManyRequests | NotLeader
             | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | NotWaiting
-            | StaleFence | SequenceTooOld | NotFound | Timeout | ShuttingDown | NotReady
-            | Revoked | Internal | WrongCluster | Unauthorized => {}
+            | StaleFence | SequenceTooOld | SequenceReused | NotFound | Timeout | ShuttingDown
+            | NotReady | Revoked | Internal | WrongCluster | Unauthorized => {}
         }
     }
     let all = vec![
@@ -396,6 +396,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
         NotWaiting,
         StaleFence,
         SequenceTooOld,
+        SequenceReused,
         NotFound,
         Timeout,
         ShuttingDown,
