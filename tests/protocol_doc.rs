@@ -274,6 +274,10 @@ fn examples() -> Vec<(&'static str, Example)> {
             }),
         ),
         (
+            "SequenceReused",
+            Example::Response(Response::error(14, ErrorCode::SequenceReused, "seq reused")),
+        ),
+        (
             "Error",
             Example::Response(Response::Error {
                 id: 3,
