@@ -274,6 +274,10 @@ fn examples() -> Vec<(&'static str, Example)> {
             }),
         ),
         (
+            "SequenceReused",
+            Example::Response(Response::error(14, ErrorCode::SequenceReused, "seq reused")),
+        ),
+        (
             "Error",
             Example::Response(Response::Error {
                 id: 3,
@@ -374,8 +378,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
             BadRequest | UnknownType | FrameTooLarge | HandshakeRequired | HandshakeTimeout
             | UnsupportedVersion | TooManyConnections | TooManyRequests | NotLeader
             | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | NotWaiting
-            | StaleFence | SequenceTooOld | NotFound | Timeout | ShuttingDown | NotReady
-            | Revoked | Internal | WrongCluster | Unauthorized => {}
+            | StaleFence | SequenceTooOld | SequenceReused | NotFound | Timeout | ShuttingDown
+            | NotReady | Revoked | Internal | WrongCluster | Unauthorized => {}
         }
     }
     let all = vec![
@@ -396,6 +400,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
         NotWaiting,
         StaleFence,
         SequenceTooOld,
+        SequenceReused,
         NotFound,
         Timeout,
         ShuttingDown,

@@ -169,6 +169,9 @@ pub enum Outcome {
     SessionExpired,
     /// The sequence number is older than the oldest result the session still remembers.
     SequenceTooOld,
+    /// The sequence number is remembered for a different request (another digest): a client
+    /// bug; nothing was applied.
+    SequenceReused,
     /// The session was revoked by an administrator (`MarkRevoked`): it may no longer acquire,
     /// extend or append, and a queued acquire of it ended.
     Revoked,

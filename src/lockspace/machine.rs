@@ -1,6 +1,7 @@
 //! `LockSpace::apply`: one function per command, all deterministic.
 
 use super::dedup::Lookup;
+use super::digest::{self, Digest};
 use super::lock::{Holder, Lock, Waiter};
 use super::session::Session;
 use super::{Applied, Command, Fence, LockMode, LockSpace, Notification, Outcome, Seq, SessionId};
@@ -13,6 +14,8 @@ impl LockSpace {
     /// Applies `command` at `index` (already checked to be increasing).
     pub(super) fn apply_command(&mut self, index: Index, command: &Command) -> Applied {
         let mut notes = Notes::new();
+        // Commands without a seq never reach `session_request`; 0 is never looked at for them.
+        let digest = digest::of(command).unwrap_or(0);
         let outcome = match command {
             Command::OpenSession {
                 nonce,
@@ -21,7 +24,7 @@ impl LockSpace {
                 owner,
             } => self.open_session(index, *nonce, *ttl_ms, *token, owner.as_deref()),
             Command::CloseSession { session, seq } => {
-                self.session_request(*session, *seq, |space| {
+                self.session_request(*session, *seq, digest, |space| {
                     space.end_session(index, *session, &mut notes);
                     Outcome::SessionClosed
                 })
@@ -58,12 +61,12 @@ impl LockSpace {
                     wait_ms: *wait_ms,
                     hold_ms: *hold_ms,
                 };
-                self.session_request(*session, *seq, |space| {
+                self.session_request(*session, *seq, digest, |space| {
                     space.unless_revoked(*session, |space| space.acquire(index, lock, waiter))
                 })
             }
             Command::Release { session, seq, lock } => {
-                self.session_request(*session, *seq, |space| {
+                self.session_request(*session, *seq, digest, |space| {
                     space.release(index, *session, lock, None, &mut notes)
                 })
             }
@@ -72,7 +75,7 @@ impl LockSpace {
                 seq,
                 lock,
                 acquire_seq,
-            } => self.session_request(*session, *seq, |space| {
+            } => self.session_request(*session, *seq, digest, |space| {
                 space.cancel(index, *session, lock, *acquire_seq, &mut notes)
             }),
             Command::Extend {
@@ -81,7 +84,7 @@ impl LockSpace {
                 lock,
                 fence,
                 hold_ms,
-            } => self.session_request(*session, *seq, |space| {
+            } => self.session_request(*session, *seq, digest, |space| {
                 space.unless_revoked(*session, |space| {
                     space.extend(index, *session, lock, *fence, *hold_ms)
                 })
@@ -93,7 +96,7 @@ impl LockSpace {
                 lock,
                 fence,
                 data,
-            } => self.session_request(*session, *seq, |space| {
+            } => self.session_request(*session, *seq, digest, |space| {
                 space.unless_revoked(*session, |space| {
                     space.append(*session, file, lock, *fence, data)
                 })
@@ -128,19 +131,22 @@ impl LockSpace {
     }
 
     /// The common envelope of a client's session request: the session must exist, a known seq
-    /// replays its result without any effect, a forgotten one is refused, and a fresh one runs
-    /// `run` and has its result recorded.
+    /// replays its result without any effect (if `digest`, the request's, matches the one
+    /// recorded; else it is `SequenceReused`), a forgotten one is refused, and a fresh one runs
+    /// `run` and has its result recorded with `digest`.
     fn session_request(
         &mut self,
         session: SessionId,
         seq: Seq,
+        digest: Digest,
         run: impl FnOnce(&mut LockSpace) -> Outcome,
     ) -> Outcome {
         let Some(state) = self.sessions.get(&session) else {
             return Outcome::SessionExpired;
         };
-        match state.dedup.lookup(seq) {
+        match state.dedup.lookup(seq, digest) {
             Lookup::TooOld => Outcome::SequenceTooOld,
+            Lookup::Reused => Outcome::SequenceReused,
             Lookup::Replay(Outcome::Queued { position }) => {
                 // Still queued (a resolved acquire has its entry rewritten): report where it
                 // stands now, so a reconnecting waiter is re-attached to its place.
@@ -156,7 +162,7 @@ impl LockSpace {
                 let outcome = run(self);
                 // The request may have ended the session (CloseSession): nothing to record then.
                 if let Some(state) = self.sessions.get_mut(&session) {
-                    state.dedup.record(seq, outcome.clone());
+                    state.dedup.record(seq, digest, outcome.clone());
                 }
                 outcome
             }

@@ -99,6 +99,7 @@
 
 mod command;
 mod dedup;
+mod digest;
 mod file;
 mod lock;
 mod machine;

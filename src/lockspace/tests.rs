@@ -1126,3 +1126,47 @@ fn an_expiry_of_a_hold_restarted_by_an_extend_is_ignored() {
     assert_eq!(applied.outcome, Outcome::Released);
     assert_eq!(h.holders("l"), vec![b]);
 }
+
+/// A remembered seq re-sent with a different request answers SequenceReused and changes
+/// nothing; the identical request still replays its result; the digests survive a snapshot.
+#[test]
+fn a_seq_reused_by_another_request_is_refused() {
+    let mut h = Harness::new();
+    let a = h.open();
+    let acquire = |lock: &str| Command::Acquire {
+        session: a,
+        seq: 1,
+        lock: lock.into(),
+        mode: X,
+        wait_ms: Some(0),
+        hold_ms: None,
+    };
+    let granted = h.apply(acquire("a")).outcome;
+    assert!(matches!(granted, Outcome::Granted { .. }), "{granted:?}");
+    let before = h.space.snapshot();
+    assert_eq!(h.apply(acquire("b")).outcome, Outcome::SequenceReused);
+    let release = Command::Release {
+        session: a,
+        seq: 1,
+        lock: "a".into(),
+    };
+    assert_eq!(h.apply(release).outcome, Outcome::SequenceReused);
+    assert!(h.space.lock("b").is_none(), "the reused seq was applied");
+    assert_eq!(h.apply(acquire("a")).outcome, granted);
+    let after = h.space.snapshot();
+    // Only the applied index moved.
+    let mut restored = LockSpace::restore(&after).expect("restore");
+    restored.applied_index = LockSpace::restore(&before).unwrap().applied_index;
+    assert_eq!(
+        restored.snapshot(),
+        before,
+        "a refused or replayed request changed the state"
+    );
+    // A restored replica refuses the same reuse.
+    let mut replica = LockSpace::restore(&after).expect("restore");
+    let next = replica.applied_index() + 1;
+    assert_eq!(
+        replica.apply(next, &acquire("b")).outcome,
+        Outcome::SequenceReused
+    );
+}

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use super::message::{ErrorCode, Request, Response};
+use super::scan;
 
 /// Bytes in a frame header: the body length as a big-endian `u32`.
 pub const HEADER_LEN: usize = 4;
@@ -231,13 +232,30 @@ struct IdOnly {
     id: u64,
 }
 
+/// Why a body did not decode as a whole message.
+enum DecodeFailure {
+    /// serde refused it; its message (which may not name the field).
+    Serde(String),
+    /// The message decoded but bytes follow it.
+    Trailing(u64),
+}
+
+impl std::fmt::Display for DecodeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeFailure::Serde(message) => f.write_str(message),
+            DecodeFailure::Trailing(n) => write!(f, "{n} trailing bytes after the message"),
+        }
+    }
+}
+
 /// Decodes `T` from the whole of `body`; trailing bytes are an error.
-fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeFailure> {
     let mut de = rmp_serde::Deserializer::new(io::Cursor::new(body));
-    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+    let value = T::deserialize(&mut de).map_err(|e| DecodeFailure::Serde(e.to_string()))?;
     let trailing = (body.len() as u64).saturating_sub(de.position());
     if trailing != 0 {
-        return Err(format!("{trailing} trailing bytes after the message"));
+        return Err(DecodeFailure::Trailing(trailing));
     }
     Ok(value)
 }
@@ -245,6 +263,69 @@ fn decode_exact<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 /// True if `byte` starts a MessagePack map (fixmap, map 16 or map 32).
 fn is_map_marker(byte: u8) -> bool {
     matches!(byte, 0x80..=0x8f | 0xde | 0xdf)
+}
+
+/// Maps with more entries than this are not searched for the field to blame (every message
+/// has at most a dozen fields; the bound keeps a hostile map from buying many re-decodes).
+const MAX_BLAME_ENTRIES: usize = 64;
+
+/// Finds the field that makes `body` fail with `error`, for a message that names it.
+///
+/// serde decodes an internally tagged enum by buffering the map and then decoding the
+/// variant's fields from the buffer, in wire order, stopping at the first ill-typed one; its
+/// error does not say which. A map made of the `type` entry and the first `k` other entries
+/// fails with the same error exactly when it contains that field (before it, the shorter map
+/// can only miss fields, which serde reports only after the last entry). So a binary search
+/// over `k` finds the field in a few re-decodes. This runs only for a body that already failed
+/// (the hot path decodes once); a missing or duplicate field is named by serde itself.
+fn blame<T: DeserializeOwned>(body: &[u8], error: &str) -> Option<String> {
+    if error.starts_with("missing field `") || error.starts_with("duplicate field `") {
+        return None;
+    }
+    let entries = scan::map_entries(body)?;
+    if entries.len() > MAX_BLAME_ENTRIES {
+        return None;
+    }
+    let (tags, fields): (Vec<_>, Vec<_>) = entries
+        .iter()
+        .partition(|e| scan::is_type_key(&body[e.key.clone()]));
+    let prefix = |k: usize| -> Vec<u8> {
+        let count = tags.len() + k;
+        let mut map = Vec::with_capacity(body.len());
+        match u8::try_from(count) {
+            Ok(n) if n < 16 => map.push(0x80 | n),
+            _ => {
+                map.push(0xde);
+                map.extend_from_slice(&(count as u16).to_be_bytes());
+            }
+        }
+        for entry in tags.iter().chain(&fields[..k]) {
+            map.extend_from_slice(&body[entry.key.start..entry.value.end]);
+        }
+        map
+    };
+    let fails_alike = |k: usize| match decode_exact::<T>(&prefix(k)) {
+        Err(DecodeFailure::Serde(e)) => e == error,
+        _ => false,
+    };
+    // The smallest k whose prefix fails alike; the whole map (k = len) does by definition.
+    let (mut low, mut high) = (0, fields.len());
+    if high == 0 || !fails_alike(high) {
+        return None;
+    }
+    while low + 1 < high {
+        let mid = (low + high) / 2;
+        if fails_alike(mid) {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    if fails_alike(low) {
+        high = low;
+    }
+    let culprit = fields.get(high.checked_sub(1)?)?;
+    Some(scan::key_name(&body[culprit.key.clone()]))
 }
 
 /// Classifies and decodes one complete frame body.
@@ -260,6 +341,16 @@ pub fn decode_body<T: Message>(body: &[u8]) -> Result<T, FrameError> {
         }
         Some(_) => {}
     }
+    let id = || {
+        rmp_serde::from_slice::<IdOnly>(body)
+            .map(|i| i.id)
+            .unwrap_or(0)
+    };
+    // serde's tag reader takes a bin `type` as readily as a str; §3 says str. Checking costs a
+    // few byte comparisons when `type` comes first, as every client writes it.
+    if !scan::type_is_str(body) {
+        return Err(bad(id(), "field type: must be a MessagePack str".into()));
+    }
     // A well-formed body decodes in one pass. Only a body that fails pays for the two peeks
     // that find its id and type for the error answer (they used to run first, on every frame:
     // three parses per message, a third of the daemon's instructions per operation).
@@ -267,9 +358,7 @@ pub fn decode_body<T: Message>(body: &[u8]) -> Result<T, FrameError> {
         Ok(message) => return Ok(message),
         Err(error) => error,
     };
-    let id = rmp_serde::from_slice::<IdOnly>(body)
-        .map(|i| i.id)
-        .unwrap_or(0);
+    let id = id();
     // The peeks tolerate trailing bytes so such a body is still answered with its id (the full
     // decode above rejected it).
     let head: TypeOnly = rmp_serde::from_slice(body)
@@ -280,7 +369,14 @@ pub fn decode_body<T: Message>(body: &[u8]) -> Result<T, FrameError> {
             type_name: head.type_name,
         });
     }
-    Err(bad(id, format!("bad {}: {error}", head.type_name)))
+    let detail = match &error {
+        DecodeFailure::Serde(message) => match blame::<T>(body, message) {
+            Some(field) => format!("field {field}: {message}"),
+            None => message.clone(),
+        },
+        DecodeFailure::Trailing(_) => error.to_string(),
+    };
+    Err(bad(id, format!("bad {}: {detail}", head.type_name)))
 }
 
 impl<In: Message, Out> Decoder for MsgPackCodec<In, Out> {
@@ -823,6 +919,190 @@ mod tests {
                 type_name: "Welcome".into()
             })
         );
+    }
+
+    /// The BadRequest message of `body`, which must be refused with id `id`.
+    fn bad_request_message(body: &[u8], want_id: u64) -> String {
+        match decode_body::<Request>(body) {
+            Err(FrameError::BadRequest { id, message }) => {
+                assert_eq!(id, want_id, "{message}");
+                message
+            }
+            other => panic!("expected BadRequest, got {other:?}"),
+        }
+    }
+
+    /// An ill-typed field is named, wherever it stands in the map and whatever is wrong with
+    /// it; the error is serde's, prefixed with `field NAME: `.
+    #[test]
+    fn ill_typed_fields_are_named() {
+        #[derive(Serialize)]
+        struct Open<'a, T> {
+            r#type: &'a str,
+            id: u64,
+            nonce: u64,
+            ttl_ms: T,
+        }
+        let body = rmp_serde::to_vec_named(&Open {
+            r#type: "OpenSession",
+            id: 4,
+            nonce: 1,
+            ttl_ms: "5000",
+        })
+        .unwrap();
+        assert_eq!(
+            bad_request_message(&body, 4),
+            "bad OpenSession: field ttl_ms: invalid type: string \"5000\", expected u64"
+        );
+        #[derive(Serialize)]
+        struct Hello<'a, V, R> {
+            version: V,
+            role: R,
+            r#type: &'a str,
+        }
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                rmp_serde::to_vec_named(&Hello {
+                    version: "1",
+                    role: "client",
+                    r#type: "Hello",
+                })
+                .unwrap(),
+                "field version: invalid type: string \"1\"",
+            ),
+            (
+                rmp_serde::to_vec_named(&Hello {
+                    version: 1,
+                    role: "admin",
+                    r#type: "Hello",
+                })
+                .unwrap(),
+                "field role: unknown variant `admin`",
+            ),
+            (
+                rmp_serde::to_vec_named(&Hello {
+                    version: 1,
+                    role: 7,
+                    r#type: "Hello",
+                })
+                .unwrap(),
+                "field role: ",
+            ),
+        ];
+        for (body, want) in cases {
+            let message = bad_request_message(&body, 0);
+            assert!(
+                message.starts_with(&format!("bad Hello: {want}")),
+                "{message}"
+            );
+        }
+        // Two bad fields: the first in wire order is named.
+        let body = rmp_serde::to_vec_named(&Open {
+            r#type: "OpenSession",
+            id: 5,
+            nonce: 1,
+            ttl_ms: "x",
+        })
+        .unwrap();
+        let mut twice = body.clone();
+        twice[0] += 1;
+        twice.extend_from_slice(b"\xa5owner\x07");
+        let message = bad_request_message(&twice, 5);
+        assert!(message.contains("field ttl_ms: "), "{message}");
+    }
+
+    /// `type` must be a str: the same body with a bin `type` is BadRequest naming `type`.
+    #[test]
+    fn a_bin_type_is_refused() {
+        let status = rmp_serde::to_vec_named(&Request::Status { id: 9 }).unwrap();
+        assert_eq!(&status[..7], b"\x82\xa4type\xa6");
+        let mut bin = status[..6].to_vec();
+        bin.extend_from_slice(b"\xc4\x06");
+        bin.extend_from_slice(&status[7..]);
+        let message = bad_request_message(&bin, 9);
+        assert!(message.contains("field type: "), "{message}");
+        // The same with `type` after `id`.
+        let later = b"\x82\xa2id\x09\xa4type\xc4\x06Status";
+        let message = bad_request_message(later, 9);
+        assert!(message.contains("field type: "), "{message}");
+        let later_str = b"\x82\xa2id\x09\xa4type\xa6Status";
+        assert_eq!(
+            decode_body::<Request>(later_str),
+            Ok(Request::Status { id: 9 })
+        );
+    }
+
+    /// `Append.data` is bin only: a str or an array of integers is BadRequest naming `data`;
+    /// so is `Data.data` for a client.
+    #[test]
+    fn byte_fields_accept_only_bin() {
+        #[derive(Serialize)]
+        struct Append<'a, D> {
+            r#type: &'a str,
+            id: u64,
+            session: u64,
+            token: u64,
+            seq: u64,
+            file: &'a str,
+            lock: &'a str,
+            fence: u64,
+            data: D,
+        }
+        let append = |data| Append {
+            r#type: "Append",
+            id: 3,
+            session: 2,
+            token: 1,
+            seq: 1,
+            file: "f",
+            lock: "l",
+            fence: 3,
+            data,
+        };
+        let as_str = rmp_serde::to_vec_named(&append(Stringish::Str("ok\n"))).unwrap();
+        let as_array = rmp_serde::to_vec_named(&append(Stringish::Ints(vec![111, 107]))).unwrap();
+        for body in [as_str, as_array] {
+            let message = bad_request_message(&body, 3);
+            assert!(
+                message.starts_with("bad Append: field data: invalid type: ")
+                    && message.ends_with("expected MessagePack bin"),
+                "{message}"
+            );
+        }
+        let as_bin = rmp_serde::to_vec_named(&append(Stringish::Bin(b"ok\n"))).unwrap();
+        assert!(matches!(
+            decode_body::<Request>(&as_bin),
+            Ok(Request::Append { data, .. }) if data == b"ok\n"
+        ));
+        #[derive(Serialize)]
+        struct Data<'a> {
+            r#type: &'a str,
+            id: u64,
+            data: &'a str,
+            size: u64,
+        }
+        let body = rmp_serde::to_vec_named(&Data {
+            r#type: "Data",
+            id: 8,
+            data: "ok",
+            size: 2,
+        })
+        .unwrap();
+        match decode_body::<Response>(&body) {
+            Err(FrameError::BadRequest { id: 8, message }) => {
+                assert!(message.contains("field data: "), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A value of several wire shapes, for the byte-field tests.
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Stringish<'a> {
+        Str(&'a str),
+        Ints(Vec<u8>),
+        Bin(#[serde(with = "serde_bytes")] &'a [u8]),
     }
 
     /// Field errors carry serde's message so the client can see which field is wrong.

@@ -133,7 +133,7 @@ pub enum Request {
         file: String,
         lock: String,
         fence: Fence,
-        #[serde(with = "serde_bytes")]
+        #[serde(with = "super::bin")]
         data: Vec<u8>,
     },
     /// Reads a range of a file.
@@ -251,7 +251,7 @@ pub enum Response {
     /// Answers `Read`: the bytes read and the file's total size.
     Data {
         id: u64,
-        #[serde(with = "serde_bytes")]
+        #[serde(with = "super::bin")]
         data: Vec<u8>,
         size: u64,
     },
@@ -468,6 +468,9 @@ pub enum ErrorCode {
     StaleFence,
     /// The sequence number is older than the results the session still remembers.
     SequenceTooOld,
+    /// The sequence number was already used by a different request of the session (a client
+    /// bug: a seq is re-sent only with the identical request). Nothing was applied.
+    SequenceReused,
     /// The file does not exist.
     NotFound,
     /// The outcome is unknown (e.g. leadership was lost mid-request); retry with the same seq.

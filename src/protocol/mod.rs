@@ -3,10 +3,12 @@
 //! `protocol.md` at the top of the repository is the contract for client authors; this module
 //! is its implementation. `tests/protocol_doc.rs` keeps the two in step.
 
+mod bin;
 mod codec;
 mod limits;
 mod message;
 mod peer;
+mod scan;
 
 pub use codec::{
     decode_body, encode_frame, ClientCodec, Error, FrameError, Message, MsgPackCodec, ServerCodec,

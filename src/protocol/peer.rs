@@ -68,7 +68,7 @@ pub enum PeerMessage {
         node_id: NodeId,
         /// The dialer's challenge for the acceptor ([`PEER_NONCE_LEN`] random bytes), sent when
         /// the dialer has a cluster key; nil otherwise.
-        #[serde(default, with = "opt_bytes")]
+        #[serde(default, with = "super::bin::option")]
         nonce: Option<Vec<u8>>,
     },
     /// Acceptor → dialer: the acceptor's identity, its answer to the dialer's nonce and its own
@@ -79,18 +79,18 @@ pub enum PeerMessage {
         /// The acceptor's node id; the dialer checks it is the node it meant to reach.
         node_id: NodeId,
         /// The acceptor's challenge for the dialer, when the acceptor has a cluster key.
-        #[serde(default, with = "opt_bytes")]
+        #[serde(default, with = "super::bin::option")]
         nonce: Option<Vec<u8>>,
         /// `mac(key, Side::Acceptor, dialer's nonce, cluster_id, acceptor's node_id)`, when the
         /// acceptor has a key and the dialer sent a nonce.
-        #[serde(default, with = "opt_bytes")]
+        #[serde(default, with = "super::bin::option")]
         mac: Option<Vec<u8>>,
     },
     /// Dialer → acceptor: the dialer's answer to the acceptor's challenge.
     PeerAuth {
         /// `mac(key, Side::Dialer, acceptor's nonce, cluster_id, dialer's node_id)`, or nil when
         /// the acceptor sent no nonce.
-        #[serde(default, with = "opt_bytes")]
+        #[serde(default, with = "super::bin::option")]
         mac: Option<Vec<u8>>,
     },
     /// Acceptor → dialer: the handshake succeeded; `Raft` frames may follow.
@@ -219,7 +219,7 @@ pub enum WireEntryData {
     /// A new leader's first entry of its term; applies nothing.
     Noop,
     /// A MessagePack-encoded lock command, opaque to Raft.
-    Command(#[serde(with = "serde_bytes")] Vec<u8>),
+    Command(#[serde(with = "super::bin")] Vec<u8>),
     /// A membership change.
     Config(WireMembership),
 }
@@ -239,7 +239,7 @@ pub struct WireSnapshot {
     /// What it covers.
     pub meta: WireSnapshotMeta,
     /// The serialized lock space.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "super::bin")]
     pub data: Vec<u8>,
 }
 
@@ -355,19 +355,6 @@ fn mac_state(
     state.update(cluster_id.as_bytes());
     state.update(&node_id.to_be_bytes());
     state
-}
-
-/// `Option<Vec<u8>>` as MessagePack `bin` or nil (serde_bytes handles the `Option` itself).
-mod opt_bytes {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        serde_bytes::serialize(value, s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        serde_bytes::deserialize(d)
-    }
 }
 
 #[cfg(test)]

@@ -317,6 +317,10 @@ pub fn outcome_response(id: u64, outcome: &Outcome) -> Response {
             ErrorCode::SequenceTooOld,
             "the sequence number is older than the results the session remembers",
         ),
+        Outcome::SequenceReused => error(
+            ErrorCode::SequenceReused,
+            "the sequence number was already used by a different request of the session",
+        ),
         Outcome::Revoked => error(
             ErrorCode::Revoked,
             "the session was revoked by an administrator: stop using its locks and close it",
@@ -361,6 +365,10 @@ mod tests {
         assert_eq!(
             code(Outcome::SequenceTooOld),
             Some(ErrorCode::SequenceTooOld)
+        );
+        assert_eq!(
+            code(Outcome::SequenceReused),
+            Some(ErrorCode::SequenceReused)
         );
         assert_eq!(
             outcome_response(7, &Outcome::Granted { fence: 12 }),

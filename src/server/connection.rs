@@ -118,72 +118,69 @@ enum Handshake {
     CloseWith(Response),
 }
 
-/// Reads frames until a `Hello`, within the handshake deadline. A bad frame is answered and
-/// the wait goes on; a request before `Hello` closes the connection.
+/// Reads the first frame, within the handshake deadline. Anything but an acceptable `Hello`
+/// (a bad frame, an unknown type, a malformed `Hello`, another request) is answered with its
+/// error, echoing the frame's id when it had one, and closes the connection.
 async fn handshake(framed: &mut Framed<TcpStream, ServerCodec>, shared: &Shared) -> Handshake {
     let deadline = Instant::now() + shared.limits.handshake_timeout;
-    loop {
-        let item = tokio::select! {
-            biased;
-            _ = shared.closing.cancelled() => return Handshake::Drop,
-            item = timeout_at(deadline, framed.next()) => item,
-        };
-        let request = match item {
-            Err(_elapsed) => {
-                return Handshake::CloseWith(Response::error(
-                    0,
-                    ErrorCode::HandshakeTimeout,
-                    format!(
-                        "no Hello within {} ms",
-                        shared.limits.handshake_timeout.as_millis()
-                    ),
-                ))
-            }
-            Ok(None) => return Handshake::Drop,
-            Ok(Some(Err(error))) => {
-                return match fatal(error) {
-                    Exit::Drop => Handshake::Drop,
-                    Exit::CloseWith(response) => Handshake::CloseWith(response),
-                }
-            }
-            Ok(Some(Ok(Err(bad_frame)))) => {
-                let answered = timeout_at(deadline, framed.send(bad_frame.to_response())).await;
-                if !matches!(answered, Ok(Ok(()))) {
-                    return Handshake::Drop;
-                }
-                continue;
-            }
-            Ok(Some(Ok(Ok(request)))) => request,
-        };
-        return match request {
-            Request::Hello { version, .. } if version != protocol::VERSION => {
-                Handshake::CloseWith(Response::error(
-                    0,
-                    ErrorCode::UnsupportedVersion,
-                    format!(
-                        "protocol version {version} is not supported; this server speaks {}",
-                        protocol::VERSION
-                    ),
-                ))
-            }
-            Request::Hello {
-                role: Role::Peer, ..
-            } => Handshake::Peer,
-            Request::Hello { .. } => {
-                let leader = shared.leader.borrow().clone();
-                Handshake::Client(Response::Welcome {
-                    version: protocol::VERSION,
-                    node_id: shared.node_id,
-                    leader: leader.leader,
-                    leader_addr: leader.addr,
-                })
-            }
-            other => Handshake::CloseWith(Response::error(
+    let item = tokio::select! {
+        biased;
+        _ = shared.closing.cancelled() => return Handshake::Drop,
+        item = timeout_at(deadline, framed.next()) => item,
+    };
+    let request = match item {
+        Err(_elapsed) => {
+            return Handshake::CloseWith(Response::error(
                 0,
-                ErrorCode::HandshakeRequired,
-                format!("{} before Hello", other.type_name()),
-            )),
-        };
+                ErrorCode::HandshakeTimeout,
+                format!(
+                    "no Hello within {} ms",
+                    shared.limits.handshake_timeout.as_millis()
+                ),
+            ))
+        }
+        Ok(None) => return Handshake::Drop,
+        Ok(Some(Err(error))) => {
+            return match fatal(error) {
+                Exit::Drop => Handshake::Drop,
+                Exit::CloseWith(response) => Handshake::CloseWith(response),
+            }
+        }
+        // Before the handshake every problem is fatal (protocol.md §4): answer the bad frame
+        // (with its id when it had one) and close.
+        Ok(Some(Ok(Err(bad_frame)))) => return Handshake::CloseWith(bad_frame.to_response()),
+        Ok(Some(Ok(Ok(request)))) => request,
+    };
+    match request {
+        Request::Hello { version, .. } if version != protocol::VERSION => {
+            Handshake::CloseWith(Response::error(
+                0,
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {version} is not supported; this server speaks {}",
+                    protocol::VERSION
+                ),
+            ))
+        }
+        Request::Hello {
+            role: Role::Peer, ..
+        } => Handshake::Peer,
+        Request::Hello { .. } => {
+            let leader = shared.leader.borrow().clone();
+            Handshake::Client(Response::Welcome {
+                version: protocol::VERSION,
+                node_id: shared.node_id,
+                leader: leader.leader,
+                leader_addr: leader.addr,
+            })
+        }
+        // A well-formed request has an id: the answer echoes it, like every error that
+        // answers a frame whose id could be read (protocol.md §3).
+        other => Handshake::CloseWith(Response::error(
+            other.id(),
+            ErrorCode::HandshakeRequired,
+            format!("{} before Hello", other.type_name()),
+        )),
     }
 }
 
@@ -300,16 +297,21 @@ async fn read_loop(
         let request = match item {
             None => return Exit::Drop,
             Some(Err(error)) => return fatal(error),
-            Some(Ok(Err(FrameError::UnknownType { type_name, .. })))
+            Some(Ok(Err(FrameError::UnknownType { id, type_name })))
                 if PEER_TYPES.contains(&type_name.as_str()) =>
             {
-                // Raft traffic on a client connection: never let it near the core.
+                // Raft traffic on a client connection never decodes as a request, so it cannot
+                // reach the core: it is an unknown type here, answered as §3 says.
                 tracing::warn!(peer = %conn.peer, type_name, "peer message on a client connection");
-                return Exit::CloseWith(Response::error(
-                    0,
-                    ErrorCode::BadRequest,
+                let response = Response::error(
+                    id,
+                    ErrorCode::UnknownType,
                     format!("{type_name} is a peer message; this is a client connection"),
-                ));
+                );
+                if !say(local, &conn.close, response).await {
+                    return Exit::Drop;
+                }
+                continue;
             }
             Some(Ok(Err(bad_frame))) => {
                 if !say(local, &conn.close, bad_frame.to_response()).await {
