@@ -21,6 +21,7 @@ pub mod supervisor;
 
 use std::ffi::OsString;
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use self::duration::Span;
 use crate::client::{error_chain, Client, ClientOptions, Error, Wait};
 use crate::lockspace::{Fence, SessionId};
 use crate::protocol::LockMode;
+use crate::tls::{ClientTls, TlsError};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -96,9 +98,51 @@ pub struct Cli {
     /// --timeout bounds the requests, failovers included).
     #[arg(long, default_value = "2s", value_parser = duration::parse_positive, global = true)]
     pub connect_timeout: Duration,
+    /// Connect over TLS, trusting the CA certificates of this PEM file (the daemon runs with
+    /// --tls-cert). Without it the connection is plain TCP.
+    #[arg(long, env = "RAFTLOCK_CA", value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Present this client certificate (PEM chain) when the daemon asks for one
+    /// (--tls-client-ca). Needs --ca and --key.
+    #[arg(long, env = "RAFTLOCK_CERT", value_name = "FILE", requires_all = ["ca", "key"], global = true)]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(
+        long,
+        env = "RAFTLOCK_KEY",
+        value_name = "FILE",
+        requires = "cert",
+        global = true
+    )]
+    pub key: Option<PathBuf>,
+    /// Verify the servers' certificates against this name instead of the host part of each
+    /// address (e.g. when connecting by IP to a certificate that names a host). Needs --ca.
+    #[arg(
+        long,
+        env = "RAFTLOCK_TLS_SERVER_NAME",
+        value_name = "NAME",
+        requires = "ca",
+        global = true
+    )]
+    pub tls_server_name: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The TLS settings the flags ask for (`None`: plain TCP).
+    pub fn tls(&self) -> Result<Option<ClientTls>, TlsError> {
+        let Some(ca) = &self.ca else {
+            return Ok(None);
+        };
+        let identity = self.cert.as_deref().zip(self.key.as_deref());
+        let tls = ClientTls::from_files(ca, identity)?;
+        match &self.tls_server_name {
+            Some(name) => tls.with_server_name(name.clone()).map(Some),
+            None => Ok(Some(tls)),
+        }
+    }
 }
 
 /// The subcommands.
@@ -574,11 +618,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    let tls = cli.tls().map_err(|error| Failure {
+        code: EXIT_ERROR,
+        message: error_chain(&error),
+    })?;
     let options = ClientOptions {
         connect_timeout: dial_timeout(cli.connect_timeout, servers.len()),
         request_timeout: cli.timeout.min(Duration::from_secs(5)),
         retry_timeout: cli.timeout,
         clock_seq: true,
+        tls,
         ..ClientOptions::default()
     };
     let client = Client::connect_within(servers.clone(), options, cli.connect_timeout)
