@@ -544,7 +544,14 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if let Command::Bench(args) = &cli.command {
-        return bench::main(args, &cli.servers, cli.json);
+        let tls = match cli.tls() {
+            Ok(tls) => tls,
+            Err(error) => {
+                eprintln!("raftlock bench: {}", error_chain(&error));
+                return ExitCode::from(EXIT_ERROR);
+            }
+        };
+        return bench::main(args, &cli.servers, tls, cli.json);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
