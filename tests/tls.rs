@@ -258,16 +258,30 @@ async fn a_tls_client_is_served_end_to_end_by_the_library_and_the_cli() {
         "locked\n"
     );
     assert_eq!(raftlock(&["read", "cli.log"]), "from the cli");
-    // --ca as a flag works the same.
+    // --ca as a flag works the same, and reaches the command run under the lock.
     let flag = Command::new(env!("CARGO_BIN_EXE_raftlock"))
         .arg("--servers")
         .arg(daemon.addr.to_string())
         .arg("--ca")
         .arg(pki.ca())
-        .args(["read", "cli.log"])
+        .args([
+            "lock",
+            "cli",
+            "--",
+            "sh",
+            "-c",
+            r#""$RAFTLOCK_BIN" read cli.log"#,
+        ])
+        .env("RAFTLOCK_BIN", env!("CARGO_BIN_EXE_raftlock"))
+        .env_remove("RAFTLOCK_CA")
         .output()
         .expect("run raftlock");
-    assert_eq!(String::from_utf8_lossy(&flag.stdout), "from the cli");
+    assert_eq!(
+        String::from_utf8_lossy(&flag.stdout),
+        "from the cli",
+        "{}",
+        String::from_utf8_lossy(&flag.stderr)
+    );
     let status = raftlock(&["--json", "status"]);
     assert!(status.contains("\"role\""), "{status}");
     daemon.assert_running();

@@ -131,6 +131,21 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The TLS flags as the `RAFTLOCK_*` variables a command run by `lock` inherits, so that a
+    /// `raftlock` it runs connects the same way.
+    fn tls_env(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+        [
+            ("RAFTLOCK_CA", path(&self.ca)),
+            ("RAFTLOCK_CERT", path(&self.cert)),
+            ("RAFTLOCK_KEY", path(&self.key)),
+            ("RAFTLOCK_TLS_SERVER_NAME", self.tls_server_name.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect()
+    }
+
     /// The TLS settings the flags ask for (`None`: plain TCP).
     pub fn tls(&self) -> Result<Option<ClientTls>, TlsError> {
         let Some(ca) = &self.ca else {
@@ -151,7 +166,8 @@ pub enum Command {
     /// Hold a lock while a command runs (like flock(1), cluster-wide).
     #[command(after_help = "\
 CMD runs with RAFTLOCK_FENCE (the fencing token), RAFTLOCK_LOCK, RAFTLOCK_SESSION,
-RAFTLOCK_TOKEN and RAFTLOCK_SERVERS in its environment, so it can append under the lock.
+RAFTLOCK_TOKEN and RAFTLOCK_SERVERS (and RAFTLOCK_CA, RAFTLOCK_CERT, RAFTLOCK_KEY with TLS)
+in its environment, so it can append under the lock.
 raftlock exits with CMD's status once CMD's whole process group is gone, and releases the
 lock; 3 (or --conflict-exit-code) if the lock was not acquired.
 
@@ -652,8 +668,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             other => Failure::from(other),
         })?;
     let json = cli.json;
+    let tls_env = cli.tls_env();
     match cli.command {
-        Command::Lock(args) => exec::lock(&client, &servers, args).await,
+        Command::Lock(args) => exec::lock(&client, &servers, tls_env, args).await,
         Command::Acquire(args) => commands::acquire(&client, args, json).await,
         Command::Release(args) => commands::release(&client, args, json).await,
         Command::Close(args) => commands::close(&client, args, json).await,

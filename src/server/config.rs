@@ -563,6 +563,29 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_come_in_pairs_and_name_a_missing_file() {
+        let parse = |flags: &[&str]| {
+            let mut argv = vec!["raftlockd"];
+            argv.extend_from_slice(flags);
+            Args::try_parse_from(argv)
+        };
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err());
+        assert!(parse(&["--tls-client-ca", "ca.pem"]).is_err());
+        assert!(parse(&["--peer-tls-cert", "c.pem", "--peer-tls-key", "k.pem"]).is_err());
+        let missing = parse(&[
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k",
+        ])
+        .expect("flags parse")
+        .to_config()
+        .expect_err("a missing certificate file");
+        let text = crate::error_chain(&missing);
+        assert!(text.contains("/nonexistent/c.pem"), "{text}");
+    }
+
+    #[test]
     fn peers_give_the_bootstrap_membership_and_the_advertised_address() {
         let args = Args::try_parse_from([
             "raftlockd",
