@@ -17,6 +17,7 @@
 //!   thread does group-committed fsyncs; connections, the ticker and the peer transport talk to
 //!   the driver through bounded channels.
 //! - [`client`]: the Rust client library (redirects, same-seq retries, keep-alive, lock guards).
+//! - [`tls`]: TLS (rustls) for client connections and peer links, shared by both sides.
 //! - `cli`: the `raftlock` command line and `raftlock bench`, over the client library.
 //!
 //! Cargo features: `server` (the daemon: [`server`], [`replica`], [`storage`] and `raftlockd`) and `cli`
@@ -36,6 +37,7 @@ pub mod replica;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod storage;
+pub mod tls;
 
 /// An error and its sources on one line, joined with ": " (for logs and the CLI's messages).
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -48,6 +48,12 @@ fn uncontended_counts_every_pair() {
 }
 
 #[test]
+fn uncontended_over_tls_counts_every_pair() {
+    let r = bench(&["uncontended", "--tls", "--workers", "3", "--ops", "20"]);
+    assert_has(&r, "\"summary\":{\"runs\":1,\"ops\":20,\"errors\":0");
+}
+
+#[test]
 fn contended_counts_every_grant_and_hand_off() {
     let r = bench(&["contended", "--workers", "4", "--ops", "20"]);
     assert_has(&r, "\"summary\":{\"runs\":1,\"ops\":20,\"errors\":0");

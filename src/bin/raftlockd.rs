@@ -1,7 +1,7 @@
 //! `raftlockd`: the raftlock daemon. Flags (or `RAFTLOCKD_*` variables) → log → listener →
-//! `Server`; SIGTERM/SIGINT shut it down gracefully, SIGHUP reloads the log filter (and never
-//! stops it). Exits non-zero on any failure. `raftlockd dev-cluster` supervises a local
-//! cluster of child processes instead (`raftlock::server::dev_cluster`).
+//! `Server`; SIGTERM/SIGINT shut it down gracefully, SIGHUP reloads the log filter and the TLS
+//! files (and never stops it). Exits non-zero on any failure. `raftlockd dev-cluster`
+//! supervises a local cluster of child processes instead (`raftlock::server::dev_cluster`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -71,8 +71,9 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     // First of all, before recovery (which may take a while): from here on SIGHUP reloads
     // instead of ending the process.
     let hangups = signals::hangups().map_err(|e| format!("cannot take SIGHUP: {e}"))?;
-    tokio::spawn(signals::reload_on_hangup(hangups, log));
     let config = args.to_config().map_err(|e| error_chain(&e))?;
+    // A SIGHUP that arrived meanwhile waits in `hangups` and is handled now.
+    tokio::spawn(signals::reload_on_hangup(hangups, log, config.tls.clone()));
     // Before the port and before anything in the directory is read: a second daemon on this
     // directory stops here, naming the directory and the holder.
     let dir_lock = DataDirLock::acquire(&config.data_dir).map_err(|e| error_chain(&e))?;

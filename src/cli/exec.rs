@@ -269,9 +269,11 @@ pub(super) fn default_owner(cmd: &[OsString]) -> String {
 }
 
 /// Runs `raftlock lock`.
+/// `tls_env` are the TLS variables CMD gets besides the lock's.
 pub(super) async fn lock(
     client: &Client,
     servers: &[String],
+    tls_env: Vec<(&'static str, String)>,
     args: LockArgs,
 ) -> Result<u8, Failure> {
     let mut signals = Signals::new()?;
@@ -347,7 +349,10 @@ pub(super) async fn lock(
             ("RAFTLOCK_SESSION", credentials.id.to_string()),
             ("RAFTLOCK_TOKEN", credentials.token.to_string()),
             ("RAFTLOCK_SERVERS", servers.join(",")),
-        ],
+        ]
+        .into_iter()
+        .chain(tls_env)
+        .collect(),
         deadline,
         kill_after,
     };

@@ -21,6 +21,7 @@ pub mod supervisor;
 
 use std::ffi::OsString;
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use self::duration::Span;
 use crate::client::{error_chain, Client, ClientOptions, Error, Wait};
 use crate::lockspace::{Fence, SessionId};
 use crate::protocol::LockMode;
+use crate::tls::{ClientTls, TlsError};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -96,9 +98,66 @@ pub struct Cli {
     /// --timeout bounds the requests, failovers included).
     #[arg(long, default_value = "2s", value_parser = duration::parse_positive, global = true)]
     pub connect_timeout: Duration,
+    /// Connect over TLS, trusting the CA certificates of this PEM file (the daemon runs with
+    /// --tls-cert). Without it the connection is plain TCP.
+    #[arg(long, env = "RAFTLOCK_CA", value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
+    /// Present this client certificate (PEM chain) when the daemon asks for one
+    /// (--tls-client-ca). Needs --ca and --key.
+    #[arg(long, env = "RAFTLOCK_CERT", value_name = "FILE", requires_all = ["ca", "key"], global = true)]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(
+        long,
+        env = "RAFTLOCK_KEY",
+        value_name = "FILE",
+        requires = "cert",
+        global = true
+    )]
+    pub key: Option<PathBuf>,
+    /// Verify the servers' certificates against this name instead of the host part of each
+    /// address (e.g. when connecting by IP to a certificate that names a host). Needs --ca.
+    #[arg(
+        long,
+        env = "RAFTLOCK_TLS_SERVER_NAME",
+        value_name = "NAME",
+        requires = "ca",
+        global = true
+    )]
+    pub tls_server_name: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The TLS flags as the `RAFTLOCK_*` variables a command run by `lock` inherits, so that a
+    /// `raftlock` it runs connects the same way.
+    fn tls_env(&self) -> Vec<(&'static str, String)> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
+        [
+            ("RAFTLOCK_CA", path(&self.ca)),
+            ("RAFTLOCK_CERT", path(&self.cert)),
+            ("RAFTLOCK_KEY", path(&self.key)),
+            ("RAFTLOCK_TLS_SERVER_NAME", self.tls_server_name.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect()
+    }
+
+    /// The TLS settings the flags ask for (`None`: plain TCP).
+    pub fn tls(&self) -> Result<Option<ClientTls>, TlsError> {
+        let Some(ca) = &self.ca else {
+            return Ok(None);
+        };
+        let identity = self.cert.as_deref().zip(self.key.as_deref());
+        let tls = ClientTls::from_files(ca, identity)?;
+        match &self.tls_server_name {
+            Some(name) => tls.with_server_name(name.clone()).map(Some),
+            None => Ok(Some(tls)),
+        }
+    }
 }
 
 /// The subcommands.
@@ -107,7 +166,8 @@ pub enum Command {
     /// Hold a lock while a command runs (like flock(1), cluster-wide).
     #[command(after_help = "\
 CMD runs with RAFTLOCK_FENCE (the fencing token), RAFTLOCK_LOCK, RAFTLOCK_SESSION,
-RAFTLOCK_TOKEN and RAFTLOCK_SERVERS in its environment, so it can append under the lock.
+RAFTLOCK_TOKEN and RAFTLOCK_SERVERS (and RAFTLOCK_CA, RAFTLOCK_CERT, RAFTLOCK_KEY with TLS)
+in its environment, so it can append under the lock.
 raftlock exits with CMD's status once CMD's whole process group is gone, and releases the
 lock; 3 (or --conflict-exit-code) if the lock was not acquired.
 
@@ -500,7 +560,14 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if let Command::Bench(args) = &cli.command {
-        return bench::main(args, &cli.servers, cli.json);
+        let tls = match cli.tls() {
+            Ok(tls) => tls,
+            Err(error) => {
+                eprintln!("raftlock bench: {}", error_chain(&error));
+                return ExitCode::from(EXIT_ERROR);
+            }
+        };
+        return bench::main(args, &cli.servers, tls, cli.json);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -574,11 +641,16 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    let tls = cli.tls().map_err(|error| Failure {
+        code: EXIT_ERROR,
+        message: error_chain(&error),
+    })?;
     let options = ClientOptions {
         connect_timeout: dial_timeout(cli.connect_timeout, servers.len()),
         request_timeout: cli.timeout.min(Duration::from_secs(5)),
         retry_timeout: cli.timeout,
         clock_seq: true,
+        tls,
         ..ClientOptions::default()
     };
     let client = Client::connect_within(servers.clone(), options, cli.connect_timeout)
@@ -596,8 +668,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
             other => Failure::from(other),
         })?;
     let json = cli.json;
+    let tls_env = cli.tls_env();
     match cli.command {
-        Command::Lock(args) => exec::lock(&client, &servers, args).await,
+        Command::Lock(args) => exec::lock(&client, &servers, tls_env, args).await,
         Command::Acquire(args) => commands::acquire(&client, args, json).await,
         Command::Release(args) => commands::release(&client, args, json).await,
         Command::Close(args) => commands::close(&client, args, json).await,

@@ -15,6 +15,7 @@ use tokio_util::codec::Framed;
 use super::error::{Error, Result};
 use super::push::PushRouter;
 use crate::protocol::{ClientCodec, Request, Response, Role, VERSION};
+use crate::tls::{ClientTls, Stream};
 
 /// What the reader hands a waiting request: a response, or why the frame was unreadable.
 pub(crate) type Reply = std::result::Result<Response, String>;
@@ -76,6 +77,12 @@ fn preview(bytes: &[u8]) -> String {
     format!("{:?}{more}", String::from_utf8_lossy(cut))
 }
 
+/// True when `bytes` start like a TLS record (handshake or alert, TLS 1.0 to 1.3 framing): what
+/// a TLS server answers a plaintext client with.
+fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
+}
+
 /// A live, handshaken connection. Dropping it stops its tasks and closes the socket.
 pub(crate) struct Conn {
     /// The address it was dialed at.
@@ -111,22 +118,32 @@ impl Drop for PendingReply {
 }
 
 impl Conn {
-    /// Dials `addr`, sends `Hello` and waits for `Welcome`, all within `timeout`. Push events
-    /// arriving later go to `pushes`.
+    /// Dials `addr` (then the TLS handshake, given `tls`), sends `Hello` and waits for
+    /// `Welcome`, all within `timeout`. Push events arriving later go to `pushes`.
     pub async fn connect(
         addr: &str,
         generation: u64,
         timeout: Duration,
+        tls: Option<&ClientTls>,
         pushes: Arc<PushRouter>,
     ) -> Result<Conn> {
-        tokio::time::timeout(timeout, Self::handshake(addr, generation, pushes))
+        tokio::time::timeout(timeout, Self::handshake(addr, generation, tls, pushes))
             .await
             .map_err(|_| Error::Timeout)?
     }
 
-    async fn handshake(addr: &str, generation: u64, pushes: Arc<PushRouter>) -> Result<Conn> {
+    async fn handshake(
+        addr: &str,
+        generation: u64,
+        tls: Option<&ClientTls>,
+        pushes: Arc<PushRouter>,
+    ) -> Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let stream = match tls {
+            None => Stream::Plain(stream),
+            Some(tls) => tls.connect(addr, stream).await?,
+        };
         let mut framed = Framed::new(stream, ClientCodec::default());
         framed
             .send(Request::Hello {
@@ -164,6 +181,14 @@ impl Conn {
                     "this is not a raftlock server ({addr} answered a frame that is not a \
                      raftlock response: {bad})"
                 )))
+            }
+            Some(Err(crate::protocol::Error::FrameTooLarge { .. }))
+                if tls.is_none() && looks_like_tls(framed.read_buffer()) =>
+            {
+                // A TLS record (an alert answering our plaintext Hello): the port speaks TLS.
+                return Err(Error::Protocol(format!(
+                    "{addr} speaks TLS: connect with TLS (--ca FILE, or ClientOptions::tls)"
+                )));
             }
             Some(Err(crate::protocol::Error::FrameTooLarge { .. })) => {
                 // The first four bytes were not a plausible frame length: some other service
@@ -287,7 +312,13 @@ impl Drop for Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::preview;
+    use super::{looks_like_tls, preview};
+
+    #[test]
+    fn a_tls_alert_is_recognised() {
+        assert!(looks_like_tls(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]));
+        assert!(!looks_like_tls(b"HTTP/1.1 400 Bad Request"));
+    }
 
     #[test]
     fn previews_quote_the_first_line_of_a_foreign_answer() {

@@ -98,6 +98,10 @@ pub struct ClientOptions {
     /// Unix time in microseconds (strictly increasing), so that several processes sharing one
     /// session (the CLI) never reuse a number the daemon has seen.
     pub clock_seq: bool,
+    /// Connect over TLS with these settings (trusted CAs, client certificate, server name);
+    /// `None` for plain TCP. The server name defaults to the host part of each address dialed,
+    /// redirects included.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -109,6 +113,7 @@ impl Default for ClientOptions {
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             clock_seq: false,
+            tls: None,
         }
     }
 }
@@ -501,6 +506,7 @@ impl Client {
             &addr,
             generation,
             self.inner.options.connect_timeout,
+            self.inner.options.tls.as_ref(),
             self.inner.pushes.clone(),
         )
         .await

@@ -10,8 +10,10 @@ use clap::{Parser, Subcommand};
 
 use super::logging::LogFormat;
 use super::peer::{ClusterKey, KeyError};
+use super::tls::{PeerTlsFiles, ServerTls, TlsFiles};
 use crate::protocol::{Limits, MAX_CLUSTER_ID_LEN};
 use crate::raft::{self, NodeId};
+use crate::tls::TlsError;
 
 /// A flag combination that cannot work.
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +57,21 @@ pub enum ConfigError {
         "--peer names other nodes but no --cluster-key-file (RAFTLOCKD_CLUSTER_KEY_FILE) is \
          given, so anyone who reaches this port could join the cluster: create a key (for \
          example `openssl rand -hex 32 > cluster.key`, mode 0600), give every node the same \
-         --cluster-key-file, or pass --insecure-peers (RAFTLOCKD_INSECURE_PEERS=true) to run \
-         unauthenticated peers on purpose"
+         --cluster-key-file, or authenticate peers with mutual TLS (--peer-tls-cert, \
+         --peer-tls-key, --peer-tls-ca), or pass --insecure-peers (RAFTLOCKD_INSECURE_PEERS=true) \
+         to run unauthenticated peers on purpose"
     )]
     ClusterKeyRequired,
+    /// A TLS file cannot be used.
+    #[error("cannot configure TLS")]
+    Tls(#[source] TlsError),
+    /// The port speaks TLS, but peers would dial it in plain TCP.
+    #[error(
+        "--tls-cert makes this port speak TLS, also to the other nodes: give --peer-tls-cert, \
+         --peer-tls-key and --peer-tls-ca (RAFTLOCKD_PEER_TLS_*) so that nodes dial each other \
+         over TLS"
+    )]
+    PeerTlsRequired,
     /// `--join` with no `--peer` to reach the cluster through.
     #[error("--join needs the current members as --peer ID=HOST:PORT (to answer the leader)")]
     JoinWithoutPeers,
@@ -223,6 +236,61 @@ pub struct Args {
     /// network where every reachable process is trusted; a warning is logged at every start.
     #[arg(long, env = "RAFTLOCKD_INSECURE_PEERS")]
     pub insecure_peers: bool,
+    /// The listener's TLS certificate chain (PEM). With it (and --tls-key) the port speaks TLS
+    /// to clients and peers alike; re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "RAFTLOCKD_TLS_CERT",
+        requires = "tls_key",
+        value_name = "FILE"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1); re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "RAFTLOCKD_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require a client certificate signed by this CA (PEM bundle) on every connection; peers
+    /// may present one from --peer-tls-ca instead. Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "RAFTLOCKD_TLS_CLIENT_CA",
+        requires = "tls_cert",
+        value_name = "FILE"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The certificate this node presents to other nodes (as a TLS client certificate when it
+    /// dials them, and as the listener's certificate when no --tls-cert is given). With
+    /// --peer-tls-key and --peer-tls-ca, peers authenticate each other by mutual TLS and the
+    /// cluster key becomes optional. Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "RAFTLOCKD_PEER_TLS_CERT",
+        requires_all = ["peer_tls_key", "peer_tls_ca"],
+        value_name = "FILE"
+    )]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// The private key of --peer-tls-cert (PEM). Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "RAFTLOCKD_PEER_TLS_KEY",
+        requires = "peer_tls_cert",
+        value_name = "FILE"
+    )]
+    pub peer_tls_key: Option<PathBuf>,
+    /// The CA (PEM bundle) every node's certificate must chain to: a connection that says it is
+    /// a peer is admitted only with a certificate from it, and this node verifies the nodes it
+    /// dials against it. Re-read on SIGHUP.
+    #[arg(
+        long,
+        env = "RAFTLOCKD_PEER_TLS_CA",
+        requires = "peer_tls_cert",
+        value_name = "FILE"
+    )]
+    pub peer_tls_ca: Option<PathBuf>,
     /// The address other nodes and clients reach this node at (default: its --peer entry,
     /// else the bound listen address).
     #[arg(long, env = "RAFTLOCKD_ADVERTISE")]
@@ -244,6 +312,22 @@ pub struct Args {
 }
 
 impl Args {
+    /// The TLS files the flags name.
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.tls_cert.clone().zip(self.tls_key.clone()),
+            client_ca: self.tls_client_ca.clone(),
+            peer: match (&self.peer_tls_cert, &self.peer_tls_key, &self.peer_tls_ca) {
+                (Some(cert), Some(key), Some(ca)) => Some(PeerTlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: ca.clone(),
+                }),
+                _ => None,
+            },
+        }
+    }
+
     /// Validates the flags and turns them into a [`ServerConfig`].
     pub fn to_config(&self) -> Result<ServerConfig, ConfigError> {
         let positive = |flag: &'static str, value: u64| {
@@ -292,9 +376,14 @@ impl Args {
             Some(path) => Some(ClusterKey::from_file(path).map_err(ConfigError::ClusterKey)?),
             None => None,
         };
+        let tls = ServerTls::load(self.tls_files()).map_err(ConfigError::Tls)?;
+        let peer_tls = tls.as_ref().is_some_and(|tls| tls.peer_tls());
         let has_others = peers.keys().any(|id| *id != self.id);
-        if has_others && cluster_key.is_none() && !self.insecure_peers {
+        if has_others && cluster_key.is_none() && !self.insecure_peers && !peer_tls {
             return Err(ConfigError::ClusterKeyRequired);
+        }
+        if has_others && tls.is_some() && !peer_tls {
+            return Err(ConfigError::PeerTlsRequired);
         }
         let limits = Limits {
             max_frame: self.max_frame_bytes,
@@ -317,6 +406,7 @@ impl Args {
             peers,
             cluster_key,
             insecure_peers: self.insecure_peers,
+            tls,
             advertise: self.advertise.clone(),
             join: self.join,
             bootstrap: self.bootstrap,
@@ -353,6 +443,8 @@ pub struct ServerConfig {
     pub cluster_key: Option<ClusterKey>,
     /// Accept unauthenticated peers when there is no key (`--insecure-peers`).
     pub insecure_peers: bool,
+    /// TLS for the port and the peer links (`--tls-*`, `--peer-tls-*`), if configured.
+    pub tls: Option<std::sync::Arc<ServerTls>>,
     /// The address others reach this node at, if set explicitly.
     pub advertise: Option<String>,
     /// Wait to be added instead of bootstrapping an empty disk.
@@ -468,6 +560,29 @@ mod tests {
         ));
         assert!(Args::try_parse_from(["raftlockd", "--peer", "0=a:1"]).is_err());
         assert!(Args::try_parse_from(["raftlockd", "--peer", "2=nohost"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs_and_name_a_missing_file() {
+        let parse = |flags: &[&str]| {
+            let mut argv = vec!["raftlockd"];
+            argv.extend_from_slice(flags);
+            Args::try_parse_from(argv)
+        };
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err());
+        assert!(parse(&["--tls-client-ca", "ca.pem"]).is_err());
+        assert!(parse(&["--peer-tls-cert", "c.pem", "--peer-tls-key", "k.pem"]).is_err());
+        let missing = parse(&[
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k",
+        ])
+        .expect("flags parse")
+        .to_config()
+        .expect_err("a missing certificate file");
+        let text = crate::error_chain(&missing);
+        assert!(text.contains("/nonexistent/c.pem"), "{text}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
 use tokio::time::{timeout, timeout_at, Instant};
@@ -23,10 +23,12 @@ use tracing::Instrument;
 
 use super::inbox::{ConnHandle, Event, LeaderInfo, Outgoing, Reply};
 use super::peer::PeerAcceptor;
+use super::tls::ServerTls;
 use crate::protocol::{
     self, ErrorCode, FrameError, Limits, Request, Response, Role, ServerCodec, PEER_TYPES,
 };
 use crate::raft::NodeId;
+use crate::tls::Stream;
 
 /// How long one write to a client may block before the client is considered gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,8 +38,8 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Capacity of the reader's own answer queue.
 const LOCAL_QUEUE: usize = 16;
 
-type FrameSink = SplitSink<Framed<TcpStream, ServerCodec>, Response>;
-type FrameStream = SplitStream<Framed<TcpStream, ServerCodec>>;
+type FrameSink = SplitSink<Framed<Stream, ServerCodec>, Response>;
+type FrameStream = SplitStream<Framed<Stream, ServerCodec>>;
 
 /// What every connection task shares with the server.
 pub(crate) struct Shared {
@@ -53,6 +55,8 @@ pub(crate) struct Shared {
     pub closing: CancellationToken,
     /// Serves connections that open with a peer `Hello` (Raft traffic from another node).
     pub acceptor: PeerAcceptor<Event>,
+    /// When set, every connection starts with a TLS handshake (`server::tls`).
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 /// How the reader loop ended.
@@ -77,13 +81,57 @@ pub(crate) async fn serve(
 ) {
     let span = tracing::debug_span!("connection", %peer);
     async move {
+        // The TLS handshake and the Hello share one deadline: a client that stalls in either
+        // holds its connection slot no longer than the handshake timeout.
+        let deadline = Instant::now() + shared.limits.handshake_timeout;
+        let stream = match &shared.tls {
+            None => Stream::Plain(stream),
+            Some(tls) => {
+                let accepted = tokio::select! {
+                    biased;
+                    _ = shared.closing.cancelled() => return,
+                    accepted = timeout_at(deadline, tls.accept(stream)) => accepted,
+                };
+                match accepted {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        tracing::info!(%error, "TLS handshake failed; closing the connection");
+                        return;
+                    }
+                    Err(_elapsed) => {
+                        tracing::info!(
+                            timeout_ms = shared.limits.handshake_timeout.as_millis(),
+                            "TLS handshake not completed in time; closing the connection"
+                        );
+                        return;
+                    }
+                }
+            }
+        };
         let codec = ServerCodec::new(shared.limits.max_frame);
         let mut framed = Framed::new(stream, codec);
-        match handshake(&mut framed, &shared).await {
+        match handshake(&mut framed, &shared, deadline).await {
             Handshake::Client(welcome) => serve_client(framed, welcome, peer, &shared).await,
             Handshake::Peer => {
                 let cancel = shared.closing.child_token();
-                if let Err(error) = shared.acceptor.serve_peer(framed, peer, &cancel).await {
+                let tls_verified = match &shared.tls {
+                    Some(tls) if tls.peer_tls() => match tls.verify_peer(framed.get_ref()) {
+                        Ok(()) => true,
+                        Err(reason) => {
+                            tracing::warn!(
+                                reason,
+                                "peer connection without a valid peer certificate"
+                            );
+                            false
+                        }
+                    },
+                    _ => false,
+                };
+                let served = shared
+                    .acceptor
+                    .serve_peer(framed, peer, tls_verified, &cancel)
+                    .await;
+                if let Err(error) = served {
                     tracing::debug!(%error, "peer connection ended");
                 }
             }
@@ -121,8 +169,11 @@ enum Handshake {
 /// Reads the first frame, within the handshake deadline. Anything but an acceptable `Hello`
 /// (a bad frame, an unknown type, a malformed `Hello`, another request) is answered with its
 /// error, echoing the frame's id when it had one, and closes the connection.
-async fn handshake(framed: &mut Framed<TcpStream, ServerCodec>, shared: &Shared) -> Handshake {
-    let deadline = Instant::now() + shared.limits.handshake_timeout;
+async fn handshake(
+    framed: &mut Framed<Stream, ServerCodec>,
+    shared: &Shared,
+    deadline: Instant,
+) -> Handshake {
     let item = tokio::select! {
         biased;
         _ = shared.closing.cancelled() => return Handshake::Drop,
@@ -186,7 +237,7 @@ async fn handshake(framed: &mut Framed<TcpStream, ServerCodec>, shared: &Shared)
 
 /// Serves a handshaken client connection: the reader loop here, a writer task for answers.
 async fn serve_client(
-    mut framed: Framed<TcpStream, ServerCodec>,
+    mut framed: Framed<Stream, ServerCodec>,
     welcome: Response,
     peer: SocketAddr,
     shared: &Shared,
@@ -262,7 +313,7 @@ async fn say_close(local: &mpsc::Sender<Outgoing>, close: &CancellationToken) ->
 }
 
 /// Reads until EOF for at most [`LINGER`], discarding, so the client gets our last frame.
-async fn drain(mut stream: TcpStream) {
+async fn drain(mut stream: impl AsyncRead + Unpin) {
     let mut buffer = [0u8; 8192];
     let _ = timeout(LINGER, async {
         while let Ok(n) = stream.read(&mut buffer).await {

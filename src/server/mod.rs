@@ -28,6 +28,7 @@ pub mod notify;
 pub mod peer;
 mod push;
 pub mod signals;
+pub mod tls;
 mod writer;
 
 use std::future::Future;
@@ -246,6 +247,7 @@ impl Server {
         let mut transport_config = TransportConfig::new(config.id, config.cluster_id.clone());
         transport_config.key = config.cluster_key.clone();
         transport_config.insecure_peers = config.insecure_peers;
+        transport_config.tls = config.tls.clone();
         let others = |id: &NodeId| *id != config.id;
         let clustered =
             config.peers.keys().any(others) || node.membership().voters.keys().any(others);
@@ -317,10 +319,11 @@ impl Server {
             leader,
             closing: closing.clone(),
             acceptor,
+            tls: config.tls.clone(),
         });
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
-        tracing::info!(addr = %local_addr, id = config.id, "listening");
+        tracing::info!(addr = %local_addr, id = config.id, tls = config.tls.is_some(), "listening");
         // READY=1 once the node serves: it accepts from here on; readiness waits for a leader.
         tracker.spawn(readiness);
 

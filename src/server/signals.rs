@@ -3,13 +3,19 @@
 //!
 //! What a SIGHUP reloads: the log filter, re-read from `--log-filter-file` (the filter of
 //! `--log-level` comes from the command line or the environment, which a running process
-//! cannot re-read, so without the file there is nothing to reload, and the log line says so).
-//! The cluster key and every other setting are read at start only: change them with a restart
-//! (one node at a time is a rolling restart). Each SIGHUP logs one line saying what it did.
+//! cannot re-read, so without the file there is nothing to reload, and the log line says so);
+//! and, when TLS is configured, every TLS certificate, key and CA file (`server::tls`): new
+//! connections use the new files, open ones keep theirs, and a file that does not load leaves
+//! the old set in force. The cluster key and every other setting are read at start only:
+//! change them with a restart (one node at a time is a rolling restart). Each SIGHUP logs one
+//! line saying what it did to the log filter, and one more about TLS when TLS is configured.
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use std::sync::Arc;
+
 use super::logging::{LogControl, Reloaded};
+use super::tls::ServerTls;
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown() {
@@ -33,9 +39,25 @@ pub fn hangups() -> std::io::Result<Signal> {
     signal(SignalKind::hangup())
 }
 
-/// Reloads the log filter on every SIGHUP, for as long as the process runs.
-pub async fn reload_on_hangup(mut hangups: Signal, mut log: LogControl) {
+/// Reloads the log filter (and the TLS files, given `tls`) on every SIGHUP, for as long as
+/// the process runs.
+pub async fn reload_on_hangup(
+    mut hangups: Signal,
+    mut log: LogControl,
+    tls: Option<Arc<ServerTls>>,
+) {
     while hangups.recv().await.is_some() {
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    "SIGHUP: reloaded the TLS certificates, keys and CAs; new connections use them"
+                ),
+                Err(error) => tracing::warn!(
+                    error = %crate::error_chain(&error),
+                    "SIGHUP: cannot reload the TLS files; keeping the ones in force"
+                ),
+            }
+        }
         match log.reload() {
             Ok(Reloaded::Changed { from, to }) => {
                 tracing::info!(%from, %to, "SIGHUP: reloaded the log filter from --log-filter-file")

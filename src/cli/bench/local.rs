@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::BenchError;
+use crate::tls::ClientTls;
 
 /// How long a node may take to print its listening line.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -46,6 +47,8 @@ pub struct LocalCluster {
     root: PathBuf,
     /// The nodes, by id order.
     pub nodes: Vec<LocalNode>,
+    /// With `--tls`: how clients reach the nodes (trusting the bench's throwaway CA).
+    pub tls: Option<ClientTls>,
 }
 
 /// `raftlockd` next to the current executable (or one directory up, for test binaries in
@@ -79,8 +82,14 @@ fn free_addrs(n: usize) -> std::io::Result<Vec<SocketAddr>> {
 
 impl LocalCluster {
     /// Starts `n` nodes of `binary` with data under a fresh directory in `parent`, and returns
-    /// once each printed its address (not once a leader is elected).
-    pub fn start(binary: PathBuf, parent: &Path, n: usize) -> Result<LocalCluster, BenchError> {
+    /// once each printed its address (not once a leader is elected). With `tls`, the nodes
+    /// serve TLS (and peer mutual TLS) with a certificate from a CA made for this run.
+    pub fn start(
+        binary: PathBuf,
+        parent: &Path,
+        n: usize,
+        tls: bool,
+    ) -> Result<LocalCluster, BenchError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -90,6 +99,17 @@ impl LocalCluster {
             binary,
             root,
             nodes: Vec::new(),
+            tls: None,
+        };
+        let tls_args = if tls {
+            let files = make_certificates(&cluster.root)?;
+            cluster.tls = Some(
+                ClientTls::from_files(&files.ca, None)
+                    .map_err(|e| BenchError::Local(crate::error_chain(&e)))?,
+            );
+            files.args(n > 1)
+        } else {
+            Vec::new()
         };
         let addrs: Vec<Option<SocketAddr>> = if n == 1 {
             vec![None]
@@ -118,6 +138,7 @@ impl LocalCluster {
                     .map_or("127.0.0.1:0".into(), |a| a.to_string())
                     .into(),
             ];
+            args.extend(tls_args.iter().cloned());
             if n > 1 {
                 args.push("--bootstrap".into());
                 args.push("--cluster-id".into());
@@ -202,6 +223,64 @@ impl Drop for LocalCluster {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// The PEM files of `--tls`: a CA and one certificate for 127.0.0.1 that every node uses as its
+/// listener and peer certificate.
+struct CertFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl CertFiles {
+    /// The daemon flags: the listener's certificate, and peer mutual TLS for a cluster.
+    fn args(&self, cluster: bool) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![
+            "--tls-cert".into(),
+            self.cert.clone().into(),
+            "--tls-key".into(),
+            self.key.clone().into(),
+        ];
+        if cluster {
+            args.extend([
+                "--peer-tls-cert".into(),
+                self.cert.clone().into(),
+                "--peer-tls-key".into(),
+                self.key.clone().into(),
+                "--peer-tls-ca".into(),
+                self.ca.clone().into(),
+            ]);
+        }
+        args
+    }
+}
+
+/// Makes a throwaway CA and a node certificate (server and client use) under `root`.
+fn make_certificates(root: &Path) -> Result<CertFiles, BenchError> {
+    use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+    let failed = |e: rcgen::Error| BenchError::Local(format!("cannot make a certificate: {e}"));
+    let ca_key = KeyPair::generate().map_err(failed)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).map_err(failed)?;
+    let key = KeyPair::generate().map_err(failed)?;
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .map_err(failed)?;
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.signed_by(&key, &ca, &ca_key).map_err(failed)?;
+    let files = CertFiles {
+        ca: root.join("ca.pem"),
+        cert: root.join("node.pem"),
+        key: root.join("node.key"),
+    };
+    std::fs::write(&files.ca, ca.pem())?;
+    std::fs::write(&files.cert, cert.pem())?;
+    std::fs::write(&files.key, key.serialize_pem())?;
+    Ok(files)
 }
 
 /// The last `n` lines of a file.

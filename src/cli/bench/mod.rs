@@ -39,6 +39,7 @@ use clap::{Args, ValueEnum};
 
 use crate::cli::duration;
 use crate::client::{error_chain, Client, ClientOptions};
+use crate::tls::ClientTls;
 pub use report::{Json, LatencyStats, Report, RunReport};
 
 /// A workload.
@@ -124,6 +125,11 @@ pub struct BenchArgs {
     /// Start N local raftlockd processes (1, or 3 for a cluster) instead of using --servers.
     #[arg(long)]
     pub local: Option<usize>,
+    /// With --local: the nodes serve TLS (and peer mutual TLS) with a certificate from a CA
+    /// made for this run under the bench's temporary directory, and the clients use TLS.
+    /// Against --servers, give the CLI's --ca (and --cert/--key) instead.
+    #[arg(long, requires = "local")]
+    pub tls: bool,
     /// Client connections the workers' sessions share (worker i uses connection i % C).
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
@@ -204,6 +210,10 @@ pub struct Plan {
     pub runs: usize,
     /// Local nodes to start, or none to use `servers`.
     pub local: Option<usize>,
+    /// Local nodes serve TLS (`--tls`).
+    pub local_tls: bool,
+    /// How the clients reach `servers` over TLS (the CLI's `--ca`), if they do.
+    pub tls: Option<ClientTls>,
     /// The cluster to drive when not local.
     pub servers: Vec<String>,
     /// Sessions of the `sessions` scenario.
@@ -294,6 +304,8 @@ impl Plan {
             bound,
             runs: args.runs,
             local: args.local,
+            local_tls: args.tls,
+            tls: None,
             servers,
             sessions,
             hold: args.hold,
@@ -312,7 +324,7 @@ impl Plan {
 
 /// The client options of the bench: the library's defaults, with short backoffs so that the
 /// failover gap measures the cluster, not the client's patience.
-pub fn client_options() -> ClientOptions {
+pub fn client_options(tls: Option<&ClientTls>) -> ClientOptions {
     ClientOptions {
         connect_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
@@ -320,14 +332,19 @@ pub fn client_options() -> ClientOptions {
         backoff_min: Duration::from_millis(5),
         backoff_max: Duration::from_millis(100),
         clock_seq: false,
+        tls: tls.cloned(),
     }
 }
 
 /// Connects `n` independent clients (one connection each) to `servers`.
-pub async fn connect_clients(servers: &[String], n: usize) -> Result<Vec<Client>, BenchError> {
+pub async fn connect_clients(
+    servers: &[String],
+    tls: Option<&ClientTls>,
+    n: usize,
+) -> Result<Vec<Client>, BenchError> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        clients.push(Client::connect(servers.to_vec(), client_options()).await?);
+        clients.push(Client::connect(servers.to_vec(), client_options(tls)).await?);
     }
     Ok(clients)
 }
@@ -340,9 +357,10 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
 /// `raftlock bench`: runs the bench described by `args` against `servers` (unless `--local`)
 /// and prints the report, as text or (`json`) one JSON object on stdout. Exit status 0 when
 /// every operation succeeded, 1 when some failed or the bench could not run, 2 for bad usage.
-pub fn main(args: &BenchArgs, servers: &[String], json: bool) -> ExitCode {
+/// `tls` is how to reach `servers` over TLS (the CLI's `--ca`).
+pub fn main(args: &BenchArgs, servers: &[String], tls: Option<ClientTls>, json: bool) -> ExitCode {
     let plan = match Plan::new(args, servers) {
-        Ok(plan) => plan,
+        Ok(plan) => Plan { tls, ..plan },
         Err(error) => {
             eprintln!("raftlock bench: {error}");
             return ExitCode::from(2);

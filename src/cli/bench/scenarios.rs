@@ -16,6 +16,7 @@ use super::{connect_clients, BenchError, Bound, Plan, Scenario};
 use crate::client::{error_chain, Client, Error, Session, Wait};
 use crate::lockspace::Fence;
 use crate::protocol::LockMode;
+use crate::tls::ClientTls;
 
 /// How long the cluster may take to elect a leader before a run.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,25 +40,30 @@ pub(super) async fn run(plan: &Plan) -> Result<Report, BenchError> {
                 None => local::find_raftlockd()?,
             };
             let root = plan.data_root.clone();
+            let tls = plan.local_tls;
             let started =
-                tokio::task::spawn_blocking(move || LocalCluster::start(binary, &root, n))
+                tokio::task::spawn_blocking(move || LocalCluster::start(binary, &root, n, tls))
                     .await
                     .map_err(|e| BenchError::Local(format!("start task failed: {e}")))??;
             Some(Arc::new(Mutex::new(started)))
         }
         None => None,
     };
-    let servers = match &cluster {
-        Some(c) => lock_cluster(c).addrs(),
-        None => plan.servers.clone(),
+    let (servers, tls) = match &cluster {
+        Some(c) => {
+            let c = lock_cluster(c);
+            (c.addrs(), c.tls.clone())
+        }
+        None => (plan.servers.clone(), plan.tls.clone()),
     };
     let floor = measure_floor(plan).await?;
-    wait_for_leader(&servers).await?;
+    wait_for_leader(&servers, tls.as_ref()).await?;
     let mut runs = Vec::with_capacity(plan.runs);
     for index in 0..plan.runs {
         let ctx = RunContext {
             plan,
             servers: &servers,
+            tls: tls.as_ref(),
             cluster: cluster.as_ref(),
             tag: format!("bench-{}-{index}", std::process::id()),
             label: format!("{} run {}/{}", plan.scenario.name(), index + 1, plan.runs),
@@ -105,8 +111,8 @@ async fn measure_floor(plan: &Plan) -> Result<Option<Floor>, BenchError> {
 }
 
 /// Waits until some node names a leader (a fresh cluster elects one within a second or so).
-async fn wait_for_leader(servers: &[String]) -> Result<(), BenchError> {
-    let client = Client::connect(servers.to_vec(), super::client_options()).await?;
+async fn wait_for_leader(servers: &[String], tls: Option<&ClientTls>) -> Result<(), BenchError> {
+    let client = Client::connect(servers.to_vec(), super::client_options(tls)).await?;
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         match client.status().await {
@@ -126,6 +132,8 @@ async fn wait_for_leader(servers: &[String]) -> Result<(), BenchError> {
 struct RunContext<'a> {
     plan: &'a Plan,
     servers: &'a [String],
+    /// How the clients reach `servers` over TLS, if they do.
+    tls: Option<&'a ClientTls>,
     cluster: Option<&'a Cluster>,
     /// A prefix unique to this run, for lock and file names.
     tag: String,
@@ -328,7 +336,7 @@ impl Meter {
 
 /// Opens one session per worker, worker `i` on client `i % clients`.
 async fn open_worker_sessions(ctx: &RunContext<'_>) -> Result<Vec<Session>, BenchError> {
-    let clients = connect_clients(ctx.servers, ctx.plan.clients).await?;
+    let clients = connect_clients(ctx.servers, ctx.tls, ctx.plan.clients).await?;
     let opened = join_all((0..ctx.plan.workers).map(|i| {
         let client = clients[i % clients.len()].clone();
         let ttl = ctx.plan.ttl;
@@ -660,7 +668,7 @@ fn node_rss(cluster: Option<&Cluster>) -> BTreeMap<u64, u64> {
 async fn sessions(ctx: &RunContext<'_>) -> Result<RunReport, BenchError> {
     let plan = ctx.plan;
     let total = plan.sessions;
-    let clients = connect_clients(ctx.servers, plan.clients).await?;
+    let clients = connect_clients(ctx.servers, ctx.tls, plan.clients).await?;
     let rss_before = node_rss(ctx.cluster);
     let shared = Shared::new(Bound::Ops(total));
     let held: Arc<Mutex<Vec<Session>>> = Arc::new(Mutex::new(Vec::new()));
@@ -799,15 +807,19 @@ async fn opener(
 
 /// The leader's id among the local nodes, asking each node directly.
 async fn find_leader(cluster: &Cluster) -> Option<u64> {
-    let nodes: Vec<(u64, String)> = lock_cluster(cluster)
-        .nodes
-        .iter()
-        .filter(|n| n.pid().is_some())
-        .map(|n| (n.id, n.addr.to_string()))
-        .collect();
+    let (nodes, tls) = {
+        let cluster = lock_cluster(cluster);
+        let nodes: Vec<(u64, String)> = cluster
+            .nodes
+            .iter()
+            .filter(|n| n.pid().is_some())
+            .map(|n| (n.id, n.addr.to_string()))
+            .collect();
+        (nodes, cluster.tls.clone())
+    };
     let options = crate::client::ClientOptions {
         retry_timeout: Duration::from_millis(500),
-        ..super::client_options()
+        ..super::client_options(tls.as_ref())
     };
     for (id, addr) in nodes {
         let Ok(client) = Client::connect(vec![addr], options.clone()).await else {

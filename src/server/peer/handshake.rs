@@ -18,7 +18,6 @@
 use futures::{SinkExt, StreamExt};
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use super::{PeerError, TransportConfig};
@@ -28,13 +27,13 @@ use crate::protocol::{
 };
 use crate::raft::NodeId;
 
-/// The dialer's half, on a fresh connection to `peer`: returns the connection ready for
-/// `Raft` frames (still with the handshake's frame limit).
-pub(super) async fn dial_handshake(
+/// The dialer's half, on a fresh connection to `peer` (plain or TLS): returns the connection
+/// ready for `Raft` frames (still with the handshake's frame limit).
+pub(super) async fn dial_handshake<T: AsyncRead + AsyncWrite + Unpin>(
     config: &TransportConfig,
     peer: NodeId,
-    stream: TcpStream,
-) -> Result<Framed<TcpStream, PeerCodec>, PeerError> {
+    stream: T,
+) -> Result<Framed<T, PeerCodec>, PeerError> {
     let mut hello = Framed::new(stream, ClientCodec::new(PEER_HANDSHAKE_MAX_FRAME));
     hello
         .feed(Request::Hello {

@@ -96,8 +96,9 @@ impl<E> PeerAcceptor<E> {
         self.inner.clustered.store(clustered, Ordering::Relaxed);
     }
 
-    /// Why no dialer can be admitted now, if none can.
-    fn closed_door(&self) -> Option<(ErrorCode, &'static str)> {
+    /// Why this dialer cannot be admitted (`tls_verified`: its TLS certificate chains to the
+    /// peer CA), if it cannot.
+    fn closed_door(&self, tls_verified: bool) -> Option<(ErrorCode, &'static str)> {
         if !self.inner.clustered.load(Ordering::Relaxed) {
             return Some((
                 ErrorCode::BadRequest,
@@ -110,6 +111,13 @@ impl<E> PeerAcceptor<E> {
                 ErrorCode::Unauthorized,
                 "this node has no cluster key and does not accept unauthenticated peers \
                  (--insecure-peers)",
+            ));
+        }
+        if self.inner.config.peer_tls() && !tls_verified {
+            return Some((
+                ErrorCode::Unauthorized,
+                "this cluster authenticates peers by TLS: dial over TLS with a certificate from \
+                 the cluster's --peer-tls-ca",
             ));
         }
         None
@@ -135,11 +143,13 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
     /// answers with an `Error` frame and closes at once. Otherwise runs the acceptor's side
     /// of the handshake within the handshake deadline, then delivers envelopes until the dialer
     /// closes, the connection fails, `cancel` fires or the driver's inbox is closed. Refusals
-    /// are sent as an `Error` frame, logged and counted.
+    /// are sent as an `Error` frame, logged and counted. `tls_verified` says that the
+    /// connection is TLS with a client certificate from the peer CA (required with peer TLS).
     pub async fn serve_peer<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
         framed: Framed<T, ServerCodec>,
         remote: SocketAddr,
+        tls_verified: bool,
         cancel: &CancellationToken,
     ) -> Result<(), PeerError> {
         let config = &self.inner.config;
@@ -148,7 +158,7 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
         async move {
             let mut framed = framed.map_codec(|_| PeerCodec::new(PEER_HANDSHAKE_MAX_FRAME));
             let deadline = Instant::now() + config.handshake_timeout;
-            if let Some((code, reason)) = self.closed_door() {
+            if let Some((code, reason)) = self.closed_door(tls_verified) {
                 bump(&counters.refused, 1);
                 tracing::warn!(?code, reason, "refusing a peer connection");
                 let refusal = refuse_and_close(&mut framed, code, reason);
@@ -197,7 +207,8 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
 
     /// Reads the client `Hello` from a fresh stream (within the handshake deadline), then
     /// [`serve_peer`](Self::serve_peer). For a listener dedicated to peers; the daemon's shared
-    /// listener reads `Hello` itself and calls `serve_peer`.
+    /// listener reads `Hello` itself and calls `serve_peer`. The stream counts as carrying no
+    /// verified peer certificate.
     pub async fn serve_stream<T: AsyncRead + AsyncWrite + Unpin>(
         &self,
         stream: T,
@@ -253,7 +264,7 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
             .await;
             return Err(PeerError::Refused { code, reason });
         }
-        self.serve_peer(framed, remote, cancel).await
+        self.serve_peer(framed, remote, false, cancel).await
     }
 
     /// Delivers the dialer's envelopes until the connection ends.

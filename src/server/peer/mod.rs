@@ -55,8 +55,13 @@
 //! - this node belongs to a cluster: it has at least one peer (a `--peer` other than itself, or
 //!   another member in its membership). A standalone node refuses every peer `Hello` with
 //!   `BadRequest` and closes, so no stranger can move its term or feed it entries;
-//! - and it has a [`ClusterKey`], or [`TransportConfig::insecure_peers`] says unauthenticated
-//!   peers are wanted. Without either it refuses with `Unauthorized`.
+//! - and it has a [`ClusterKey`], or peer TLS (`--peer-tls-*`), or
+//!   [`TransportConfig::insecure_peers`] says unauthenticated peers are wanted. Without any it
+//!   refuses with `Unauthorized`.
+//! - with peer TLS, the dialer's TLS client certificate verified against the peer CA
+//!   (`server::tls`); a dialer without one is refused with `Unauthorized`. The dialer in turn
+//!   verifies the acceptor's certificate against the same CA. A key, if also given, is
+//!   checked as well.
 //!
 //! [`TransportConfig::check_start`] applies the same rule when the daemon starts: a node with
 //! peers and neither a key nor `insecure_peers` does not start at all, and one that runs
@@ -66,8 +71,9 @@
 //! over fresh 32-byte nonces from both sides: a recorded MAC answers no later challenge, and
 //! the dialer's MAC covers the node id it claims, so a dialer cannot speak for another node
 //! (after the handshake, `receive` drops every envelope whose `from` is not that id). Frames
-//! after the handshake are neither encrypted nor individually authenticated: run peers on a
-//! private network or through a tunnel when an attacker may sit on the path.
+//! after the handshake are neither encrypted nor individually authenticated unless the link is
+//! TLS: without peer TLS, run peers on a private network or through a tunnel when an attacker
+//! may sit on the path.
 //!
 //! # Files
 //!
@@ -88,10 +94,12 @@ mod wire;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::tls::ServerTls;
 use crate::protocol::{
     self, ErrorCode, MAX_CLUSTER_ID_LEN, PEER_HANDSHAKE_MAX_FRAME, PEER_MAX_FRAME,
 };
@@ -113,6 +121,10 @@ pub struct TransportConfig {
     /// Accept peers that prove nothing when there is no key (`--insecure-peers`). Off by
     /// default: without a key and without this, the acceptor refuses every peer.
     pub insecure_peers: bool,
+    /// The node's TLS. With peer TLS configured (`--peer-tls-*`) the dialer connects over TLS
+    /// with its peer certificate, and the acceptor admits only dialers whose certificate
+    /// chains to the peer CA; that authenticates peers without a key.
+    pub tls: Option<Arc<ServerTls>>,
     /// Messages queued per peer before `send` drops new ones.
     pub queue_capacity: usize,
     /// Most messages written per flush.
@@ -141,6 +153,7 @@ impl TransportConfig {
             cluster_id: cluster_id.into(),
             key: None,
             insecure_peers: false,
+            tls: None,
             queue_capacity: 1024,
             max_batch: 256,
             connect_timeout: Duration::from_secs(1),
@@ -157,7 +170,7 @@ impl TransportConfig {
     /// `insecure_peers` set on purpose, and then gets a warning logged. A standalone node
     /// starts either way (it refuses every peer).
     pub fn check_start(&self, clustered: bool) -> Result<(), ConfigError> {
-        if self.key.is_some() {
+        if self.key.is_some() || self.peer_tls() {
             return Ok(());
         }
         if self.insecure_peers {
@@ -174,10 +187,15 @@ impl TransportConfig {
         Ok(())
     }
 
-    /// True when a handshaken dialer may be admitted at all: a key, or unauthenticated peers on
-    /// purpose.
+    /// True when a handshaken dialer may be admitted at all: a key, peer TLS, or
+    /// unauthenticated peers on purpose.
     fn admits_peers(&self) -> bool {
-        self.key.is_some() || self.insecure_peers
+        self.key.is_some() || self.insecure_peers || self.peer_tls()
+    }
+
+    /// True when peers authenticate with TLS certificates (`--peer-tls-*`).
+    fn peer_tls(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.peer_tls())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -231,8 +249,9 @@ pub enum ConfigError {
     #[error(
         "this node has other cluster members but no cluster key, so anyone who reaches its port \
          could join the cluster: give every node the same --cluster-key-file \
-         (RAFTLOCKD_CLUSTER_KEY_FILE), or pass --insecure-peers (RAFTLOCKD_INSECURE_PEERS=true) \
-         to run unauthenticated peers on purpose"
+         (RAFTLOCKD_CLUSTER_KEY_FILE), or authenticate peers with mutual TLS (--peer-tls-cert, \
+         --peer-tls-key, --peer-tls-ca), or pass --insecure-peers \
+         (RAFTLOCKD_INSECURE_PEERS=true) to run unauthenticated peers on purpose"
     )]
     KeyRequired,
     /// The frame limit is below the handshake's.
@@ -252,6 +271,15 @@ pub enum PeerError {
     /// The TCP connect failed.
     #[error("cannot connect to {addr}")]
     Connect {
+        /// The peer's address.
+        addr: String,
+        /// The failure.
+        source: io::Error,
+    },
+    /// The TLS handshake with the peer failed (its certificate is not from the peer CA or does
+    /// not name its address, or it refused ours).
+    #[error("TLS with {addr} failed")]
+    Tls {
         /// The peer's address.
         addr: String,
         /// The failure.

@@ -27,6 +27,7 @@ use super::{
 };
 use crate::protocol::{self, ErrorCode, PeerCodec, PeerMessage};
 use crate::raft::{Envelope, NodeId};
+use crate::tls::Stream;
 
 /// Counters of one outbound peer, for status and debugging.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -288,12 +289,14 @@ async fn run_outbound(
                 failures_in_row += 1;
                 let refused = matches!(
                     error,
-                    PeerError::Refused { .. } | PeerError::RefusedByPeer { .. }
+                    PeerError::Refused { .. }
+                        | PeerError::RefusedByPeer { .. }
+                        | PeerError::Tls { .. }
                 );
                 // A refusal is a misconfiguration worth a warning, once per run of failures;
                 // an unreachable peer is routine (it may be restarting).
                 if refused && failures_in_row == 1 {
-                    tracing::warn!(%error, "peer handshake refused");
+                    tracing::warn!(error = %crate::error_chain(&error), "peer handshake refused");
                 } else {
                     tracing::debug!(%error, failures_in_row, "cannot reach peer");
                 }
@@ -333,7 +336,7 @@ async fn run_outbound(
 /// cancelled. `batch` may hold messages on entry; on an error the messages in hand are counted
 /// as dropped and `batch` is left empty.
 async fn pump(
-    framed: Framed<TcpStream, PeerCodec>,
+    framed: Framed<Stream, PeerCodec>,
     config: &TransportConfig,
     queue: &mut mpsc::Receiver<Envelope>,
     batch: &mut Vec<Envelope>,
@@ -412,12 +415,13 @@ async fn pump(
 }
 
 /// Connects to `addr` and performs the dialer's side of the handshake, expecting to reach
-/// `peer`. Bounded by the connect and handshake deadlines.
+/// `peer`: over TLS first with peer TLS configured. Bounded by the connect and handshake
+/// deadlines (the TLS handshake counts toward the latter).
 async fn dial(
     config: &TransportConfig,
     peer: NodeId,
     addr: &str,
-) -> Result<Framed<TcpStream, PeerCodec>, PeerError> {
+) -> Result<Framed<Stream, PeerCodec>, PeerError> {
     let stream = timeout(config.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| PeerError::Timeout { during: "connect" })?
@@ -427,14 +431,25 @@ async fn dial(
         })?;
     // Small Raft messages must not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
-    let framed = timeout(
-        config.handshake_timeout,
-        dial_handshake(config, peer, stream),
-    )
-    .await
-    .map_err(|_| PeerError::Timeout {
-        during: "handshake",
-    })??;
+    let dialer = config.tls.as_ref().and_then(|tls| tls.peer_dialer());
+    let handshake = async {
+        let stream = match dialer {
+            None => Stream::Plain(stream),
+            Some(tls) => tls
+                .connect(addr, stream)
+                .await
+                .map_err(|source| PeerError::Tls {
+                    addr: addr.to_string(),
+                    source,
+                })?,
+        };
+        dial_handshake(config, peer, stream).await
+    };
+    let framed = timeout(config.handshake_timeout, handshake)
+        .await
+        .map_err(|_| PeerError::Timeout {
+            during: "handshake",
+        })??;
     Ok(framed.map_codec(|_| PeerCodec::new(config.max_frame)))
 }
 
