@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::inbox::{ConnHandle, Event, LeaderInfo, Outgoing, Reply};
+use super::metrics::ConnectionMetrics;
 use super::peer::PeerAcceptor;
 use crate::protocol::{
     self, ErrorCode, FrameError, Limits, Request, Response, Role, ServerCodec, PEER_TYPES,
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub closing: CancellationToken,
     /// Serves connections that open with a peer `Hello` (Raft traffic from another node).
     pub acceptor: PeerAcceptor<Event>,
+    /// Connection, frame and rejection counters.
+    pub metrics: ConnectionMetrics,
 }
 
 /// How the reader loop ended.
@@ -76,6 +79,8 @@ pub(crate) async fn serve(
     _permit: OwnedSemaphorePermit,
 ) {
     let span = tracing::debug_span!("connection", %peer);
+    shared.metrics.accepted.inc();
+    shared.metrics.open.inc();
     async move {
         let codec = ServerCodec::new(shared.limits.max_frame);
         let mut framed = Framed::new(stream, codec);
@@ -89,6 +94,7 @@ pub(crate) async fn serve(
             }
             Handshake::Drop => {}
             Handshake::CloseWith(response) => {
+                shared.metrics.rejected(&response);
                 tracing::debug!(code = ?error_code(&response), "closing connection with an error");
                 let told = timeout(WRITE_TIMEOUT, async {
                     framed.send(response).await?;
@@ -101,6 +107,7 @@ pub(crate) async fn serve(
             }
         }
         tracing::debug!("connection closed");
+        shared.metrics.open.dec();
     }
     .instrument(span)
     .await
@@ -218,7 +225,13 @@ async fn serve_client(
     // waits on: a client that sends faster than it reads slows down its own reader instead of
     // filling the driver's queue.
     let (local, local_queue) = mpsc::channel(LOCAL_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, queue, local_queue, conn.close.clone()));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        queue,
+        local_queue,
+        conn.close.clone(),
+        shared.metrics.clone(),
+    ));
     let exit = read_loop(&mut frames, &conn, &local, shared).await;
     let linger = match exit {
         Exit::Drop => {
@@ -226,6 +239,7 @@ async fn serve_client(
             false
         }
         Exit::CloseWith(response) => {
+            shared.metrics.rejected(&response);
             tracing::debug!(code = ?error_code(&response), "closing connection with an error");
             let told =
                 say(&local, &conn.close, response).await && say_close(&local, &conn.close).await;
@@ -297,6 +311,9 @@ async fn read_loop(
             _ = conn.close.cancelled() => return Exit::Drop,
             item = frames.next() => item,
         };
+        if matches!(item, Some(Ok(_))) {
+            shared.metrics.frames_in.inc();
+        }
         let request = match item {
             None => return Exit::Drop,
             Some(Err(error)) => return fatal(error),
@@ -312,7 +329,9 @@ async fn read_loop(
                 ));
             }
             Some(Ok(Err(bad_frame))) => {
-                if !say(local, &conn.close, bad_frame.to_response()).await {
+                let response = bad_frame.to_response();
+                shared.metrics.rejected(&response);
+                if !say(local, &conn.close, response).await {
                     return Exit::Drop;
                 }
                 continue;
@@ -345,6 +364,7 @@ async fn read_loop(
             None
         };
         if let Some(refusal) = refusal {
+            shared.metrics.rejected(&refusal);
             if !say(local, &conn.close, refusal).await {
                 return Exit::Drop;
             }
@@ -387,6 +407,7 @@ async fn write_loop(
     mut queue: mpsc::Receiver<Outgoing>,
     mut local: mpsc::Receiver<Outgoing>,
     close: CancellationToken,
+    metrics: ConnectionMetrics,
 ) -> FrameSink {
     loop {
         let next = tokio::select! {
@@ -397,6 +418,7 @@ async fn write_loop(
         };
         match next {
             Some(Outgoing::Frame(response)) => {
+                metrics.frames_out.inc();
                 let id = response.id();
                 let fed = match bounded(&close, sink.feed(response)).await {
                     Some(result) => result,
