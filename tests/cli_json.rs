@@ -193,6 +193,25 @@ fn every_command_prints_its_documented_shape() {
         ],
     );
 
+    let health = answer(raftlock(&daemon, &["cluster", "health"]));
+    assert_fields(&health, &["healthy", "leader", "max_lag", "members"]);
+    assert_eq!(health["healthy"], true);
+    assert_fields(
+        &array(&health["members"])[0],
+        &[
+            "node_id",
+            "addr",
+            "healthy",
+            "reachable",
+            "role",
+            "term",
+            "applied_index",
+            "lag",
+            "took_ms",
+            "error",
+        ],
+    );
+
     // `release` and `close` agree: both say which session and whether it was closed.
     let released = answer(run(with_creds(&["release", "shape"])));
     assert_fields(&released, &["lock", "session", "released", "closed"]);

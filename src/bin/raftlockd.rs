@@ -85,6 +85,9 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
         .map_err(|e| error_chain(&e))?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("raftlockd listening on {}", server.local_addr());
+    if let Some(addr) = server.metrics_addr() {
+        println!("raftlockd metrics on http://{addr}");
+    }
     tracing::info!(id = args.id, advertise = server.advertise(), cluster = %args.cluster_id, "node address");
     server
         .serve(signals::shutdown())

@@ -403,6 +403,9 @@ pub(super) async fn cluster(
     };
     match command {
         ClusterCommand::Status => cluster_status(client, servers, json).await,
+        ClusterCommand::Health { max_lag } => {
+            super::health::cluster_health(client, servers, max_lag, json).await
+        }
         ClusterCommand::Add { id, addr } => {
             let (index, members) = client.add_member(id, &addr).await?;
             changed(index, &members);
@@ -431,8 +434,30 @@ pub(super) async fn cluster(
     }
 }
 
-/// `cluster status`: the membership from any member, then every member's own status.
-async fn cluster_status(client: &Client, servers: &[String], json: bool) -> Result<u8, Failure> {
+/// One member's own answer in a [`Survey`].
+pub(super) struct Answer {
+    /// The address asked.
+    pub addr: String,
+    /// Its status, or why it did not give one.
+    pub status: Result<StatusInfo, String>,
+    /// How long the answer (or the failure) took.
+    pub took: Duration,
+}
+
+/// What `cluster status` and `cluster health` learn: the members, each one's own answer, and
+/// the leader among those answers.
+pub(super) struct Survey {
+    /// The membership (the leader's, if one answered).
+    pub members: Vec<MemberStatus>,
+    /// Every member's answer, then those of configured servers outside the membership.
+    pub answers: Vec<Answer>,
+    /// The answering leader of the highest term.
+    pub leader: Option<StatusInfo>,
+}
+
+/// Asks any reachable server for the membership, then every member (and any configured server
+/// outside it) for its own status, each with short timeouts.
+pub(super) async fn survey(client: &Client, servers: &[String]) -> Result<Survey, Failure> {
     let first = client.status().await?;
     let mut members = first.members.clone();
     // Ask each member (and any configured server outside the membership) for itself.
@@ -452,24 +477,47 @@ async fn cluster_status(client: &Client, servers: &[String], json: bool) -> Resu
         let options = options.clone();
         let addr = addr.clone();
         async move {
+            let started = std::time::Instant::now();
             let answer = async {
                 let member = Client::connect(vec![addr.clone()], options).await?;
                 member.status().await
             }
             .await;
-            (addr, answer.ok())
+            Answer {
+                addr,
+                status: answer.map_err(|e| error_chain(&e)),
+                took: started.elapsed(),
+            }
         }
     });
-    let answers: Vec<(String, Option<StatusInfo>)> = futures::future::join_all(asks).await;
+    let answers: Vec<Answer> = futures::future::join_all(asks).await;
     let leader = answers
         .iter()
-        .filter_map(|(_, s)| s.as_ref())
+        .filter_map(|a| a.status.as_ref().ok())
         .filter(|s| s.role == "leader")
         .max_by_key(|s| s.term)
         .cloned();
     if let Some(leader) = &leader {
         members.clone_from(&leader.members);
     }
+    Ok(Survey {
+        members,
+        answers,
+        leader,
+    })
+}
+
+/// `cluster status`: the membership from any member, then every member's own status.
+async fn cluster_status(client: &Client, servers: &[String], json: bool) -> Result<u8, Failure> {
+    let Survey {
+        members,
+        answers,
+        leader,
+    } = survey(client, servers).await?;
+    let answers: Vec<(String, Option<StatusInfo>)> = answers
+        .into_iter()
+        .map(|a| (a.addr, a.status.ok()))
+        .collect();
     let rows: Vec<MemberRow<'_>> = answers
         .iter()
         .map(|(addr, status)| {

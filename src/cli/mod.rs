@@ -15,6 +15,7 @@ mod commands;
 pub mod duration;
 mod escapes;
 mod exec;
+mod health;
 mod output;
 mod shapes;
 pub mod supervisor;
@@ -291,6 +292,21 @@ A member that does not answer is listed as unreachable.
 Example:
   raftlock --servers 10.0.0.1:7400 cluster status")]
     Status,
+    /// Every member's health and lag; exits 1 if any member is down or lags (like `etcdctl
+    /// endpoint health`).
+    #[command(after_help = "\
+Asks every member for its own status, as `cluster status` does. A member is healthy when it
+answers, knows a leader, and has applied the leader's commit index less at most --max-lag
+entries. Prints one row per member (or one JSON object with --json) and exits 0 when every
+member is healthy, 1 otherwise.
+
+Example:
+  raftlock --servers 10.0.0.1:7400 cluster health --max-lag 500")]
+    Health {
+        /// The most entries a member's applied index may be behind the leader's commit index.
+        #[arg(long, default_value_t = 1000)]
+        max_lag: u64,
+    },
     /// Add a node: start it first with an empty data directory and --join, then run this.
     #[command(after_help = "\
 The leader adds the node as a learner, waits until it has caught up with the log, promotes

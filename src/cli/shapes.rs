@@ -279,3 +279,31 @@ pub(super) struct Failed<'a> {
     pub error: &'a str,
     pub exit_code: u8,
 }
+
+/// `cluster health`: the verdict, the bound it was judged by, and every member's.
+#[derive(Debug, Serialize)]
+pub(super) struct ClusterHealth {
+    /// True when every member is healthy (the exit status is then 0).
+    pub healthy: bool,
+    pub leader: Option<u64>,
+    pub max_lag: u64,
+    pub members: Vec<MemberHealth>,
+}
+
+/// One member of `cluster health`; its own fields are null when it did not answer.
+#[derive(Debug, Serialize)]
+pub(super) struct MemberHealth {
+    pub node_id: u64,
+    pub addr: String,
+    pub healthy: bool,
+    pub reachable: bool,
+    pub role: Option<String>,
+    pub term: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// The leader's commit index less the member's applied index.
+    pub lag: Option<u64>,
+    /// Milliseconds its status took to arrive (or to fail).
+    pub took_ms: u64,
+    /// Why it is unhealthy; null when healthy.
+    pub error: Option<String>,
+}

@@ -306,6 +306,11 @@ pub struct Args {
     /// bootstraps itself as a one-node cluster.
     #[arg(long, env = "RAFTLOCKD_BOOTSTRAP", conflicts_with = "join")]
     pub bootstrap: bool,
+    /// Serve Prometheus metrics (`/metrics`) and the `/healthz` and `/readyz` probes over HTTP
+    /// on HOST:PORT (off by default). No authentication: bind it to a private address, never
+    /// the public internet.
+    #[arg(long, env = "RAFTLOCKD_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// A subcommand instead of running a node.
     #[command(subcommand)]
     pub command: Option<DaemonCommand>,
@@ -410,6 +415,7 @@ impl Args {
             advertise: self.advertise.clone(),
             join: self.join,
             bootstrap: self.bootstrap,
+            metrics_listen: self.metrics_listen.clone(),
         })
     }
 }
@@ -451,6 +457,8 @@ pub struct ServerConfig {
     pub join: bool,
     /// Create the cluster from `peers` when the disk is empty (needed when there are peers).
     pub bootstrap: bool,
+    /// Where to serve metrics and health over HTTP (`--metrics-listen`), if anywhere.
+    pub metrics_listen: Option<String>,
 }
 
 impl ServerConfig {

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::inbox::{ConnHandle, Event, LeaderInfo, Outgoing, Reply};
+use super::metrics::ConnectionMetrics;
 use super::peer::PeerAcceptor;
 use super::tls::ServerTls;
 use crate::protocol::{
@@ -57,6 +58,8 @@ pub(crate) struct Shared {
     pub acceptor: PeerAcceptor<Event>,
     /// When set, every connection starts with a TLS handshake (`server::tls`).
     pub tls: Option<Arc<ServerTls>>,
+    /// Connection, frame and rejection counters.
+    pub metrics: ConnectionMetrics,
 }
 
 /// How the reader loop ended.
@@ -80,6 +83,8 @@ pub(crate) async fn serve(
     _permit: OwnedSemaphorePermit,
 ) {
     let span = tracing::debug_span!("connection", %peer);
+    shared.metrics.accepted.inc();
+    shared.metrics.open.inc();
     async move {
         // The TLS handshake and the Hello share one deadline: a client that stalls in either
         // holds its connection slot no longer than the handshake timeout.
@@ -137,6 +142,7 @@ pub(crate) async fn serve(
             }
             Handshake::Drop => {}
             Handshake::CloseWith(response) => {
+                shared.metrics.rejected(&response);
                 tracing::debug!(code = ?error_code(&response), "closing connection with an error");
                 let told = timeout(WRITE_TIMEOUT, async {
                     framed.send(response).await?;
@@ -149,6 +155,7 @@ pub(crate) async fn serve(
             }
         }
         tracing::debug!("connection closed");
+        shared.metrics.open.dec();
     }
     .instrument(span)
     .await
@@ -266,7 +273,13 @@ async fn serve_client(
     // waits on: a client that sends faster than it reads slows down its own reader instead of
     // filling the driver's queue.
     let (local, local_queue) = mpsc::channel(LOCAL_QUEUE);
-    let writer = tokio::spawn(write_loop(sink, queue, local_queue, conn.close.clone()));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        queue,
+        local_queue,
+        conn.close.clone(),
+        shared.metrics.clone(),
+    ));
     let exit = read_loop(&mut frames, &conn, &local, shared).await;
     let linger = match exit {
         Exit::Drop => {
@@ -274,6 +287,7 @@ async fn serve_client(
             false
         }
         Exit::CloseWith(response) => {
+            shared.metrics.rejected(&response);
             tracing::debug!(code = ?error_code(&response), "closing connection with an error");
             let told =
                 say(&local, &conn.close, response).await && say_close(&local, &conn.close).await;
@@ -345,6 +359,9 @@ async fn read_loop(
             _ = conn.close.cancelled() => return Exit::Drop,
             item = frames.next() => item,
         };
+        if matches!(item, Some(Ok(_))) {
+            shared.metrics.frames_in.inc();
+        }
         let request = match item {
             None => return Exit::Drop,
             Some(Err(error)) => return fatal(error),
@@ -365,7 +382,9 @@ async fn read_loop(
                 continue;
             }
             Some(Ok(Err(bad_frame))) => {
-                if !say(local, &conn.close, bad_frame.to_response()).await {
+                let response = bad_frame.to_response();
+                shared.metrics.rejected(&response);
+                if !say(local, &conn.close, response).await {
                     return Exit::Drop;
                 }
                 continue;
@@ -398,6 +417,7 @@ async fn read_loop(
             None
         };
         if let Some(refusal) = refusal {
+            shared.metrics.rejected(&refusal);
             if !say(local, &conn.close, refusal).await {
                 return Exit::Drop;
             }
@@ -440,6 +460,7 @@ async fn write_loop(
     mut queue: mpsc::Receiver<Outgoing>,
     mut local: mpsc::Receiver<Outgoing>,
     close: CancellationToken,
+    metrics: ConnectionMetrics,
 ) -> FrameSink {
     loop {
         let next = tokio::select! {
@@ -450,6 +471,7 @@ async fn write_loop(
         };
         match next {
             Some(Outgoing::Frame(response)) => {
+                metrics.frames_out.inc();
                 let id = response.id();
                 let fed = match bounded(&close, sink.feed(response)).await {
                     Some(result) => result,

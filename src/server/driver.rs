@@ -17,25 +17,32 @@
 //! which the simulation runs too. What stays here is the mapping from tickets to connections,
 //! the clock (milliseconds since the driver started), the order in which writes complete, and
 //! which connections each session's push events go to (`push.rs`).
+//!
+//! It also publishes the node's metrics and readiness (`metrics/`): counters as it carries out
+//! effects, the node's gauges once per tick, never anything a scrape could make it wait for.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::config::ServerConfig;
 use super::inbox::{Event, LeaderInfo, Reply};
+use super::metrics::{self, ApplyCounter, Metrics, Readiness};
 use super::notify::Watchdog;
 use super::peer::Transport;
 use super::push::{request_session, Subscribers};
 use super::writer::{self, Done, Writer};
 use super::Error;
 use crate::lockspace::{LockSpace, SessionId};
-use crate::raft::{Node, Term};
+use crate::raft::{Node, NodeId, Role, Term};
 use crate::replica::{self, Effect, Input, Replica, Ticket, WriteId, MAX_IN_FLIGHT};
 
 /// Most events handled in one turn before the replica's output is processed.
 const MAX_BATCH: usize = 1024;
+/// Milliseconds between two refreshes of the lock-space sizes (they cost a walk of the locks).
+const STATS_EVERY_MS: u64 = 1000;
 // The writer's queue must hold every write in flight plus the final sync, so a submit never
 // blocks.
 const _: () = assert!(MAX_IN_FLIGHT < writer::CAPACITY);
@@ -64,6 +71,22 @@ pub(crate) struct Driver {
     epoch: Instant,
     /// systemd's watchdog, pinged every turn: a driver that stops turning gets restarted.
     watchdog: Watchdog,
+    /// Every metric and the health state; the driver's share is published per tick.
+    metrics: Arc<Metrics>,
+    /// The replica's apply observer (grants, expiries, apply time).
+    apply: ApplyCounter,
+    /// The leader's commit index as heard, for `/readyz`.
+    readiness: Readiness,
+    /// A tick arrived since the gauges were last published.
+    ticked: bool,
+    /// When the lock-space sizes were last published.
+    stats_at: Option<u64>,
+    /// The (term, leader) last counted as a leader change.
+    counted_leader: Option<(Term, NodeId)>,
+    /// The peers with a published replication lag.
+    lag_peers: Vec<NodeId>,
+    /// This node's id.
+    id: NodeId,
 }
 
 impl Driver {
@@ -78,6 +101,7 @@ impl Driver {
         inbox: mpsc::Receiver<Event>,
         leader_tx: watch::Sender<LeaderInfo>,
         transport: Transport<Event>,
+        metrics: Arc<Metrics>,
     ) -> Driver {
         let replica_config = replica::Config {
             id: config.id,
@@ -102,6 +126,14 @@ impl Driver {
             next_ticket: 1,
             epoch: Instant::now(),
             watchdog: Watchdog::from_env(),
+            apply: metrics.apply.clone(),
+            metrics,
+            readiness: Readiness::default(),
+            ticked: false,
+            stats_at: None,
+            counted_leader: None,
+            lag_peers: Vec::new(),
+            id: config.id,
         }
     }
 
@@ -111,6 +143,7 @@ impl Driver {
         self.turn()?;
         loop {
             self.watchdog.ping();
+            self.metrics.health.beat();
             let wake = {
                 let inbox = &mut self.inbox;
                 let writes = &mut self.writes;
@@ -173,8 +206,14 @@ impl Driver {
     fn handle(&mut self, event: Event) {
         let now = self.now();
         let input = match event {
-            Event::Tick => Input::Tick,
-            Event::Peer(envelope) => Input::Peer(envelope),
+            Event::Tick => {
+                self.ticked = true;
+                Input::Tick
+            }
+            Event::Peer(envelope) => {
+                self.readiness.heard(&envelope);
+                Input::Peer(envelope)
+            }
             Event::Shutdown => Input::Shutdown,
             Event::Client { request, reply } => {
                 let ticket = self.next_ticket;
@@ -190,11 +229,22 @@ impl Driver {
     /// Lets the replica process what happened, then carries out its effects.
     fn turn(&mut self) -> Result<(), Error> {
         let now = self.now();
-        self.replica.advance(now).map_err(Error::Replica)?;
+        self.replica
+            .advance_observed(now, &mut self.apply)
+            .map_err(Error::Replica)?;
         for effect in self.replica.take_effects() {
             match effect {
                 Effect::Send(message) => self.transport.send(message),
                 Effect::Persist { id, write } => {
+                    if let replica::Write::Persist { append, .. } = &write {
+                        if !append.is_empty() {
+                            let driver = &self.metrics.driver;
+                            driver.append_batch.observe(append.len() as f64);
+                            if self.replica.node().role() == Role::Leader {
+                                driver.proposals.inc_by(append.len() as u64);
+                            }
+                        }
+                    }
                     let done = self.writer.submit(write);
                     self.writes.push_back((id, done));
                 }
@@ -203,6 +253,7 @@ impl Driver {
                     response,
                     last: true,
                 } => {
+                    self.metrics.driver.answered(&response);
                     if let Some((reply, session)) = self.replies.remove(&ticket) {
                         self.subscribers.answered(session, &reply.conn, &response);
                         reply.finish(response);
@@ -224,6 +275,13 @@ impl Driver {
                 }
                 Effect::Push { session, event } => self.subscribers.push(session, event),
                 Effect::Leader(info) => {
+                    if let Some(leader) = info.leader {
+                        let seen = Some((self.replica.node().term(), leader));
+                        if self.counted_leader != seen {
+                            self.counted_leader = seen;
+                            self.metrics.driver.leader_changes.inc();
+                        }
+                    }
                     self.leader_tx.send_if_modified(|current| {
                         if *current == info {
                             false
@@ -235,7 +293,78 @@ impl Driver {
                 }
             }
         }
+        if std::mem::take(&mut self.ticked) {
+            self.publish(now);
+        }
         Ok(())
+    }
+
+    /// Publishes the node's gauges and readiness (once per tick: cheap reads of the replica).
+    fn publish(&mut self, now: u64) {
+        let node = self.replica.node();
+        let gauges = &self.metrics.node;
+        let role = node.role();
+        metrics::set(&gauges.term, node.term());
+        for each in metrics::ROLES {
+            let label = vec![("role", metrics::role_name(each).to_string())];
+            gauges
+                .role
+                .get_or_create(&label)
+                .set(i64::from(each == role));
+        }
+        metrics::set(&gauges.leader_id, node.leader().unwrap_or(0));
+        metrics::set(&gauges.commit_index, node.commit_index());
+        let applied = self.replica.lockspace().applied_index();
+        metrics::set(&gauges.applied_index, applied);
+        let last = node.last_index();
+        metrics::set(&gauges.last_log_index, last);
+        let own_id = self.id;
+        let lags: Vec<(NodeId, u64)> = if role == Role::Leader {
+            node.status()
+                .match_index
+                .into_iter()
+                .filter(|(id, _)| *id != own_id)
+                .map(|(id, matched)| (id, last.saturating_sub(matched)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let peers: Vec<NodeId> = lags.iter().map(|(id, _)| *id).collect();
+        if peers != self.lag_peers {
+            gauges.peer_lag.clear();
+            self.lag_peers = peers;
+        }
+        for (id, lag) in lags {
+            metrics::set(
+                &gauges
+                    .peer_lag
+                    .get_or_create(&vec![("peer", id.to_string())]),
+                lag,
+            );
+        }
+        let stats_due = match self.stats_at {
+            Some(at) => now.saturating_sub(at) >= STATS_EVERY_MS,
+            None => true,
+        };
+        if stats_due {
+            self.stats_at = Some(now);
+            let stats = self.replica.lockspace().stats();
+            metrics::set(&gauges.sessions, stats.sessions);
+            metrics::set(&gauges.locks, stats.locks);
+            metrics::set(&gauges.waiters, stats.waiters);
+        }
+        let view = metrics::View {
+            leader: node.leader(),
+            is_leader: role == Role::Leader,
+            member: node.membership().contains(own_id),
+            commit: node.commit_index(),
+            applied,
+        };
+        let (state, applied, target) = self.readiness.evaluate(view);
+        self.metrics.health.set_ready(state, applied, target);
+        gauges
+            .ready
+            .set(i64::from(state == metrics::ReadyState::Ready));
     }
 
     /// Waits for every write in flight, then persists the replica's final write.

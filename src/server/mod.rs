@@ -24,6 +24,7 @@ pub mod dev_cluster;
 mod driver;
 mod inbox;
 pub mod logging;
+mod metrics;
 pub mod notify;
 pub mod peer;
 mod push;
@@ -52,6 +53,7 @@ use crate::storage::{self, DataDirLock, Storage};
 use connection::Shared;
 use driver::Driver;
 use inbox::{Event, LeaderInfo};
+use metrics::Metrics;
 use peer::{PeerAcceptor, Transport, TransportConfig};
 use writer::Writer;
 
@@ -121,6 +123,14 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The `--metrics-listen` address cannot be bound.
+    #[error("cannot listen for metrics on {addr}")]
+    MetricsListen {
+        /// The address given.
+        addr: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// A socket or thread operation failed.
     #[error("{op} failed")]
     Io {
@@ -146,6 +156,10 @@ pub struct Server {
     expect_leader: bool,
     /// Held until the server is dropped: no other daemon opens this data directory meanwhile.
     dir_lock: DataDirLock,
+    /// Every metric, shared by the driver, the writer, connections and the HTTP task.
+    metrics: Arc<Metrics>,
+    /// The `--metrics-listen` socket, served from `serve`.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Server {
@@ -187,6 +201,15 @@ impl Server {
             op: "reading the listen address",
             source,
         })?;
+        let metrics_listener = match &config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr.as_str()).await.map_err(|source| {
+                Error::MetricsListen {
+                    addr: addr.clone(),
+                    source,
+                }
+            })?),
+            None => None,
+        };
         check_cluster_id(&config).await?;
         let data_dir = config.data_dir.clone();
         let (storage, recovered) = tokio::task::spawn_blocking(move || Storage::open(&data_dir))
@@ -238,10 +261,12 @@ impl Server {
         let seed: u64 = rand::random();
         tracing::info!(seed, "raft node seeded from OS entropy");
         let node = Node::new(raft_config, recovered, seed);
-        let writer = Writer::spawn(storage).map_err(|source| Error::Io {
-            op: "starting the storage writer thread",
-            source,
-        })?;
+        let metrics = Arc::new(Metrics::new());
+        let writer =
+            Writer::spawn(storage, metrics.storage.clone()).map_err(|source| Error::Io {
+                op: "starting the storage writer thread",
+                source,
+            })?;
 
         let (inbox, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
         let mut transport_config = TransportConfig::new(config.id, config.cluster_id.clone());
@@ -267,6 +292,7 @@ impl Server {
             inbox_rx,
             leader_tx,
             transport,
+            metrics.clone(),
         );
         let driver = tokio::spawn(driver.run());
         Ok(Server {
@@ -280,6 +306,8 @@ impl Server {
             advertise,
             expect_leader,
             dir_lock,
+            metrics,
+            metrics_listener,
         })
     }
 
@@ -291,6 +319,13 @@ impl Server {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address metrics and health are served on (`--metrics-listen`), if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Accepts and serves clients until `shutdown` completes (graceful: `Ok`) or the node fails.
@@ -306,10 +341,18 @@ impl Server {
             advertise: _,
             expect_leader,
             dir_lock,
+            metrics,
+            metrics_listener,
         } = self;
         let tracker = TaskTracker::new();
         let closing = CancellationToken::new();
         tracker.spawn(ticker(inbox.clone(), config.tick));
+        if let Some(listener) = metrics_listener {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving metrics, /healthz and /readyz over HTTP");
+            }
+            tracker.spawn(metrics::serve(listener, metrics.clone(), closing.clone()));
+        }
         let readiness =
             notify::ready_when_serving(leader.clone(), expect_leader, notify::READY_WITHOUT_LEADER);
         let shared = Arc::new(Shared {
@@ -320,6 +363,7 @@ impl Server {
             closing: closing.clone(),
             acceptor,
             tls: config.tls.clone(),
+            metrics: metrics.connections.clone(),
         });
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));

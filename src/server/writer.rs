@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
+use super::metrics::StorageMetrics;
 use crate::replica::Write;
 use crate::storage::{self, Storage};
 
@@ -35,13 +36,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread around `storage`.
-    pub fn spawn(storage: Storage) -> std::io::Result<Writer> {
+    /// Starts the writer thread around `storage`; it times its syncs and snapshots into
+    /// `metrics`.
+    pub fn spawn(storage: Storage, metrics: StorageMetrics) -> std::io::Result<Writer> {
         // The driver keeps fewer than CAPACITY jobs in flight, so `send` never waits.
         let (jobs, inbox) = std_mpsc::sync_channel(CAPACITY);
         let thread = std::thread::Builder::new()
             .name("raftlockd-writer".into())
-            .spawn(move || run(storage, inbox))?;
+            .spawn(move || run(storage, inbox, metrics))?;
         Ok(Writer {
             jobs: Some(jobs),
             thread: Some(thread),
@@ -72,7 +74,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(mut storage: Storage, inbox: std_mpsc::Receiver<Order>) {
+fn run(mut storage: Storage, inbox: std_mpsc::Receiver<Order>, metrics: StorageMetrics) {
     while let Ok(first) = inbox.recv() {
         let mut jobs = vec![first.0];
         let mut answers = vec![first.1];
@@ -88,8 +90,15 @@ fn run(mut storage: Storage, inbox: std_mpsc::Receiver<Order>) {
         }
         let result = jobs
             .into_iter()
-            .try_for_each(|job| write(&mut storage, job))
-            .and_then(|()| storage.sync());
+            .try_for_each(|job| write(&mut storage, job, &metrics))
+            .and_then(|()| {
+                let started = std::time::Instant::now();
+                let synced = storage.sync();
+                metrics
+                    .fsync_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                synced
+            });
         if let Err(error) = result {
             // The first job of the group is the one the driver waits on next: it gets the
             // error. The others are dropped unanswered, which the driver also treats as fatal.
@@ -108,7 +117,7 @@ fn run(mut storage: Storage, inbox: std_mpsc::Receiver<Order>) {
 
 /// Does a job's writes, without the final fsync (a snapshot file is synced by the storage
 /// itself, which also syncs the log before it).
-fn write(storage: &mut Storage, job: Job) -> Result<(), storage::Error> {
+fn write(storage: &mut Storage, job: Job, metrics: &StorageMetrics) -> Result<(), storage::Error> {
     match job {
         Write::Persist {
             snapshot,
@@ -125,7 +134,7 @@ fn write(storage: &mut Storage, job: Job) -> Result<(), storage::Error> {
                 storage.save_hard_state(hard_state)?;
             }
             if let Some(snapshot) = &snapshot {
-                storage.save_snapshot(snapshot)?;
+                timed_snapshot(storage, snapshot, "installed", metrics)?;
             }
             if let Some(index) = truncate_from {
                 storage.truncate_from(index)?;
@@ -135,9 +144,29 @@ fn write(storage: &mut Storage, job: Job) -> Result<(), storage::Error> {
             }
             Ok(())
         }
-        Write::SaveSnapshot(snapshot) => storage.save_snapshot(&snapshot),
+        Write::SaveSnapshot(snapshot) => timed_snapshot(storage, &snapshot, "taken", metrics),
         Write::Sync => Ok(()),
     }
+}
+
+/// Saves a snapshot, counting it (by `kind`) with its size and duration.
+fn timed_snapshot(
+    storage: &mut Storage,
+    snapshot: &crate::raft::Snapshot,
+    kind: &'static str,
+    metrics: &StorageMetrics,
+) -> Result<(), storage::Error> {
+    let started = std::time::Instant::now();
+    storage.save_snapshot(snapshot)?;
+    metrics
+        .snapshot_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.snapshot_bytes.set(snapshot.data.len() as f64);
+    metrics
+        .snapshots
+        .get_or_create(&vec![("kind", kind.to_string())])
+        .inc();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -157,7 +186,8 @@ mod tests {
     fn queued_jobs_are_all_written_in_order_and_answered() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (storage, _) = Storage::open(dir.path()).expect("open");
-        let writer = Writer::spawn(storage).expect("spawn");
+        let writer =
+            Writer::spawn(storage, super::super::metrics::Metrics::new().storage).expect("spawn");
         // Submit more jobs than one group can take, without waiting in between.
         let count = CAPACITY as Index + 4;
         let done: Vec<Done> = (1..=count)
