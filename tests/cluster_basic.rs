@@ -109,6 +109,7 @@ async fn a_peer_frame_on_a_client_connection_is_refused() {
         .send(raftlock::protocol::Request::Hello {
             version: VERSION,
             role: Role::Client,
+            token: None,
         })
         .await;
     assert!(matches!(client.recv().await, Response::Welcome { .. }));

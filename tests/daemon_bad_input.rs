@@ -203,6 +203,7 @@ async fn handshake_errors_close_the_connection() {
         .send(Request::Hello {
             version: VERSION + 1,
             role: Role::Client,
+            token: None,
         })
         .await;
     assert_eq!(
@@ -217,6 +218,7 @@ async fn handshake_errors_close_the_connection() {
         .send(Request::Hello {
             version: VERSION,
             role: Role::Peer,
+            token: None,
         })
         .await;
     client.send(Request::Status { id: 6 }).await;
@@ -260,6 +262,7 @@ async fn ten_thousand_connections_at_once_hit_the_connection_limit() {
         &Request::Hello {
             version: VERSION,
             role: Role::Client,
+            token: None,
         },
         MAX_FRAME,
     )
@@ -323,6 +326,7 @@ async fn ten_thousand_connections_at_once_hit_the_connection_limit() {
             .send(Request::Hello {
                 version: VERSION,
                 role: Role::Client,
+                token: None,
             })
             .await;
         match client.next().await {

@@ -32,6 +32,7 @@ fn examples() -> Vec<(&'static str, Example)> {
             Example::Request(Request::Hello {
                 version: VERSION,
                 role: Role::Client,
+                token: None,
             }),
         ),
         (
@@ -349,6 +350,7 @@ fn hello_frame_header_is_the_body_length() {
     let hello = frame(&Example::Request(Request::Hello {
         version: 1,
         role: Role::Client,
+        token: None,
     }));
     let len = u32::from_be_bytes([hello[0], hello[1], hello[2], hello[3]]) as usize;
     assert_eq!(len, hello.len() - 4);
@@ -375,7 +377,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
             | UnsupportedVersion | TooManyConnections | TooManyRequests | NotLeader
             | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | NotWaiting
             | StaleFence | SequenceTooOld | NotFound | Timeout | ShuttingDown | NotReady
-            | Revoked | Internal | WrongCluster | Unauthorized => {}
+            | Revoked | Internal | WrongCluster | Unauthorized | Unauthenticated
+            | PermissionDenied => {}
         }
     }
     let all = vec![
@@ -404,6 +407,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
         Internal,
         WrongCluster,
         Unauthorized,
+        Unauthenticated,
+        PermissionDenied,
     ];
     all.iter().copied().for_each(listed);
     all

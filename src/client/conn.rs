@@ -132,6 +132,7 @@ impl Conn {
             .send(Request::Hello {
                 version: VERSION,
                 role: Role::Client,
+                token: None,
             })
             .await?;
         let welcome = match framed.next().await {

@@ -148,6 +148,8 @@ pub struct SessionInfo {
     /// True once an administrator revoked it (`MarkRevoked`): it holds its grants only until
     /// it closes or its lease runs out.
     pub revoked: bool,
+    /// The authenticated principal that opened it (`None` with authentication off).
+    pub principal: Option<String>,
 }
 
 /// A lock as queries see it.
@@ -275,6 +277,7 @@ impl LockSpace {
             ttl_ms: s.ttl_ms,
             owner: s.owner.clone(),
             revoked: s.revoked,
+            principal: s.principal.clone(),
         })
     }
 
@@ -293,6 +296,7 @@ impl LockSpace {
                 ttl_ms: s.ttl_ms,
                 owner: s.owner.clone(),
                 revoked: s.revoked,
+                principal: s.principal.clone(),
             })
             .collect()
     }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use super::logging::LogFormat;
 use super::peer::{ClusterKey, KeyError};
+use super::tokens::{TokenFile, TokenFileError};
 use crate::protocol::{Limits, MAX_CLUSTER_ID_LEN};
 use crate::raft::{self, NodeId};
 
@@ -38,6 +39,9 @@ pub enum ConfigError {
     /// The cluster key file cannot be used.
     #[error("cannot use --cluster-key-file")]
     ClusterKey(#[source] KeyError),
+    /// `--auth-tokens` cannot be read or does not parse.
+    #[error("--auth-tokens")]
+    Tokens(#[source] TokenFileError),
     /// The cluster id is empty or too long.
     #[error("--cluster-id must be 1..={max} bytes")]
     ClusterId {
@@ -223,6 +227,12 @@ pub struct Args {
     /// network where every reachable process is trusted; a warning is logged at every start.
     #[arg(long, env = "RAFTLOCKD_INSECURE_PEERS")]
     pub insecure_peers: bool,
+    /// Require every client to authenticate with a token in `Hello`: a file of
+    /// `NAME ROLE SHA256-OF-TOKEN [lock:PREFIX|file:PREFIX ...]` lines (roles admin, client,
+    /// read; `printf %s "$TOKEN" | sha256sum` gives the digest), re-read on SIGHUP. Without it
+    /// any client that reaches the port may do anything, membership changes included.
+    #[arg(long, env = "RAFTLOCKD_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
     /// The address other nodes and clients reach this node at (default: its --peer entry,
     /// else the bound listen address).
     #[arg(long, env = "RAFTLOCKD_ADVERTISE")]
@@ -292,6 +302,12 @@ impl Args {
             Some(path) => Some(ClusterKey::from_file(path).map_err(ConfigError::ClusterKey)?),
             None => None,
         };
+        let tokens = match &self.auth_tokens {
+            Some(path) => Some(std::sync::Arc::new(
+                TokenFile::load(path).map_err(ConfigError::Tokens)?,
+            )),
+            None => None,
+        };
         let has_others = peers.keys().any(|id| *id != self.id);
         if has_others && cluster_key.is_none() && !self.insecure_peers {
             return Err(ConfigError::ClusterKeyRequired);
@@ -317,6 +333,7 @@ impl Args {
             peers,
             cluster_key,
             insecure_peers: self.insecure_peers,
+            tokens,
             advertise: self.advertise.clone(),
             join: self.join,
             bootstrap: self.bootstrap,
@@ -353,6 +370,8 @@ pub struct ServerConfig {
     pub cluster_key: Option<ClusterKey>,
     /// Accept unauthenticated peers when there is no key (`--insecure-peers`).
     pub insecure_peers: bool,
+    /// The client token file (`--auth-tokens`); `None`: clients are not authenticated.
+    pub tokens: Option<std::sync::Arc<TokenFile>>,
     /// The address others reach this node at, if set explicitly.
     pub advertise: Option<String>,
     /// Wait to be added instead of bootstrapping an empty disk.

@@ -23,6 +23,8 @@ use tracing::Instrument;
 
 use super::inbox::{ConnHandle, Event, LeaderInfo, Outgoing, Reply};
 use super::peer::PeerAcceptor;
+use super::tokens::TokenFile;
+use crate::auth::Principal;
 use crate::protocol::{
     self, ErrorCode, FrameError, Limits, Request, Response, Role, ServerCodec, PEER_TYPES,
 };
@@ -53,6 +55,8 @@ pub(crate) struct Shared {
     pub closing: CancellationToken,
     /// Serves connections that open with a peer `Hello` (Raft traffic from another node).
     pub acceptor: PeerAcceptor<Event>,
+    /// The client token file; `None`: clients are not authenticated.
+    pub tokens: Option<Arc<TokenFile>>,
 }
 
 /// How the reader loop ended.
@@ -80,7 +84,9 @@ pub(crate) async fn serve(
         let codec = ServerCodec::new(shared.limits.max_frame);
         let mut framed = Framed::new(stream, codec);
         match handshake(&mut framed, &shared).await {
-            Handshake::Client(welcome) => serve_client(framed, welcome, peer, &shared).await,
+            Handshake::Client(welcome, principal) => {
+                serve_client(framed, welcome, principal, peer, &shared).await
+            }
             Handshake::Peer => {
                 let cancel = shared.closing.child_token();
                 if let Err(error) = shared.acceptor.serve_peer(framed, peer, &cancel).await {
@@ -108,8 +114,9 @@ pub(crate) async fn serve(
 
 /// What the first frames of a connection made of it.
 enum Handshake {
-    /// A client: send it this `Welcome` and serve requests.
-    Client(Response),
+    /// A client: send it this `Welcome` and serve requests on behalf of this principal
+    /// (`None` with authentication off).
+    Client(Response, Option<Principal>),
     /// Another node of the cluster.
     Peer,
     /// Gone (closed, cancelled, or a socket error).
@@ -169,14 +176,38 @@ async fn handshake(framed: &mut Framed<TcpStream, ServerCodec>, shared: &Shared)
             Request::Hello {
                 role: Role::Peer, ..
             } => Handshake::Peer,
-            Request::Hello { .. } => {
+            Request::Hello { token, .. } => {
+                let principal = match &shared.tokens {
+                    None => None,
+                    Some(tokens) => match tokens.authenticate(token.as_deref()) {
+                        Some(principal) => Some(principal),
+                        None => {
+                            let why = if token.is_some() {
+                                "the token in Hello is not known to this server"
+                            } else {
+                                "this server requires an authentication token in Hello"
+                            };
+                            return Handshake::CloseWith(Response::error(
+                                0,
+                                ErrorCode::Unauthenticated,
+                                why,
+                            ));
+                        }
+                    },
+                };
+                if let Some(principal) = &principal {
+                    tracing::debug!(principal = principal.name(), "client authenticated");
+                }
                 let leader = shared.leader.borrow().clone();
-                Handshake::Client(Response::Welcome {
-                    version: protocol::VERSION,
-                    node_id: shared.node_id,
-                    leader: leader.leader,
-                    leader_addr: leader.addr,
-                })
+                Handshake::Client(
+                    Response::Welcome {
+                        version: protocol::VERSION,
+                        node_id: shared.node_id,
+                        leader: leader.leader,
+                        leader_addr: leader.addr,
+                    },
+                    principal,
+                )
             }
             other => Handshake::CloseWith(Response::error(
                 0,
@@ -191,6 +222,7 @@ async fn handshake(framed: &mut Framed<TcpStream, ServerCodec>, shared: &Shared)
 async fn serve_client(
     mut framed: Framed<TcpStream, ServerCodec>,
     welcome: Response,
+    principal: Option<Principal>,
     peer: SocketAddr,
     shared: &Shared,
 ) {
@@ -219,7 +251,7 @@ async fn serve_client(
     // filling the driver's queue.
     let (local, local_queue) = mpsc::channel(LOCAL_QUEUE);
     let writer = tokio::spawn(write_loop(sink, queue, local_queue, conn.close.clone()));
-    let exit = read_loop(&mut frames, &conn, &local, shared).await;
+    let exit = read_loop(&mut frames, &conn, principal.as_ref(), &local, shared).await;
     let linger = match exit {
         Exit::Drop => {
             conn.close.cancel();
@@ -288,6 +320,7 @@ fn error_code(response: &Response) -> Option<ErrorCode> {
 async fn read_loop(
     frames: &mut FrameStream,
     conn: &ConnHandle,
+    principal: Option<&Principal>,
     local: &mpsc::Sender<Outgoing>,
     shared: &Shared,
 ) -> Exit {
@@ -332,6 +365,13 @@ async fn read_loop(
                 ErrorCode::BadRequest,
                 invalid.to_string(),
             ))
+        } else if let Some(denied) = principal.and_then(|p| p.authorize(&request).err()) {
+            // Before the driver: a denied request changes nothing.
+            Some(Response::error(
+                id,
+                ErrorCode::PermissionDenied,
+                denied.to_string(),
+            ))
         } else if conn.in_flight.load(Ordering::Relaxed) >= shared.limits.max_in_flight {
             Some(Response::error(
                 id,
@@ -352,7 +392,11 @@ async fn read_loop(
         }
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
         let reply = Reply { conn: conn.clone() };
-        let event = Event::Client { request, reply };
+        let event = Event::Client {
+            request,
+            reply,
+            principal: principal.cloned(),
+        };
         let sent = tokio::select! {
             biased;
             _ = conn.close.cancelled() => return Exit::Drop,

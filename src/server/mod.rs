@@ -28,6 +28,7 @@ pub mod notify;
 pub mod peer;
 mod push;
 pub mod signals;
+pub mod tokens;
 mod writer;
 
 use std::future::Future;
@@ -317,7 +318,22 @@ impl Server {
             leader,
             closing: closing.clone(),
             acceptor,
+            tokens: config.tokens.clone(),
         });
+        match &config.tokens {
+            Some(tokens) => {
+                tracing::info!(
+                    file = %tokens.path().display(),
+                    principals = tokens.principals(),
+                    "clients authenticate with a token (--auth-tokens); reloaded on SIGHUP"
+                );
+                tracker.spawn(tokens::reload_on_hangup(tokens.clone(), closing.clone()));
+            }
+            None => tracing::info!(
+                "client authentication is off: any client that reaches the port may do \
+                 anything, membership changes included (give --auth-tokens to require tokens)"
+            ),
+        }
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
         tracing::info!(addr = %local_addr, id = config.id, "listening");

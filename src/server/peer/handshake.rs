@@ -40,6 +40,7 @@ pub(super) async fn dial_handshake(
         .feed(Request::Hello {
             version: protocol::VERSION,
             role: Role::Peer,
+            token: None,
         })
         .await?;
     let mut framed = hello.map_codec(|_| PeerCodec::new(PEER_HANDSHAKE_MAX_FRAME));
