@@ -117,14 +117,20 @@ impl Conn {
         addr: &str,
         generation: u64,
         timeout: Duration,
+        token: Option<&str>,
         pushes: Arc<PushRouter>,
     ) -> Result<Conn> {
-        tokio::time::timeout(timeout, Self::handshake(addr, generation, pushes))
+        tokio::time::timeout(timeout, Self::handshake(addr, generation, token, pushes))
             .await
             .map_err(|_| Error::Timeout)?
     }
 
-    async fn handshake(addr: &str, generation: u64, pushes: Arc<PushRouter>) -> Result<Conn> {
+    async fn handshake(
+        addr: &str,
+        generation: u64,
+        token: Option<&str>,
+        pushes: Arc<PushRouter>,
+    ) -> Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let mut framed = Framed::new(stream, ClientCodec::default());
@@ -132,7 +138,7 @@ impl Conn {
             .send(Request::Hello {
                 version: VERSION,
                 role: Role::Client,
-                token: None,
+                token: token.map(str::to_owned),
             })
             .await?;
         let welcome = match framed.next().await {

@@ -98,6 +98,9 @@ pub struct ClientOptions {
     /// Unix time in microseconds (strictly increasing), so that several processes sharing one
     /// session (the CLI) never reuse a number the daemon has seen.
     pub clock_seq: bool,
+    /// The authentication token sent in every `Hello`, for daemons started with
+    /// `--auth-tokens`; `None` sends none.
+    pub auth_token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -109,6 +112,7 @@ impl Default for ClientOptions {
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             clock_seq: false,
+            auth_token: None,
         }
     }
 }
@@ -226,6 +230,8 @@ impl Client {
         loop {
             match client.conn().await {
                 Ok(_) => return Ok(client),
+                // Another server would refuse the same token: say so at once.
+                Err(error) if error.is_unauthenticated() => return Err(error),
                 Err(error) => {
                     attempt += 1;
                     if !client.backoff(attempt, deadline).await {
@@ -501,6 +507,7 @@ impl Client {
             &addr,
             generation,
             self.inner.options.connect_timeout,
+            self.inner.options.auth_token.as_deref(),
             self.inner.pushes.clone(),
         )
         .await
@@ -578,6 +585,7 @@ impl Client {
             }
             let conn = match self.conn().await {
                 Ok(conn) => conn,
+                Err(error) if error.is_unauthenticated() => return Err(error),
                 Err(error) => {
                     last = Some(Failure::Connect(error_chain(&error)));
                     continue;

@@ -58,6 +58,7 @@ fn options() -> ClientOptions {
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(300),
         clock_seq: false,
+        auth_token: None,
     }
 }
 

@@ -320,6 +320,7 @@ pub fn client_options() -> ClientOptions {
         backoff_min: Duration::from_millis(5),
         backoff_max: Duration::from_millis(100),
         clock_seq: false,
+        auth_token: None,
     }
 }
 
