@@ -36,6 +36,22 @@ fn examples() -> Vec<(&'static str, Example)> {
             }),
         ),
         (
+            "Hello with a token",
+            Example::Request(Request::Hello {
+                version: VERSION,
+                role: Role::Client,
+                token: Some("s3cret".into()),
+            }),
+        ),
+        (
+            "Error PermissionDenied",
+            Example::Response(Response::error(
+                7,
+                ErrorCode::PermissionDenied,
+                "principal \"ci\" may not use lock \"deploy\" (not under its lock grants)",
+            )),
+        ),
+        (
             "Welcome",
             Example::Response(Response::Welcome {
                 version: VERSION,
