@@ -16,6 +16,8 @@
 //! - [`server`]: the daemon. One driver task owns the Raft node and the lock space; a writer
 //!   thread does group-committed fsyncs; connections, the ticker and the peer transport talk to
 //!   the driver through bounded channels.
+//! - [`auth`]: client authentication and access control: principals, roles and name grants,
+//!   the hashed token file, and the policy checked on every request.
 //! - [`client`]: the Rust client library (redirects, same-seq retries, keep-alive, lock guards).
 //! - [`tls`]: TLS (rustls) for client connections and peer links, shared by both sides.
 //! - `cli`: the `raftlock` command line and `raftlock bench`, over the client library.
@@ -25,6 +27,8 @@
 //! `raftlock` with `default-features = false` and gets the client, the protocol and the pure
 //! cores, without clap, hdrhistogram or the daemon.
 
+#[cfg(feature = "server")]
+pub mod auth;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;

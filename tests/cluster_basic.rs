@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{connect, Client as RawClient, Cluster};
+use common::{connect, error_code, Client as RawClient, Cluster};
 use raftlock::client::LockMode;
 use raftlock::client::Wait;
-use raftlock::protocol::{Response, Role, VERSION};
+use raftlock::protocol::{ErrorCode, Request, Response, Role, VERSION};
 use raftlock::raft::{Envelope, Message};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,17 +98,30 @@ async fn a_peer_frame_on_a_client_connection_is_refused() {
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     client.write_raw(&frame).await;
-    match client.next().await {
-        Some(Response::Error { id: 0, .. }) => client.expect_closed().await,
-        None => {}
-        Some(other) => panic!("expected the connection to be refused, got {other:?}"),
+    // protocol.md §3: a peer type on a client connection is an unknown type, answered with the
+    // frame's id (0 here, a Raft frame has none) and harmless: the connection goes on serving.
+    let refusal = client.recv().await;
+    assert_eq!(
+        error_code(&refusal),
+        Some(ErrorCode::UnknownType),
+        "expected UnknownType, got {refusal:?}"
+    );
+    assert_eq!(refusal.id(), 0, "the refusal echoes id 0");
+    let id = client.id();
+    match client.call(Request::Status { id }).await {
+        Response::Status(status) => assert!(
+            status.term < 1_000_000,
+            "the forged term never reached the core: {status:?}"
+        ),
+        other => panic!("the same connection still serves Status, got {other:?}"),
     }
     // A client Hello that then claims to be a peer is not a peer either.
     let mut client = RawClient::connect(cluster.addr(target)).await;
     client
-        .send(raftlock::protocol::Request::Hello {
+        .send(Request::Hello {
             version: VERSION,
             role: Role::Client,
+            token: None,
         })
         .await;
     assert!(matches!(client.recv().await, Response::Welcome { .. }));

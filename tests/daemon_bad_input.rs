@@ -208,6 +208,7 @@ async fn handshake_errors_close_the_connection() {
         .send(Request::Hello {
             version: VERSION + 1,
             role: Role::Client,
+            token: None,
         })
         .await;
     assert_eq!(
@@ -222,6 +223,7 @@ async fn handshake_errors_close_the_connection() {
         .send(Request::Hello {
             version: VERSION,
             role: Role::Peer,
+            token: None,
         })
         .await;
     client.send(Request::Status { id: 6 }).await;
@@ -265,6 +267,7 @@ async fn ten_thousand_connections_at_once_hit_the_connection_limit() {
         &Request::Hello {
             version: VERSION,
             role: Role::Client,
+            token: None,
         },
         MAX_FRAME,
     )
@@ -328,6 +331,7 @@ async fn ten_thousand_connections_at_once_hit_the_connection_limit() {
             .send(Request::Hello {
                 version: VERSION,
                 role: Role::Client,
+                token: None,
             })
             .await;
         match client.next().await {
@@ -494,6 +498,7 @@ async fn a_bad_first_frame_is_answered_and_closes_before_the_handshake_deadline(
         &Request::Hello {
             version: VERSION,
             role: Role::Client,
+            token: None,
         },
         MAX_FRAME,
     )
@@ -743,6 +748,7 @@ async fn raw_answer(addr: std::net::SocketAddr, request: &Request) -> Vec<u8> {
     let hello = Request::Hello {
         version: VERSION,
         role: Role::Client,
+        token: None,
     };
     let mut bytes = encode_frame(&hello, MAX_FRAME).expect("encode");
     bytes.extend_from_slice(&encode_frame(request, MAX_FRAME).expect("encode"));

@@ -359,6 +359,7 @@ async fn daemon_survives_mutated_streams() {
     let hello = frame_of(&Request::Hello {
         version: raftlock::protocol::VERSION,
         role: raftlock::protocol::Role::Client,
+        token: None,
     });
     let mut rng = SmallRng::seed_from_u64(seed);
     let started = Instant::now();
@@ -375,6 +376,7 @@ async fn daemon_survives_mutated_streams() {
                     stream.extend_from_slice(&frame_of(&Request::Hello {
                         version: raftlock::protocol::VERSION,
                         role: raftlock::protocol::Role::Peer,
+                        token: None,
                     }));
                 }
                 // Mutated from the first byte.

@@ -39,6 +39,7 @@ async fn raw_dial(addr: SocketAddr) -> Framed<TcpStream, PeerCodec> {
         .send(Request::Hello {
             version: VERSION,
             role: Role::Peer,
+            token: None,
         })
         .await
         .expect("send Hello");

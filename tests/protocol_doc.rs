@@ -32,7 +32,24 @@ fn examples() -> Vec<(&'static str, Example)> {
             Example::Request(Request::Hello {
                 version: VERSION,
                 role: Role::Client,
+                token: None,
             }),
+        ),
+        (
+            "Hello with a token",
+            Example::Request(Request::Hello {
+                version: VERSION,
+                role: Role::Client,
+                token: Some("s3cret".into()),
+            }),
+        ),
+        (
+            "Error PermissionDenied",
+            Example::Response(Response::error(
+                7,
+                ErrorCode::PermissionDenied,
+                "principal \"ci\" may not use lock \"deploy\" (not under its lock grants)",
+            )),
         ),
         (
             "Welcome",
@@ -353,6 +370,7 @@ fn hello_frame_header_is_the_body_length() {
     let hello = frame(&Example::Request(Request::Hello {
         version: 1,
         role: Role::Client,
+        token: None,
     }));
     let len = u32::from_be_bytes([hello[0], hello[1], hello[2], hello[3]]) as usize;
     assert_eq!(len, hello.len() - 4);
@@ -379,7 +397,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
             | UnsupportedVersion | TooManyConnections | TooManyRequests | NotLeader
             | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | NotWaiting
             | StaleFence | SequenceTooOld | SequenceReused | NotFound | Timeout | ShuttingDown
-            | NotReady | Revoked | Internal | WrongCluster | Unauthorized => {}
+            | NotReady | Revoked | Internal | WrongCluster | Unauthorized | Unauthenticated
+            | PermissionDenied => {}
         }
     }
     let all = vec![
@@ -409,6 +428,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
         Internal,
         WrongCluster,
         Unauthorized,
+        Unauthenticated,
+        PermissionDenied,
     ];
     all.iter().copied().for_each(listed);
     all

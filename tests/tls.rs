@@ -155,6 +155,7 @@ impl Raw {
         let hello = Request::Hello {
             version: VERSION,
             role: Role::Client,
+            token: None,
         };
         raw.framed.send(hello).await.map_err(|e| e.to_string())?;
         match raw.next().await {

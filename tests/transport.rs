@@ -173,6 +173,7 @@ async fn raw_dial(addr: SocketAddr) -> Framed<TcpStream, PeerCodec> {
         .send(Request::Hello {
             version: VERSION,
             role: Role::Peer,
+            token: None,
         })
         .await
         .unwrap();
@@ -624,6 +625,7 @@ async fn a_stalled_or_foreign_handshake_is_refused() {
         .send(Request::Hello {
             version: VERSION,
             role: Role::Client,
+            token: None,
         })
         .await
         .unwrap();

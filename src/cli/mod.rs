@@ -126,6 +126,23 @@ pub struct Cli {
         global = true
     )]
     pub tls_server_name: Option<String>,
+    /// The authentication token, for a cluster started with --auth-tokens. Prefer the
+    /// environment or --auth-token-file: a flag's value is visible to other users in ps.
+    #[arg(
+        long,
+        env = "RAFTLOCK_AUTH_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub auth_token: Option<String>,
+    /// A file holding the authentication token (surrounding whitespace ignored).
+    #[arg(
+        long,
+        env = "RAFTLOCK_AUTH_TOKEN_FILE",
+        global = true,
+        conflicts_with = "auth_token"
+    )]
+    pub auth_token_file: Option<std::path::PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -661,12 +678,26 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         code: EXIT_ERROR,
         message: error_chain(&error),
     })?;
+    let auth_token = match (&cli.auth_token, &cli.auth_token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure {
+                    code: EXIT_USAGE,
+                    message: format!("--auth-token-file {}: {e}", path.display()),
+                })?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
     let options = ClientOptions {
         connect_timeout: dial_timeout(cli.connect_timeout, servers.len()),
         request_timeout: cli.timeout.min(Duration::from_secs(5)),
         retry_timeout: cli.timeout,
         clock_seq: true,
         tls,
+        auth_token,
         ..ClientOptions::default()
     };
     let client = Client::connect_within(servers.clone(), options, cli.connect_timeout)

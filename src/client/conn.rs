@@ -125,17 +125,22 @@ impl Conn {
         generation: u64,
         timeout: Duration,
         tls: Option<&ClientTls>,
+        token: Option<&str>,
         pushes: Arc<PushRouter>,
     ) -> Result<Conn> {
-        tokio::time::timeout(timeout, Self::handshake(addr, generation, tls, pushes))
-            .await
-            .map_err(|_| Error::Timeout)?
+        tokio::time::timeout(
+            timeout,
+            Self::handshake(addr, generation, tls, token, pushes),
+        )
+        .await
+        .map_err(|_| Error::Timeout)?
     }
 
     async fn handshake(
         addr: &str,
         generation: u64,
         tls: Option<&ClientTls>,
+        token: Option<&str>,
         pushes: Arc<PushRouter>,
     ) -> Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
@@ -149,6 +154,7 @@ impl Conn {
             .send(Request::Hello {
                 version: VERSION,
                 role: Role::Client,
+                token: token.map(str::to_owned),
             })
             .await?;
         let welcome = match framed.next().await {

@@ -96,6 +96,18 @@ impl Error {
         }
     }
 
+    /// True when the server refused the connection's token (or its lack of one): retrying
+    /// elsewhere cannot help.
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            Error::Server {
+                code: ErrorCode::Unauthenticated,
+                ..
+            }
+        )
+    }
+
     /// True for lock outcomes that say "not now" rather than "something is broken"
     /// (`Busy`, `WaitTimeout`).
     pub fn is_lock_unavailable(&self) -> bool {

@@ -102,6 +102,9 @@ pub struct ClientOptions {
     /// `None` for plain TCP. The server name defaults to the host part of each address dialed,
     /// redirects included.
     pub tls: Option<crate::tls::ClientTls>,
+    /// The authentication token sent in every `Hello`, for daemons started with
+    /// `--auth-tokens`; `None` sends none.
+    pub auth_token: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -114,6 +117,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_secs(1),
             clock_seq: false,
             tls: None,
+            auth_token: None,
         }
     }
 }
@@ -231,6 +235,8 @@ impl Client {
         loop {
             match client.conn().await {
                 Ok(_) => return Ok(client),
+                // Another server would refuse the same token: say so at once.
+                Err(error) if error.is_unauthenticated() => return Err(error),
                 Err(error) => {
                     attempt += 1;
                     if !client.backoff(attempt, deadline).await {
@@ -507,6 +513,7 @@ impl Client {
             generation,
             self.inner.options.connect_timeout,
             self.inner.options.tls.as_ref(),
+            self.inner.options.auth_token.as_deref(),
             self.inner.pushes.clone(),
         )
         .await
@@ -584,6 +591,7 @@ impl Client {
             }
             let conn = match self.conn().await {
                 Ok(conn) => conn,
+                Err(error) if error.is_unauthenticated() => return Err(error),
                 Err(error) => {
                     last = Some(Failure::Connect(error_chain(&error)));
                     continue;

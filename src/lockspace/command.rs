@@ -42,6 +42,11 @@ pub enum Command {
         /// Who opened it, as the client said (absent in entries written before owners existed).
         #[serde(default)]
         owner: Option<String>,
+        /// The authenticated principal that opened it, when the daemon checks tokens: only it
+        /// (or an admin) may use the session. Absent with authentication off, and in entries
+        /// written before principals existed.
+        #[serde(default)]
+        principal: Option<String>,
     },
     /// Closes a session at its client's request, releasing its locks and dropping its waits.
     CloseSession { session: SessionId, seq: Seq },

@@ -22,7 +22,15 @@ impl LockSpace {
                 ttl_ms,
                 token,
                 owner,
-            } => self.open_session(index, *nonce, *ttl_ms, *token, owner.as_deref()),
+                principal,
+            } => self.open_session(
+                index,
+                *nonce,
+                *ttl_ms,
+                *token,
+                owner.as_deref(),
+                principal.as_deref(),
+            ),
             Command::CloseSession { session, seq } => {
                 self.session_request(*session, *seq, digest, |space| {
                     space.end_session(index, *session, &mut notes);
@@ -211,6 +219,7 @@ impl LockSpace {
         ttl_ms: u64,
         token: u64,
         owner: Option<&str>,
+        principal: Option<&str>,
     ) -> Outcome {
         if let Some(&id) = self.nonces.get(&nonce) {
             let session = &self.sessions[&id];
@@ -221,10 +230,9 @@ impl LockSpace {
             };
         }
         // Indexes increase, so no session can already have this id.
-        let previous = self.sessions.insert(
-            index,
-            Session::new(token, ttl_ms, nonce, owner.map(str::to_owned)),
-        );
+        let mut session = Session::new(token, ttl_ms, nonce, owner.map(str::to_owned));
+        session.principal = principal.map(str::to_owned);
+        let previous = self.sessions.insert(index, session);
         assert!(previous.is_none(), "session {index} opened twice");
         self.nonces.insert(nonce, index);
         Outcome::SessionOpened {

@@ -149,6 +149,8 @@ pub struct SessionInfo {
     /// True once an administrator revoked it (`MarkRevoked`): it holds its grants only until
     /// it closes or its lease runs out.
     pub revoked: bool,
+    /// The authenticated principal that opened it (`None` with authentication off).
+    pub principal: Option<String>,
 }
 
 /// A lock as queries see it.
@@ -276,6 +278,7 @@ impl LockSpace {
             ttl_ms: s.ttl_ms,
             owner: s.owner.clone(),
             revoked: s.revoked,
+            principal: s.principal.clone(),
         })
     }
 
@@ -294,6 +297,7 @@ impl LockSpace {
                 ttl_ms: s.ttl_ms,
                 owner: s.owner.clone(),
                 revoked: s.revoked,
+                principal: s.principal.clone(),
             })
             .collect()
     }

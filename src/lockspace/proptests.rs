@@ -317,6 +317,7 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
                 ttl_ms: 1_000,
                 token: nonce * 7,
                 owner: None,
+                principal: None,
             }
         }
         Op::Acquire {

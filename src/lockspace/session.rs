@@ -32,6 +32,10 @@ pub(crate) struct Session {
     /// out. After `owner`, with a default, so older snapshots restore.
     #[serde(default)]
     pub(crate) revoked: bool,
+    /// The authenticated principal that opened it (`None` with authentication off). Last,
+    /// with a default, so older snapshots restore.
+    #[serde(default)]
+    pub(crate) principal: Option<String>,
 }
 
 impl Session {
@@ -45,6 +49,7 @@ impl Session {
             locks: Vec::new(),
             owner,
             revoked: false,
+            principal: None,
         }
     }
 

@@ -38,6 +38,7 @@ impl Harness {
                 ttl_ms: 10_000,
                 token: 7,
                 owner: None,
+                principal: None,
             })
             .outcome
         {
@@ -726,6 +727,7 @@ fn owners_are_kept_and_restored() {
         ttl_ms: 1_000,
         token: 3,
         owner: Some("ann@box 42 make".into()),
+        principal: None,
     });
     let Outcome::SessionOpened { session, .. } = applied.outcome else {
         panic!("{applied:?}")
@@ -955,6 +957,7 @@ fn open_retry_with_nonce_returns_same_session() {
         ttl_ms: 3_000,
         token: 99,
         owner: None,
+        principal: None,
     };
     let first = h.apply(open.clone()).outcome;
     assert_eq!(
@@ -970,6 +973,7 @@ fn open_retry_with_nonce_returns_same_session() {
         ttl_ms: 5_000,
         token: 100,
         owner: None,
+        principal: None,
     };
     assert_eq!(h.apply(retry.clone()).outcome, first);
     assert_eq!(h.space.sessions().len(), 1);
@@ -981,6 +985,7 @@ fn open_retry_with_nonce_returns_same_session() {
             ttl_ms: 3_000,
             owner: None,
             revoked: false,
+            principal: None,
         })
     );
     h.apply(Command::ExpireSession { session: 1 });

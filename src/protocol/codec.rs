@@ -476,10 +476,12 @@ mod tests {
             Request::Hello {
                 version: 1,
                 role: Role::Client,
+                token: None,
             },
             Request::Hello {
                 version: 7,
                 role: Role::Peer,
+                token: None,
             },
             Request::OpenSession {
                 id: 1,

@@ -375,6 +375,7 @@ mod tests {
             Request::Hello {
                 version: 1,
                 role: super::super::Role::Client,
+                token: None,
             },
             Request::OpenSession {
                 id: 1,

@@ -56,6 +56,10 @@ pub enum Request {
         /// The protocol version the client speaks (`protocol::VERSION`).
         version: u32,
         role: Role,
+        /// The client's secret authentication token, when the daemon requires one (a
+        /// `--auth-tokens` file); absent otherwise, and always absent for role `peer`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// Opens a session (a lease that owns locks).
     OpenSession {
@@ -446,6 +450,12 @@ pub enum ErrorCode {
     HandshakeTimeout,
     /// The protocol version is not supported. The connection is closed.
     UnsupportedVersion,
+    /// The daemon requires an authentication token and `Hello` carried none, or one it does
+    /// not know. The connection is closed.
+    Unauthenticated,
+    /// The connection's principal may not make this request (its role or its name grants), or
+    /// may not use this session (another principal opened it). Nothing was done.
+    PermissionDenied,
     /// The daemon is at its connection limit. The connection is closed.
     TooManyConnections,
     /// The connection has too many requests in flight; retry after an answer arrives.
@@ -636,6 +646,7 @@ impl ErrorCode {
                 | ErrorCode::TooManyConnections
                 | ErrorCode::WrongCluster
                 | ErrorCode::Unauthorized
+                | ErrorCode::Unauthenticated
         )
     }
 }

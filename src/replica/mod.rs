@@ -69,6 +69,7 @@ mod shutdown;
 mod tests;
 mod times;
 
+use crate::auth::Principal;
 use std::collections::BTreeMap;
 
 use rand::rngs::StdRng;
@@ -124,12 +125,17 @@ pub enum Input {
     Tick,
     /// A Raft message from a peer.
     Peer(crate::raft::Envelope),
-    /// A client request (already validated against the limits); answered under `ticket`.
+    /// A client request (already validated against the limits, and authorized for its
+    /// principal's role and grants); answered under `ticket`.
     Request {
         /// Where the answer goes.
         ticket: Ticket,
         /// The request.
         request: Request,
+        /// Who sent it, when the daemon authenticates clients (`None` with authentication
+        /// off): recorded with the sessions it opens, and checked against the sessions it
+        /// uses.
+        principal: Option<Principal>,
     },
     /// Graceful shutdown: hand leadership over, refuse new requests, finish in-flight ones.
     Shutdown,
@@ -332,7 +338,11 @@ impl Replica {
                 self.continue_handoff();
             }
             Input::Peer(envelope) => self.node.step(envelope),
-            Input::Request { ticket, request } => self.on_request(ticket, request),
+            Input::Request {
+                ticket,
+                request,
+                principal,
+            } => self.on_request(ticket, request, principal.as_ref()),
             Input::Shutdown => self.begin_shutdown(),
         }
     }

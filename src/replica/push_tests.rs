@@ -9,7 +9,14 @@ use crate::protocol::PushReason;
 
 /// Sends `request` and returns its answer and the pushes it caused.
 fn step(replica: &mut Replica, now: u64, ticket: Ticket, request: Request) -> (Response, Pushes) {
-    replica.handle(now, Input::Request { ticket, request });
+    replica.handle(
+        now,
+        Input::Request {
+            ticket,
+            request,
+            principal: None,
+        },
+    );
     let (answers, pushes) = settle_pushes(replica, now);
     let mine = answers
         .into_iter()

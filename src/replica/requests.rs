@@ -13,6 +13,7 @@ use rand::Rng;
 
 use super::answers::{not_ready, revoked, session_expired};
 use super::{Caller, Pending, Replica, Ticket};
+use crate::auth::Principal;
 use crate::lockspace::{Command, SessionId};
 use crate::protocol::{ErrorCode, Request, Response};
 
@@ -135,11 +136,18 @@ enum Refusal {
     Expired,
     /// This leader has not caught up: it cannot tell yet.
     NotReady,
+    /// The session belongs to another principal.
+    NotYours,
 }
 
 impl Replica {
     /// Admits one request: answers it at once, or records what it waits for.
-    pub(super) fn on_request(&mut self, ticket: Ticket, request: Request) {
+    pub(super) fn on_request(
+        &mut self,
+        ticket: Ticket,
+        request: Request,
+        principal: Option<&Principal>,
+    ) {
         let caller = Caller {
             ticket,
             id: request.id(),
@@ -202,6 +210,7 @@ impl Replica {
                     ttl_ms,
                     token,
                     owner,
+                    principal: principal.map(|p| p.name().to_string()),
                 };
                 return self.propose(command, caller);
             }
@@ -226,7 +235,7 @@ impl Replica {
                 return self.propose(command, caller);
             }
             Request::KeepAlive { session, token, .. } => {
-                return self.keep_alive(session, token, caller);
+                return self.keep_alive(session, token, principal, caller);
             }
             other => other,
         };
@@ -235,7 +244,7 @@ impl Replica {
                 session,
                 token,
                 command,
-            }) => match self.check_session(session, token) {
+            }) => match self.check_session(session, token, principal) {
                 Ok(_) => self.propose(command, caller),
                 Err(refusal) => self.refuse(caller, refusal),
             },
@@ -248,13 +257,19 @@ impl Replica {
     }
 
     /// `KeepAlive` on the leader: moves the session's lease, answered without the log.
-    fn keep_alive(&mut self, session: SessionId, token: u64, caller: Caller) {
+    fn keep_alive(
+        &mut self,
+        session: SessionId,
+        token: u64,
+        principal: Option<&Principal>,
+        caller: Caller,
+    ) {
         // Before catching up, even a known session may have an expiry committed but not yet
         // applied here: only a caught-up leader vouches for a lease.
         if !self.caught_up() {
             return self.refuse(caller, Refusal::NotReady);
         }
-        match self.check_session(session, token) {
+        match self.check_session(session, token, principal) {
             Ok(_) if self.lockspace.session(session).is_some_and(|s| s.revoked) => {
                 // A revoked session's lease runs out: that is what frees its locks safely.
                 self.answer(caller, revoked(caller.id));
@@ -279,10 +294,23 @@ impl Replica {
     /// deposed without knowing it, or one that has not caught up): that is `NotReady`, never
     /// `SessionExpired`. Only a caught-up leader that has applied past the session's creation
     /// and does not have it can say it is gone.
+    ///
+    /// With authentication on, the session must also be the principal's own (or the principal
+    /// an admin): another principal's session is `PermissionDenied`, even with its token.
     /// Returns the session's TTL.
-    fn check_session(&self, session: SessionId, token: u64) -> Result<u64, Refusal> {
+    fn check_session(
+        &self,
+        session: SessionId,
+        token: u64,
+        principal: Option<&Principal>,
+    ) -> Result<u64, Refusal> {
         match self.lockspace.session(session) {
-            Some(info) if info.token == token => Ok(info.ttl_ms),
+            Some(info) if info.token == token => match principal {
+                Some(principal) if !principal.may_use_session(info.principal.as_deref()) => {
+                    Err(Refusal::NotYours)
+                }
+                _ => Ok(info.ttl_ms),
+            },
             _ if session > self.lockspace.applied_index() || !self.caught_up() => {
                 Err(Refusal::NotReady)
             }
@@ -294,6 +322,11 @@ impl Replica {
         let response = match refusal {
             Refusal::Expired => session_expired(caller.id),
             Refusal::NotReady => not_ready(caller.id),
+            Refusal::NotYours => Response::error(
+                caller.id,
+                ErrorCode::PermissionDenied,
+                "this session was opened by another principal",
+            ),
         };
         self.answer(caller, response);
     }

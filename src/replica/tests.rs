@@ -83,7 +83,25 @@ pub(super) fn request(
     ticket: Ticket,
     request: Request,
 ) -> Response {
-    replica.handle(now, Input::Request { ticket, request });
+    request_as(replica, now, ticket, request, None)
+}
+
+/// [`request`] from an authenticated principal.
+pub(super) fn request_as(
+    replica: &mut Replica,
+    now: u64,
+    ticket: Ticket,
+    request: Request,
+    principal: Option<&crate::auth::Principal>,
+) -> Response {
+    replica.handle(
+        now,
+        Input::Request {
+            ticket,
+            request,
+            principal: principal.cloned(),
+        },
+    );
     let answers = settle(replica, now);
     let mine: Vec<Response> = answers
         .into_iter()
@@ -188,6 +206,7 @@ fn a_learner_that_never_answers_is_not_promoted_and_the_add_gives_up() {
         Input::Request {
             ticket: 1,
             request: add,
+            principal: None,
         },
     );
     let mut answer = None;
@@ -394,6 +413,7 @@ fn an_expiry_proposed_behind_an_extend_does_not_revoke_the_extended_grant() {
         Input::Request {
             ticket: 5,
             request: extend,
+            principal: None,
         },
     );
     replica.advance(now).expect("advance");
@@ -477,4 +497,79 @@ fn a_replayed_acquire_does_not_shorten_an_extended_hold() {
         "the waiter was granted at {granted_at}, before the hold extended at {extended_at} for \
          {extended} ms ended"
     );
+}
+
+#[test]
+fn a_session_is_usable_only_by_its_principal_or_an_admin() {
+    use crate::auth::{Principal, Role};
+    let a = Principal::new("a", Role::Client, vec![], vec![]);
+    let b = Principal::new("b", Role::Client, vec![], vec![]);
+    let admin = Principal::new("root", Role::Admin, vec![], vec![]);
+    let mut replica = replica(&[1]);
+    let now = elect(&mut replica);
+    let open = Request::OpenSession {
+        id: 1,
+        nonce: 9,
+        ttl_ms: 5_000,
+        owner: None,
+    };
+    let Response::SessionOpened { session, token, .. } =
+        request_as(&mut replica, now, 1, open, Some(&a))
+    else {
+        panic!("no session");
+    };
+    assert_eq!(
+        replica.lockspace.session(session).and_then(|s| s.principal),
+        Some("a".to_string()),
+        "the opener is recorded in the replicated session"
+    );
+    let acquire = |id, seq| Request::Acquire {
+        id,
+        session,
+        token,
+        seq,
+        lock: "l".into(),
+        mode: crate::protocol::LockMode::Exclusive,
+        wait_ms: Some(0),
+        hold_ms: None,
+    };
+    let keep = |id| Request::KeepAlive { id, session, token };
+    // Another principal, even with the right token: denied, and nothing is granted.
+    let denied = request_as(&mut replica, now, 2, acquire(2, 1), Some(&b));
+    assert_eq!(
+        code(&denied),
+        Some(ErrorCode::PermissionDenied),
+        "{denied:?}"
+    );
+    assert!(
+        replica.lockspace.lock("l").is_none(),
+        "a denied acquire changed the lock"
+    );
+    let denied = request_as(&mut replica, now, 3, keep(3), Some(&b));
+    assert_eq!(
+        code(&denied),
+        Some(ErrorCode::PermissionDenied),
+        "{denied:?}"
+    );
+    // Its own principal, and an admin, may.
+    assert!(matches!(
+        request_as(&mut replica, now, 4, acquire(4, 1), Some(&a)),
+        Response::Granted { id: 4, .. }
+    ));
+    assert!(matches!(
+        request_as(&mut replica, now, 5, keep(5), Some(&admin)),
+        Response::KeptAlive { id: 5, .. }
+    ));
+    let close = Request::CloseSession {
+        id: 6,
+        session,
+        token,
+        seq: 2,
+    };
+    let denied = request_as(&mut replica, now, 6, close.clone(), Some(&b));
+    assert_eq!(code(&denied), Some(ErrorCode::PermissionDenied));
+    assert!(matches!(
+        request_as(&mut replica, now, 7, close, Some(&admin)),
+        Response::SessionClosed { .. }
+    ));
 }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use super::logging::LogFormat;
 use super::peer::{ClusterKey, KeyError};
 use super::tls::{PeerTlsFiles, ServerTls, TlsFiles};
+use super::tokens::{TokenFile, TokenFileError};
 use crate::protocol::{Limits, MAX_CLUSTER_ID_LEN};
 use crate::raft::{self, NodeId};
 use crate::tls::TlsError;
@@ -40,6 +41,9 @@ pub enum ConfigError {
     /// The cluster key file cannot be used.
     #[error("cannot use --cluster-key-file")]
     ClusterKey(#[source] KeyError),
+    /// `--auth-tokens` cannot be read or does not parse.
+    #[error("--auth-tokens")]
+    Tokens(#[source] TokenFileError),
     /// The cluster id is empty or too long.
     #[error("--cluster-id must be 1..={max} bytes")]
     ClusterId {
@@ -291,6 +295,12 @@ pub struct Args {
         value_name = "FILE"
     )]
     pub peer_tls_ca: Option<PathBuf>,
+    /// Require every client to authenticate with a token in `Hello`: a file of
+    /// `NAME ROLE SHA256-OF-TOKEN [lock:PREFIX|file:PREFIX ...]` lines (roles admin, client,
+    /// read; `printf %s "$TOKEN" | sha256sum` gives the digest), re-read on SIGHUP. Without it
+    /// any client that reaches the port may do anything, membership changes included.
+    #[arg(long, env = "RAFTLOCKD_AUTH_TOKENS")]
+    pub auth_tokens: Option<PathBuf>,
     /// The address other nodes and clients reach this node at (default: its --peer entry,
     /// else the bound listen address).
     #[arg(long, env = "RAFTLOCKD_ADVERTISE")]
@@ -383,6 +393,12 @@ impl Args {
         };
         let tls = ServerTls::load(self.tls_files()).map_err(ConfigError::Tls)?;
         let peer_tls = tls.as_ref().is_some_and(|tls| tls.peer_tls());
+        let tokens = match &self.auth_tokens {
+            Some(path) => Some(std::sync::Arc::new(
+                TokenFile::load(path).map_err(ConfigError::Tokens)?,
+            )),
+            None => None,
+        };
         let has_others = peers.keys().any(|id| *id != self.id);
         if has_others && cluster_key.is_none() && !self.insecure_peers && !peer_tls {
             return Err(ConfigError::ClusterKeyRequired);
@@ -412,6 +428,7 @@ impl Args {
             cluster_key,
             insecure_peers: self.insecure_peers,
             tls,
+            tokens,
             advertise: self.advertise.clone(),
             join: self.join,
             bootstrap: self.bootstrap,
@@ -451,6 +468,8 @@ pub struct ServerConfig {
     pub insecure_peers: bool,
     /// TLS for the port and the peer links (`--tls-*`, `--peer-tls-*`), if configured.
     pub tls: Option<std::sync::Arc<ServerTls>>,
+    /// The client token file (`--auth-tokens`); `None`: clients are not authenticated.
+    pub tokens: Option<std::sync::Arc<TokenFile>>,
     /// The address others reach this node at, if set explicitly.
     pub advertise: Option<String>,
     /// Wait to be added instead of bootstrapping an empty disk.

@@ -25,6 +25,8 @@ use super::inbox::{ConnHandle, Event, LeaderInfo, Outgoing, Reply};
 use super::metrics::ConnectionMetrics;
 use super::peer::PeerAcceptor;
 use super::tls::ServerTls;
+use super::tokens::TokenFile;
+use crate::auth::Principal;
 use crate::protocol::{
     self, ErrorCode, FrameError, Limits, Request, Response, Role, ServerCodec, PEER_TYPES,
 };
@@ -60,6 +62,8 @@ pub(crate) struct Shared {
     pub tls: Option<Arc<ServerTls>>,
     /// Connection, frame and rejection counters.
     pub metrics: ConnectionMetrics,
+    /// The client token file; `None`: clients are not authenticated.
+    pub tokens: Option<Arc<TokenFile>>,
 }
 
 /// How the reader loop ended.
@@ -116,7 +120,9 @@ pub(crate) async fn serve(
         let codec = ServerCodec::new(shared.limits.max_frame);
         let mut framed = Framed::new(stream, codec);
         match handshake(&mut framed, &shared, deadline).await {
-            Handshake::Client(welcome) => serve_client(framed, welcome, peer, &shared).await,
+            Handshake::Client(welcome, principal) => {
+                serve_client(framed, welcome, principal, peer, &shared).await
+            }
             Handshake::Peer => {
                 let cancel = shared.closing.child_token();
                 let tls_verified = match &shared.tls {
@@ -163,8 +169,9 @@ pub(crate) async fn serve(
 
 /// What the first frames of a connection made of it.
 enum Handshake {
-    /// A client: send it this `Welcome` and serve requests.
-    Client(Response),
+    /// A client: send it this `Welcome` and serve requests on behalf of this principal
+    /// (`None` with authentication off).
+    Client(Response, Option<Principal>),
     /// Another node of the cluster.
     Peer,
     /// Gone (closed, cancelled, or a socket error).
@@ -223,14 +230,38 @@ async fn handshake(
         Request::Hello {
             role: Role::Peer, ..
         } => Handshake::Peer,
-        Request::Hello { .. } => {
+        Request::Hello { token, .. } => {
+            let principal = match &shared.tokens {
+                None => None,
+                Some(tokens) => match tokens.authenticate(token.as_deref()) {
+                    Some(principal) => Some(principal),
+                    None => {
+                        let why = if token.is_some() {
+                            "the token in Hello is not known to this server"
+                        } else {
+                            "this server requires an authentication token in Hello"
+                        };
+                        return Handshake::CloseWith(Response::error(
+                            0,
+                            ErrorCode::Unauthenticated,
+                            why,
+                        ));
+                    }
+                },
+            };
+            if let Some(principal) = &principal {
+                tracing::debug!(principal = principal.name(), "client authenticated");
+            }
             let leader = shared.leader.borrow().clone();
-            Handshake::Client(Response::Welcome {
-                version: protocol::VERSION,
-                node_id: shared.node_id,
-                leader: leader.leader,
-                leader_addr: leader.addr,
-            })
+            Handshake::Client(
+                Response::Welcome {
+                    version: protocol::VERSION,
+                    node_id: shared.node_id,
+                    leader: leader.leader,
+                    leader_addr: leader.addr,
+                },
+                principal,
+            )
         }
         // A well-formed request has an id: the answer echoes it, like every error that
         // answers a frame whose id could be read (protocol.md §3).
@@ -246,6 +277,7 @@ async fn handshake(
 async fn serve_client(
     mut framed: Framed<Stream, ServerCodec>,
     welcome: Response,
+    principal: Option<Principal>,
     peer: SocketAddr,
     shared: &Shared,
 ) {
@@ -280,7 +312,7 @@ async fn serve_client(
         conn.close.clone(),
         shared.metrics.clone(),
     ));
-    let exit = read_loop(&mut frames, &conn, &local, shared).await;
+    let exit = read_loop(&mut frames, &conn, principal.as_ref(), &local, shared).await;
     let linger = match exit {
         Exit::Drop => {
             conn.close.cancel();
@@ -350,6 +382,7 @@ fn error_code(response: &Response) -> Option<ErrorCode> {
 async fn read_loop(
     frames: &mut FrameStream,
     conn: &ConnHandle,
+    principal: Option<&Principal>,
     local: &mpsc::Sender<Outgoing>,
     shared: &Shared,
 ) -> Exit {
@@ -404,6 +437,13 @@ async fn read_loop(
                 ErrorCode::BadRequest,
                 invalid.to_string(),
             ))
+        } else if let Some(denied) = principal.and_then(|p| p.authorize(&request).err()) {
+            // Before the driver: a denied request changes nothing.
+            Some(Response::error(
+                id,
+                ErrorCode::PermissionDenied,
+                denied.to_string(),
+            ))
         } else if conn.in_flight.load(Ordering::Relaxed) >= shared.limits.max_in_flight {
             Some(Response::error(
                 id,
@@ -425,7 +465,11 @@ async fn read_loop(
         }
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
         let reply = Reply { conn: conn.clone() };
-        let event = Event::Client { request, reply };
+        let event = Event::Client {
+            request,
+            reply,
+            principal: principal.cloned(),
+        };
         let sent = tokio::select! {
             biased;
             _ = conn.close.cancelled() => return Exit::Drop,

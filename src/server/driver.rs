@@ -215,12 +215,20 @@ impl Driver {
                 Input::Peer(envelope)
             }
             Event::Shutdown => Input::Shutdown,
-            Event::Client { request, reply } => {
+            Event::Client {
+                request,
+                reply,
+                principal,
+            } => {
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
                 let session = request_session(&request);
                 self.replies.insert(ticket, (reply, session));
-                Input::Request { ticket, request }
+                Input::Request {
+                    ticket,
+                    request,
+                    principal,
+                }
             }
         };
         self.replica.handle(now, input);

@@ -5,6 +5,7 @@
 //! driver hands the request to the replica under a ticket and, when the replica answers that
 //! ticket, sends the answer through the `Reply` into the connection's bounded queue.
 
+use crate::auth::Principal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub(crate) enum Event {
         request: Request,
         /// Where the answer goes.
         reply: Reply,
+        /// Who sent it (`None` with authentication off).
+        principal: Option<Principal>,
     },
     /// A Raft message from a peer (from the transport's inbound side).
     Peer(Envelope),

@@ -30,6 +30,7 @@ pub mod peer;
 mod push;
 pub mod signals;
 pub mod tls;
+pub mod tokens;
 mod writer;
 
 use std::future::Future;
@@ -364,7 +365,22 @@ impl Server {
             acceptor,
             tls: config.tls.clone(),
             metrics: metrics.connections.clone(),
+            tokens: config.tokens.clone(),
         });
+        match &config.tokens {
+            Some(tokens) => {
+                tracing::info!(
+                    file = %tokens.path().display(),
+                    principals = tokens.principals(),
+                    "clients authenticate with a token (--auth-tokens); reloaded on SIGHUP"
+                );
+                tracker.spawn(tokens::reload_on_hangup(tokens.clone(), closing.clone()));
+            }
+            None => tracing::info!(
+                "client authentication is off: any client that reaches the port may do \
+                 anything, membership changes included (give --auth-tokens to require tokens)"
+            ),
+        }
         let connections = Arc::new(Semaphore::new(config.limits.max_connections));
         let rejecting = Arc::new(Semaphore::new(MAX_REJECTING));
         tracing::info!(addr = %local_addr, id = config.id, tls = config.tls.is_some(), "listening");

@@ -268,6 +268,7 @@ impl Client {
             .send(Request::Hello {
                 version: VERSION,
                 role: Role::Client,
+                token: None,
             })
             .await;
         match client.recv().await {
@@ -474,6 +475,7 @@ pub async fn try_status(addr: SocketAddr, within: Duration) -> Option<StatusInfo
             .send(Request::Hello {
                 version: VERSION,
                 role: Role::Client,
+                token: None,
             })
             .await
             .ok()?;

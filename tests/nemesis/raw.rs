@@ -34,6 +34,7 @@ async fn dial(addr: &str) -> Result<Conn, RawError> {
         conn.send(Request::Hello {
             version: VERSION,
             role: Role::Client,
+            token: None,
         })
         .await
         .map_err(|e| RawError::Lost(e.to_string()))?;

@@ -59,6 +59,7 @@ fn options() -> ClientOptions {
         backoff_max: Duration::from_millis(300),
         clock_seq: false,
         tls: None,
+        auth_token: None,
     }
 }
 

@@ -436,7 +436,14 @@ impl Host {
         ctx.trace
             .log(ctx.now, || format!("n{} <- admin: {request:?}", self.id));
         self.admin.insert(ticket, ask);
-        self.input(ctx, Input::Request { ticket, request });
+        self.input(
+            ctx,
+            Input::Request {
+                ticket,
+                request,
+                principal: None,
+            },
+        );
         self.drive(ctx)
     }
 
@@ -606,7 +613,14 @@ impl Host {
                 keep_alive,
             },
         );
-        self.input(ctx, Input::Request { ticket, request });
+        self.input(
+            ctx,
+            Input::Request {
+                ticket,
+                request,
+                principal: None,
+            },
+        );
     }
 
     /// Runs the replica until it has nothing more to do: advance, carry out its effects, and

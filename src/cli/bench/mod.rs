@@ -333,6 +333,7 @@ pub fn client_options(tls: Option<&ClientTls>) -> ClientOptions {
         backoff_max: Duration::from_millis(100),
         clock_seq: false,
         tls: tls.cloned(),
+        auth_token: None,
     }
 }
 

@@ -39,6 +39,7 @@ pub(super) async fn dial_handshake<T: AsyncRead + AsyncWrite + Unpin>(
         .feed(Request::Hello {
             version: protocol::VERSION,
             role: Role::Peer,
+            token: None,
         })
         .await?;
     let mut framed = hello.map_codec(|_| PeerCodec::new(PEER_HANDSHAKE_MAX_FRAME));

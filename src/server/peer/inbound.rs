@@ -239,6 +239,7 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
             Ok(Some(Ok(Ok(Request::Hello {
                 version,
                 role: Role::Peer,
+                ..
             }))))
                 if version == protocol::VERSION =>
             {
