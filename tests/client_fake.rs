@@ -145,6 +145,53 @@ async fn follower_redirect_reaches_the_leader_with_the_same_nonce() {
     );
 }
 
+/// A paused leader still completes TCP and, here, even `Hello`, but answers nothing. After a
+/// request to it times out, the next attempt must go to another server, not round-robin straight
+/// back to it: the redirect that led there did not advance the rotation, and a second visit
+/// costs another whole timeout (found in CI: a session lost while its leader was paused, when
+/// that leader happened to be the second server listed).
+#[tokio::test]
+async fn a_timed_out_server_is_not_dialled_again_next() {
+    let good = Fake::start(leader(|_| vec![])).await;
+    let paused = Fake::start(|_| vec![]).await;
+    let paused_addr = paused.addr.clone();
+    let follower = Fake::start(move |request| {
+        vec![Action::Reply(Response::Error {
+            id: request.id(),
+            code: ErrorCode::NotLeader,
+            message: "not the leader".into(),
+            leader: Some(2),
+            leader_addr: Some(paused_addr.clone()),
+        })]
+    })
+    .await;
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(500),
+        retry_timeout: Duration::from_secs(20),
+        ..options()
+    };
+    let servers = vec![
+        follower.addr.clone(),
+        paused.addr.clone(),
+        good.addr.clone(),
+    ];
+    let client = Client::connect(servers, options).await.unwrap();
+    let session = client.open_session(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(session.id(), 7);
+    let opens = |fake: &Fake| {
+        fake.seen()
+            .iter()
+            .filter(|r| matches!(r, Request::OpenSession { .. }))
+            .count()
+    };
+    assert_eq!(
+        opens(&paused),
+        1,
+        "the paused server was tried once, then another one"
+    );
+    assert_eq!(opens(&good), 1);
+}
+
 #[tokio::test]
 async fn lost_connection_retries_the_append_with_the_same_seq() {
     let appends = Arc::new(Mutex::new(0));

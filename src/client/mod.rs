@@ -530,12 +530,19 @@ impl Client {
     /// at `hint` if given.
     async fn reroute(&self, generation: u64, hint: Option<String>) {
         let mut route = self.inner.route.lock().await;
-        if route
-            .conn
-            .as_ref()
-            .is_some_and(|c| c.generation == generation)
-        {
+        let failed = match &route.conn {
+            Some(conn) if conn.generation == generation => Some(conn.addr.clone()),
+            _ => None,
+        };
+        if let Some(failed) = failed {
             route.conn = None;
+            // A connection reached through a redirect did not move the rotation, so its next
+            // step may be the very node that just failed; step past it. (A paused node still
+            // accepts TCP connections: dialling it again would cost a whole timeout.)
+            let servers = &self.inner.servers;
+            if servers.len() > 1 && servers[route.next_server % servers.len()] == failed {
+                route.next_server = (route.next_server + 1) % servers.len();
+            }
         }
         if hint.is_some() {
             route.leader_hint = hint;
