@@ -61,12 +61,17 @@ impl Pki {
     /// Issues `file` for `names` (DNS names or IP addresses), usable as a server and a client
     /// certificate; `expired` makes one whose validity ended in the past.
     fn issue_with(&self, file: &str, names: &[&str], expired: bool) -> Issued {
+        self.issue_named(file, names, expired, &format!("{file} of {}", self.name))
+    }
+
+    /// [`Pki::issue_with`] with the subject common name `common_name`.
+    fn issue_named(&self, file: &str, names: &[&str], expired: bool, common_name: &str) -> Issued {
         let key = KeyPair::generate().expect("leaf key");
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("leaf params");
         params
             .distinguished_name
-            .push(DnType::CommonName, format!("{file} of {}", self.name));
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
@@ -140,6 +145,15 @@ struct Raw {
 impl Raw {
     /// Connects and runs the TLS handshake (with `tls`), then `Hello`; `Err` says why not.
     async fn hello(addr: SocketAddr, tls: Option<&ClientTls>) -> Result<Raw, String> {
+        Raw::hello_with(addr, tls, None).await
+    }
+
+    /// [`Raw::hello`] with an authentication token in `Hello`.
+    async fn hello_with(
+        addr: SocketAddr,
+        tls: Option<&ClientTls>,
+        token: Option<&str>,
+    ) -> Result<Raw, String> {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let stream = match tls {
             Some(tls) => tokio::time::timeout(DEADLINE, tls.connect(&addr.to_string(), tcp))
@@ -155,7 +169,7 @@ impl Raw {
         let hello = Request::Hello {
             version: VERSION,
             role: Role::Client,
-            token: None,
+            token: token.map(str::to_owned),
         };
         raw.framed.send(hello).await.map_err(|e| e.to_string())?;
         match raw.next().await {
@@ -626,4 +640,96 @@ fn a_multi_node_tls_port_without_peer_tls_refuses_to_start() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--peer-tls-cert"), "{stderr}");
+}
+
+/// With `--auth-tokens`, a `NAME ROLE cert` line makes a verified client certificate whose
+/// subject CN is NAME that principal when `Hello` carries no token: its role and grants apply
+/// and its sessions are its own. A certificate not listed is refused; a token always decides.
+#[tokio::test]
+async fn a_client_certificate_proves_its_principal_when_hello_has_no_token() {
+    use sha2::{Digest, Sha256};
+    let hex = |token: &str| -> String {
+        Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let pki = Pki::new("ca");
+    let server = pki.issue("server");
+    let alice = pki.issue_named("alice", &["localhost"], false, "alice");
+    let bob = pki.issue_named("bob", &["localhost"], false, "bob");
+    let tokens = pki.dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "alice client cert lock:jobs/\nops admin {}\n",
+            hex("ops-token")
+        ),
+    )
+    .expect("write the token file");
+    let mut args = tls_args(&server);
+    args.extend([
+        "--tls-client-ca".into(),
+        arg(&pki.ca()),
+        "--auth-tokens".into(),
+        arg(&tokens),
+    ]);
+    let mut daemon = start(&args);
+
+    let as_alice = Client::connect(
+        vec![daemon.addr.to_string()],
+        options(Some(client_tls(&pki, Some(&alice)))),
+    )
+    .await
+    .expect("alice's certificate is a principal");
+    lock_append_read(&as_alice, "jobs/nightly").await;
+    let session = as_alice
+        .open_session(Duration::from_secs(10))
+        .await
+        .expect("alice opens a session");
+    let denied = session
+        .lock("deploy", LockMode::Exclusive, Wait::TryOnce)
+        .await
+        .expect_err("a lock outside alice's grants");
+    assert!(
+        matches!(
+            denied,
+            raftlock::client::Error::Server {
+                code: raftlock::protocol::ErrorCode::PermissionDenied,
+                ..
+            }
+        ),
+        "{denied:?}"
+    );
+
+    let refused = |result: Result<Raw, String>| match result {
+        Ok(_) => panic!("served"),
+        Err(why) => why,
+    };
+    let why = refused(Raw::hello(daemon.addr, Some(&client_tls(&pki, Some(&bob)))).await);
+    assert!(
+        why.contains("Unauthenticated") && why.contains("bob"),
+        "a certificate that names no principal: {why}"
+    );
+    let why = refused(
+        Raw::hello_with(
+            daemon.addr,
+            Some(&client_tls(&pki, Some(&alice))),
+            Some("not-a-token"),
+        )
+        .await,
+    );
+    assert!(
+        why.contains("Unauthenticated"),
+        "a token decides, even beside a listed certificate: {why}"
+    );
+    let mut ops = Raw::hello_with(
+        daemon.addr,
+        Some(&client_tls(&pki, Some(&bob))),
+        Some("ops-token"),
+    )
+    .await
+    .expect("a known token is served whatever the certificate");
+    assert_eq!(ops.status().await.role, "leader");
+    daemon.assert_running();
 }

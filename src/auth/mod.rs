@@ -1,9 +1,9 @@
 //! Client authentication and access control: who a connection speaks for, and what it may do.
 //!
 //! A **principal** is a name with a [`Role`] and optional name-prefix grants. A client proves
-//! which principal it is by presenting a secret token in `Hello`; the daemon keeps only the
-//! tokens' SHA-256 digests, in a file it reads at start and again on SIGHUP
-//! ([`TokenTable::parse`]). With no token file, authentication is off and every connection may
+//! which principal it is by presenting a secret token in `Hello`, or over TLS by a client
+//! certificate whose subject common name the file lists; the daemon keeps only the tokens'
+//! SHA-256 digests, in a file it reads at start and again on SIGHUP ([`TokenTable::parse`]). With no token file, authentication is off and every connection may
 //! do everything, as before.
 //!
 //! The roles nest: `read` ⊂ `client` ⊂ `admin`.

@@ -13,6 +13,16 @@
 //! `printf %s "$TOKEN" | sha256sum`. A client presents the token itself in `Hello`, and the
 //! daemon looks up its digest. Names and digests must be unique; any error in the file names
 //! its line, and the daemon refuses to start (or, on SIGHUP, keeps the table it has).
+//!
+//! A principal may instead be proved by a TLS client certificate: the word `cert` in place of
+//! the digest says that a verified client certificate whose subject common name (CN) is NAME
+//! stands for this principal, as etcd does with `--client-cert-auth`:
+//!
+//! ```text
+//! alice    client  cert  lock:jobs/
+//! ```
+//!
+//! (so a certificate name with white space in it cannot be listed).
 
 use std::collections::HashMap;
 
@@ -33,16 +43,18 @@ pub enum TokenError {
     },
 }
 
-/// The principals of a token file, by their token's digest.
+/// The principals of a token file, by their token's digest or their certificate's name.
 #[derive(Debug, Default)]
 pub struct TokenTable {
     by_digest: HashMap<[u8; 32], Principal>,
+    by_certificate: HashMap<String, Principal>,
 }
 
 impl TokenTable {
     /// Parses a token file's text.
     pub fn parse(text: &str) -> Result<TokenTable, TokenError> {
         let mut by_digest = HashMap::new();
+        let mut by_certificate = HashMap::new();
         let mut names = HashMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
@@ -56,7 +68,7 @@ impl TokenTable {
                 (fields.next(), fields.next(), fields.next())
             else {
                 return Err(fail(
-                    "expected NAME ROLE SHA256 [lock:PREFIX|file:PREFIX ...]".into(),
+                    "expected NAME ROLE SHA256|cert [lock:PREFIX|file:PREFIX ...]".into(),
                 ));
             };
             let role = match role {
@@ -69,9 +81,16 @@ impl TokenTable {
                     )))
                 }
             };
-            let digest = parse_digest(digest).ok_or_else(|| {
-                fail("the digest is not 64 hex digits (printf %s \"$TOKEN\" | sha256sum)".into())
-            })?;
+            let digest = match digest {
+                "cert" => None,
+                hex => Some(parse_digest(hex).ok_or_else(|| {
+                    fail(
+                        "the digest is not 64 hex digits (printf %s \"$TOKEN\" | sha256sum) \
+                         or the word cert"
+                            .into(),
+                    )
+                })?),
+            };
             let (mut locks, mut files) = (Vec::new(), Vec::new());
             for grant in fields {
                 match grant.split_once(':') {
@@ -90,11 +109,22 @@ impl TokenTable {
                 )));
             }
             let principal = Principal::new(name, role, locks, files);
-            if by_digest.insert(digest, principal).is_some() {
-                return Err(fail("the same token digest is on an earlier line".into()));
+            match digest {
+                // Names are unique (above), so a certificate name is never listed twice.
+                None => {
+                    by_certificate.insert(name.to_string(), principal);
+                }
+                Some(digest) => {
+                    if by_digest.insert(digest, principal).is_some() {
+                        return Err(fail("the same token digest is on an earlier line".into()));
+                    }
+                }
             }
         }
-        Ok(TokenTable { by_digest })
+        Ok(TokenTable {
+            by_digest,
+            by_certificate,
+        })
     }
 
     /// The principal whose token this is, if any.
@@ -103,14 +133,20 @@ impl TokenTable {
         self.by_digest.get(&digest).cloned()
     }
 
+    /// The principal a verified client certificate with this subject common name stands for,
+    /// if a `NAME ROLE cert` line lists it.
+    pub fn certificate_principal(&self, common_name: &str) -> Option<Principal> {
+        self.by_certificate.get(common_name).cloned()
+    }
+
     /// How many principals it holds.
     pub fn len(&self) -> usize {
-        self.by_digest.len()
+        self.by_digest.len() + self.by_certificate.len()
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
+        self.len() == 0
     }
 }
 
@@ -156,6 +192,32 @@ mod tests {
         assert!(table.principal("").is_none());
         // The file holds digests: the digest itself is not a token.
         assert!(table.principal(&digest("s3cret")).is_none());
+    }
+
+    /// A `cert` line names a certificate's CN; it is never a token, and names stay unique
+    /// across both kinds.
+    #[test]
+    fn a_cert_line_finds_its_principal_by_certificate_name() {
+        let text = format!(
+            "alice client cert lock:jobs/\nops admin {}\n",
+            digest("s3cret")
+        );
+        let table = TokenTable::parse(&text).expect("parse");
+        assert_eq!(table.len(), 2);
+        let alice = table.certificate_principal("alice").expect("alice");
+        assert_eq!((alice.name(), alice.role()), ("alice", Role::Client));
+        assert!(alice.may_use_lock("jobs/1") && !alice.may_use_lock("other"));
+        assert!(
+            table.certificate_principal("ops").is_none(),
+            "ops has a token, not a cert"
+        );
+        assert!(table.principal("cert").is_none() && table.principal("alice").is_none());
+        assert!(
+            table.certificate_principal("Alice").is_none(),
+            "names match exactly"
+        );
+        let twice = TokenTable::parse("alice client cert\nalice read cert\n").expect_err("dup");
+        assert!(twice.to_string().contains("already on line 1"), "{twice}");
     }
 
     #[test]

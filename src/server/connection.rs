@@ -233,21 +233,33 @@ async fn handshake(
         Request::Hello { token, .. } => {
             let principal = match &shared.tokens {
                 None => None,
-                Some(tokens) => match tokens.authenticate(token.as_deref()) {
-                    Some(principal) => Some(principal),
-                    None => {
-                        let why = if token.is_some() {
-                            "the token in Hello is not known to this server"
-                        } else {
-                            "this server requires an authentication token in Hello"
-                        };
-                        return Handshake::CloseWith(Response::error(
-                            0,
-                            ErrorCode::Unauthenticated,
-                            why,
-                        ));
+                Some(tokens) => {
+                    let certificate = super::tls::client_common_name(framed.get_ref());
+                    match tokens.authenticate(token.as_deref(), certificate.as_deref()) {
+                        Some(principal) => Some(principal),
+                        None => {
+                            let why = match (&token, &certificate) {
+                                (Some(_), _) => {
+                                    "the token in Hello is not known to this server".to_string()
+                                }
+                                (None, Some(name)) => format!(
+                                    "the client certificate's name {name:?} is not a principal \
+                                     of this server, and Hello has no token"
+                                ),
+                                (None, None) => {
+                                    "this server requires an authentication token in Hello or \
+                                     a client certificate"
+                                        .to_string()
+                                }
+                            };
+                            return Handshake::CloseWith(Response::error(
+                                0,
+                                ErrorCode::Unauthenticated,
+                                why,
+                            ));
+                        }
                     }
-                },
+                }
             };
             if let Some(principal) = &principal {
                 tracing::debug!(principal = principal.name(), "client authenticated");

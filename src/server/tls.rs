@@ -165,6 +165,17 @@ impl ServerTls {
     }
 }
 
+/// The subject common name (CN) of the client certificate a TLS connection presented, which
+/// the handshake has verified (rustls keeps only verified chains); `None` on a plain
+/// connection, without a certificate, or when the leaf has no UTF-8 CN. This is the name a
+/// `NAME ROLE cert` line of the token file matches.
+pub fn client_common_name(stream: &Stream) -> Option<String> {
+    let leaf = stream.peer_certificates()?.first()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let name = certificate.subject().iter_common_name().next()?;
+    name.as_str().ok().map(str::to_string)
+}
+
 /// Builds the whole set from the files.
 fn build(files: &TlsFiles) -> Result<Loaded, TlsError> {
     let peer_roots = match &files.peer {

@@ -1,8 +1,8 @@
 //! The daemon's token file (`--auth-tokens`): read at start, swapped on SIGHUP.
 //!
 //! The table itself ([`TokenTable`]: digests, principals, grants) and the policy live in
-//! [`crate::auth`]; this is the daemon's handle on the file. Connections look a token up at
-//! `Hello` and keep the principal they found for the connection's life, so a reload applies
+//! [`crate::auth`]; this is the daemon's handle on the file. Connections look a token (or
+//! their client certificate's name) up at `Hello` and keep the principal they found for the connection's life, so a reload applies
 //! to new connections: an existing connection keeps its principal until it closes (remove a
 //! principal's access at once by restarting the node, or by revoking its sessions). A file
 //! that does not parse on reload is refused and the table in force stays.
@@ -64,9 +64,20 @@ impl TokenFile {
         self.current().len()
     }
 
-    /// The principal a `Hello` token stands for: `None` for a missing or unknown token.
-    pub fn authenticate(&self, token: Option<&str>) -> Option<Principal> {
-        self.current().principal(token?)
+    /// Who a new client connection speaks for: the principal of its `Hello` token when it
+    /// sent one (an unknown token is `None`, whatever certificate came with it), otherwise the
+    /// principal listed for the subject common name of its verified TLS client certificate;
+    /// `None` when neither proves a principal.
+    pub fn authenticate(
+        &self,
+        token: Option<&str>,
+        certificate_name: Option<&str>,
+    ) -> Option<Principal> {
+        let table = self.current();
+        match token {
+            Some(token) => table.principal(token),
+            None => table.certificate_principal(certificate_name?),
+        }
     }
 
     /// Reads the file again; on success the new table is in force (for new connections) and
