@@ -126,28 +126,20 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Raises the soft open-file limit to the hard one: every client connection is a descriptor,
 /// and distributions default the soft limit to 1024.
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    if got != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read RLIMIT_NOFILE");
-        return;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let old = limit.rlim_cur;
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise RLIMIT_NOFILE");
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // rustix says "unlimited" with `None`; as a number that is RLIM_INFINITY (the most).
+    let number = |value: Option<u64>| value.unwrap_or(u64::MAX);
+    let limit = getrlimit(Resource::Nofile);
+    let (old, max) = (number(limit.current), number(limit.maximum));
+    if old < max {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %std::io::Error::from(error), "cannot raise RLIMIT_NOFILE");
             return;
         }
-        tracing::debug!(
-            from = old,
-            to = limit.rlim_max,
-            "raised the open-file limit"
-        );
+        tracing::debug!(from = old, to = max, "raised the open-file limit");
     }
 }
