@@ -44,6 +44,12 @@ pub mod storage;
 pub mod tls;
 
 /// An error and its sources on one line, joined with ": " (for logs and the CLI's messages).
+///
+/// The same line as anyhow's `{:#}`, which the `raftlockd` binary uses for its own errors.
+/// This helper stays for the library, which has no anyhow (the client library builds without
+/// it): it formats a borrowed `&dyn Error` in place, as a tracing field
+/// (`error = %error_chain(&error)`) or in a message of `src/cli`, where wrapping the error in
+/// an `anyhow::Error` would take ownership of it for nothing.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

@@ -5,7 +5,8 @@
 //! another client is not granted the lock while any of them runs (it tries, and must fail until
 //! the group is gone; then it must succeed). An admin revoke (which keeps the lock held until
 //! the holder closes or its lease runs out) is checked the same way, and `raftlock` exits 7.
-//! A SIGSTOPped `raftlock` cannot keep CMD running
+//! Ctrl-Z's job-control stops never stop the supervisor, and CMD starts with no signal blocked
+//! or ignored. A SIGSTOPped `raftlock` cannot keep CMD running
 //! past the TTL: the supervisor enforces the deadline by itself. `--extend` keeps a short hold
 //! while CMD runs. A SIGINT of a `raftlock lock` that waits in the
 //! queue removes its acquire: the next live waiter is granted when the holder releases.
@@ -100,11 +101,16 @@ struct Locked {
 impl Locked {
     /// Starts it and waits until the shell and both sleeps run.
     fn start(daemon: &Daemon, name: &str, extra: &[&str]) -> Locked {
+        Locked::start_after(daemon, name, extra, "")
+    }
+
+    /// Like [`Locked::start`], with the shell running `prelude` first.
+    fn start_after(daemon: &Daemon, name: &str, extra: &[&str], prelude: &str) -> Locked {
         let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("pgid");
         let stderr = dir.path().join("stderr");
         let script = format!(
-            "echo $$ > {p}.tmp && mv {p}.tmp {p}; sleep 300 & sleep 300; wait",
+            "{prelude}echo $$ > {p}.tmp && mv {p}.tmp {p}; sleep 300 & sleep 300; wait",
             p = pidfile.display()
         );
         let spawned = Instant::now();
@@ -315,6 +321,85 @@ impl SignalNumber for ExitStatus {
     fn signal_number(&self) -> Option<i32> {
         std::os::unix::process::ExitStatusExt::signal(self)
     }
+}
+
+/// The signal numbers in a `/proc/PID/status` mask line (`SigBlk:`, `SigIgn:`, hexadecimal).
+fn mask_signals(status: &str, field: &str) -> Vec<i32> {
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"))
+        .trim();
+    let mask = u64::from_str_radix(hex, 16).expect("a hexadecimal mask");
+    (1..=64).filter(|n| mask & (1 << (n - 1)) != 0).collect()
+}
+
+/// The parent of process `pid`, from `/proc/PID/stat`.
+fn parent_of(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    let (_, tail) = stat.rsplit_once(')').expect("stat has a command name");
+    tail.split_whitespace()
+        .nth(1)
+        .and_then(|ppid| ppid.parse().ok())
+        .expect("stat has a parent pid")
+}
+
+/// A terminal's Ctrl-Z (SIGTSTP, and SIGTTIN/SIGTTOU) never stops the supervisor, the dead
+/// man's switch: it discards them and still forwards a later signal, so the group ends before
+/// the lock moves. CMD gets its signals as usual: `raftlock` leaves none blocked or ignored.
+#[test]
+fn job_control_stops_never_stop_the_supervisor_and_cmd_gets_every_signal() {
+    let daemon = Daemon::start(&[]);
+    let other = Other::connect(&daemon);
+    let name = "job-control";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let masks = dir.path().join("masks");
+    // Builtins only, so that the shell reads its own status, with the masks it was started
+    // with (a forking shell blocks every signal for a moment, which `grep /proc/$$/status`
+    // from a child would catch).
+    let prelude = format!(
+        "while read -r line; do case $line in Sig[BI]*) echo \"$line\";; esac; done \
+         < /proc/self/status > {m}.tmp && mv {m}.tmp {m}; ",
+        m = masks.display()
+    );
+    let mut locked = Locked::start_after(&daemon, name, &["--ttl", "10s"], &prelude);
+    let status = std::fs::read_to_string(&masks).expect("CMD wrote its masks");
+    assert_eq!(
+        mask_signals(&status, "SigBlk:"),
+        Vec::<i32>::new(),
+        "{status}"
+    );
+    let ignored = mask_signals(&status, "SigIgn:");
+    for stop in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        assert!(!ignored.contains(&stop), "CMD ignores {stop}: {status}");
+    }
+
+    let supervisor = parent_of(locked.pgid);
+    assert_ne!(
+        supervisor,
+        locked.child.id() as i32,
+        "CMD's parent is the supervisor"
+    );
+    for stop in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
+        signal(supervisor as u32, stop);
+    }
+    // A stopped supervisor would not act on the forwarded SIGINT: CMD's group would outlive
+    // raftlock and the wait below would fail.
+    let sent = Instant::now();
+    signal(locked.child.id(), libc::SIGINT);
+    let (gone, granted) = other.lock_after_group(name, locked.pgid, DEADLINE);
+    let status = wait_exit(&mut locked.child);
+    eprintln!(
+        "timeline: job-control stops to the supervisor, SIGINT to raftlock -> group gone after {:?}, lock granted after {:?}",
+        gone - sent,
+        granted - sent
+    );
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGINT),
+        "raftlock's status; stderr: {}",
+        locked.stderr()
+    );
 }
 
 #[test]

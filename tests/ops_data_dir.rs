@@ -1,6 +1,7 @@
 //! One daemon per data directory: a second `raftlockd` started on a directory another daemon
 //! serves exits non-zero at once, naming the directory and the holder's pid, and the first
 //! keeps serving. The lock dies with its holder: a restart after kill -9 is not kept out.
+//! Other start-up errors name the data directory or the listen address, on one line.
 
 mod common;
 
@@ -60,4 +61,75 @@ async fn a_second_daemon_on_the_same_directory_exits_and_the_first_keeps_serving
     first.restart();
     Client::hello(first.addr).await.wait_leader().await;
     assert_served(first.addr, "restarted").await;
+}
+
+/// Runs a `raftlockd` that must fail to start; returns its stdout and stderr once it exited
+/// non-zero (bounded by [`DEADLINE`]).
+fn start_failure(args: &[&std::ffi::OsStr]) -> (String, String) {
+    let started = Instant::now();
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_raftlockd"))
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn raftlockd");
+    let status = loop {
+        if let Some(status) = daemon.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > DEADLINE {
+            let _ = daemon.kill();
+            panic!("raftlockd {args:?} is still running");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let output = daemon.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(status.code(), Some(1), "raftlockd {args:?}: {stderr}");
+    (stdout, stderr)
+}
+
+/// Start-up errors are one line on stderr, `raftlockd: ` then what failed, naming the data
+/// directory or the listen address, then the causes (anyhow's `{:#}` chain).
+#[test]
+fn start_up_errors_name_the_data_directory_and_the_listen_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").expect("write");
+    let data_dir = file.join("node");
+    let (stdout, stderr) = start_failure(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+    ]);
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "raftlockd: cannot create the data directory {}: ",
+            data_dir.display()
+        )),
+        "{stderr}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("local addr").to_string();
+    let data_dir = dir.path().join("node");
+    let (stdout, stderr) = start_failure(&[
+        "--listen".as_ref(),
+        addr.as_ref(),
+        "--data-dir".as_ref(),
+        data_dir.as_os_str(),
+    ]);
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("raftlockd: cannot listen on {addr}: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("in use"), "{stderr}");
 }

@@ -6,9 +6,10 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use raftlock::server::logging::{self, LogControl, LogSettings};
-use raftlock::server::{dev_cluster, error_chain, signals, Args, DaemonCommand, Server};
+use raftlock::server::{dev_cluster, signals, Args, DaemonCommand, Server};
 use raftlock::storage::DataDirLock;
 use tokio::net::{lookup_host, TcpListener, TcpSocket};
 
@@ -16,7 +17,18 @@ use tokio::net::{lookup_host, TcpListener, TcpSocket};
 const LISTEN_BACKLOG: u32 = 4096;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    match start(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}`: the error and each of its causes on one line, joined with ": ".
+            eprintln!("raftlockd: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sets up the log and the runtime, then runs the node (or the dev cluster) until it stops.
+fn start(args: Args) -> anyhow::Result<()> {
     let supervisor = args.command.is_some();
     let settings = LogSettings {
         // The dev-cluster supervisor is no node: its own lines carry no node id.
@@ -25,13 +37,8 @@ fn main() -> ExitCode {
         level: args.log_level.clone(),
         filter_file: args.log_filter_file.clone(),
     };
-    let log = match logging::init(&settings) {
-        Ok(log) => log,
-        Err(error) => {
-            eprintln!("raftlockd: {}", error_chain(&error));
-            return ExitCode::FAILURE;
-        }
-    };
+    // The log error names the filter or the file that is wrong.
+    let log = logging::init(&settings)?;
     raise_fd_limit();
     let runtime = match args.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread()
@@ -45,44 +52,37 @@ fn main() -> ExitCode {
             .enable_all()
             .build(),
     };
-    let runtime = match runtime {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("raftlockd: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let work = async {
+    let runtime = runtime.context("cannot start the runtime")?;
+    runtime.block_on(async {
         match args.command.clone() {
-            Some(DaemonCommand::DevCluster(dev)) => dev_cluster::run(&args, dev).await,
+            // The dev cluster reports its failures as finished messages.
+            Some(DaemonCommand::DevCluster(dev)) => dev_cluster::run(&args, dev)
+                .await
+                .map_err(anyhow::Error::msg),
             None => run(args, log).await,
         }
-    };
-    match runtime.block_on(work) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("raftlockd: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
-async fn run(args: Args, log: LogControl) -> Result<(), String> {
+/// Runs one node: configuration, data-directory lock, listener, recovery, then serving until
+/// SIGTERM/SIGINT. Each error says what failed; the library's errors already name the flag,
+/// the data directory or the file concerned, and are not wrapped again where they do.
+async fn run(args: Args, log: LogControl) -> anyhow::Result<()> {
     // First of all, before recovery (which may take a while): from here on SIGHUP reloads
     // instead of ending the process.
-    let hangups = signals::hangups().map_err(|e| format!("cannot take SIGHUP: {e}"))?;
-    let config = args.to_config().map_err(|e| error_chain(&e))?;
+    let hangups = signals::hangups().context("cannot take SIGHUP")?;
+    let config = args.to_config()?;
     // A SIGHUP that arrived meanwhile waits in `hangups` and is handled now.
     tokio::spawn(signals::reload_on_hangup(hangups, log, config.tls.clone()));
     // Before the port and before anything in the directory is read: a second daemon on this
     // directory stops here, naming the directory and the holder.
-    let dir_lock = DataDirLock::acquire(&config.data_dir).map_err(|e| error_chain(&e))?;
+    let dir_lock = DataDirLock::acquire(&config.data_dir)?;
     let listener = bind(&args.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server = Server::start_locked(config, listener, dir_lock)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .with_context(|| format!("cannot start node {}", args.id))?;
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("raftlockd listening on {}", server.local_addr());
     if let Some(addr) = server.metrics_addr() {
@@ -92,7 +92,7 @@ async fn run(args: Args, log: LogControl) -> Result<(), String> {
     server
         .serve(signals::shutdown())
         .await
-        .map_err(|e| error_chain(&e))
+        .with_context(|| format!("node {} stopped", args.id))
 }
 
 /// Binds with address reuse (a restarted daemon gets its port back at once) and a deep backlog.
@@ -126,28 +126,20 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Raises the soft open-file limit to the hard one: every client connection is a descriptor,
 /// and distributions default the soft limit to 1024.
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    if got != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read RLIMIT_NOFILE");
-        return;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let old = limit.rlim_cur;
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot raise RLIMIT_NOFILE");
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    // rustix says "unlimited" with `None`; as a number that is RLIM_INFINITY (the most).
+    let number = |value: Option<u64>| value.unwrap_or(u64::MAX);
+    let limit = getrlimit(Resource::Nofile);
+    let (old, max) = (number(limit.current), number(limit.maximum));
+    if old < max {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %std::io::Error::from(error), "cannot raise RLIMIT_NOFILE");
             return;
         }
-        tracing::debug!(
-            from = old,
-            to = limit.rlim_max,
-            "raised the open-file limit"
-        );
+        tracing::debug!(from = old, to = max, "raised the open-file limit");
     }
 }

@@ -12,11 +12,14 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ExitStatus};
 use std::time::Duration;
 
+use rustix::io::{Errno, FdFlags};
+use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
+use rustix::process::Signal as Sig;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::time::Instant;
 
@@ -70,20 +73,20 @@ impl Signals {
         })
     }
 
-    /// The next signal received, as its number.
-    async fn recv(&mut self) -> libc::c_int {
+    /// The next signal received.
+    async fn recv(&mut self) -> Sig {
         tokio::select! {
-            _ = self.interrupt.recv() => libc::SIGINT,
-            _ = self.terminate.recv() => libc::SIGTERM,
-            _ = self.hangup.recv() => libc::SIGHUP,
-            _ = self.quit.recv() => libc::SIGQUIT,
+            _ = self.interrupt.recv() => Sig::INT,
+            _ = self.terminate.recv() => Sig::TERM,
+            _ = self.hangup.recv() => Sig::HUP,
+            _ = self.quit.recv() => Sig::QUIT,
         }
     }
 }
 
 /// 128 + N, a shell's status for signal N.
-fn signal_status(signal: libc::c_int) -> u8 {
-    u8::try_from(128 + signal).unwrap_or(u8::MAX)
+fn signal_status(signal: Sig) -> u8 {
+    u8::try_from(128 + signal.as_raw()).unwrap_or(u8::MAX)
 }
 
 /// Closes the session (which also drops a queued acquire and releases its grants), bounded.
@@ -116,7 +119,7 @@ async fn close_quietly(session: Session) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cause {
     /// `raftlock` received this signal.
-    Signal(libc::c_int),
+    Signal(Sig),
     /// The session's lease entered jeopardy.
     Jeopardy,
     /// The session's or the grant's lease was lost.
@@ -132,16 +135,9 @@ impl Control {
     /// Sends one command line; a supervisor that has exited is noticed by its exit status.
     fn send(&self, line: &str) {
         let bytes = format!("{line}\n");
-        // SAFETY: sends from a buffer we own on our socket; MSG_NOSIGNAL turns a closed peer
-        // into EPIPE instead of SIGPIPE.
-        unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                libc::MSG_NOSIGNAL,
-            );
-        }
+        // MSG_NOSIGNAL turns a closed peer into EPIPE instead of SIGPIPE; the error itself is
+        // not needed (the supervisor's exit is seen by its status).
+        let _ = rustix::net::send(&self.fd, bytes.as_bytes(), SendFlags::NOSIGNAL);
     }
 
     fn send_deadline(&self, deadline: Instant) {
@@ -163,21 +159,12 @@ fn monotonic_at(at: Instant) -> u64 {
 
 /// A connected pair of Unix stream sockets, both close-on-exec.
 fn socket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: socketpair writes two descriptors into the array we pass.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// What CMD is run with.
@@ -192,15 +179,14 @@ struct Launch<'a> {
 fn spawn_supervisor(launch: &Launch<'_>) -> io::Result<(Child, Control)> {
     let (ours, theirs) = socket_pair()?;
     let their_fd = theirs.as_raw_fd();
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
+    let parent = rustix::process::getpid();
     let mut command = std::process::Command::new("/proc/self/exe");
     command
         .arg("__supervise")
         .arg("--control-fd")
         .arg(their_fd.to_string())
         .arg("--parent")
-        .arg(parent.to_string())
+        .arg(parent.as_raw_pid().to_string())
         .arg("--deadline-ns")
         .arg(monotonic_at(launch.deadline).to_string())
         .arg("--kill-after-ms")
@@ -208,47 +194,37 @@ fn spawn_supervisor(launch: &Launch<'_>) -> io::Result<(Child, Control)> {
         .arg("--")
         .args(launch.cmd)
         .envs(launch.env.iter().map(|(k, v)| (k, v)));
-    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-    // functions (fcntl, prctl, getppid) without allocating.
+    // SAFETY: `pre_exec` is unsafe because the closure runs in the child between fork and
+    // exec, where only async-signal-safe work is allowed. It makes three system calls through
+    // rustix (fcntl, prctl, getppid: each one direct syscall, no lock, no allocation) and
+    // builds its error from a raw errno, which does not allocate either.
     unsafe {
         command.pre_exec(move || {
             // The supervisor keeps its end of the socket across exec.
-            if libc::fcntl(their_fd, libc::F_SETFD, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::io::fcntl_setfd(&theirs, FdFlags::empty())?;
             // It learns of raftlock's death by a signal as well as by end of file...
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGUSR1, 0, 0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::process::set_parent_process_death_signal(Some(Sig::USR1))?;
             // ...and if raftlock died before prctl took effect, the signal never comes.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            if rustix::process::getppid() != Some(parent) {
+                return Err(Errno::SRCH.into());
             }
             Ok(())
         });
     }
-    let child = command.spawn()?;
-    drop(theirs);
-    Ok((child, Control { fd: ours }))
+    let child = command.spawn();
+    // The closure owns our copy of the supervisor's end: dropping the command closes it.
+    drop(command);
+    Ok((child?, Control { fd: ours }))
 }
 
 /// The default `--owner`: `user@host pid N: CMD`, cut to the protocol's bound.
 pub(super) fn default_owner(cmd: &[OsString]) -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
-            // SAFETY: getuid has no preconditions.
-            format!("uid{}", unsafe { libc::getuid() })
-        });
-    let mut host = [0u8; 256];
-    // SAFETY: gethostname writes at most host.len() bytes into the buffer we own.
-    let rc = unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len()) };
-    let host = if rc == 0 {
-        let end = host.iter().position(|&b| b == 0).unwrap_or(host.len());
-        String::from_utf8_lossy(&host[..end]).into_owned()
-    } else {
-        "localhost".to_string()
-    };
+        .unwrap_or_else(|_| format!("uid{}", rustix::process::getuid().as_raw()));
+    // The host name is uname's node name (what gethostname(2) returns on Linux).
+    let uname = rustix::system::uname();
+    let host = uname.nodename().to_string_lossy();
     let command: Vec<String> = cmd
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
@@ -384,7 +360,7 @@ pub(super) async fn lock(
         tokio::select! {
             biased;
             signal = signals.recv() => {
-                control.send(&format!("signal {signal}"));
+                control.send(&format!("signal {}", signal.as_raw()));
                 cause.get_or_insert(Cause::Signal(signal));
             }
             changed = session_lease.changed(), if session_open => session_open = changed.is_ok(),

@@ -8,6 +8,9 @@
 //! - has `PR_SET_PDEATHSIG` set to `SIGUSR1` before it runs (and checks `getppid()` right after,
 //!   so a `raftlock` that died in between is noticed), and becomes a child subreaper, so the
 //!   orphans of CMD's group are reparented to it and reaped;
+//! - blocks the signals it handles and reads them from a signalfd, among them the terminal's
+//!   job-control stops (`SIGTSTP`, `SIGTTIN`, `SIGTTOU`), which it discards: a Ctrl-Z stops
+//!   `raftlock` and CMD, never the dead man's switch (CMD starts with an empty signal mask);
 //! - starts CMD in a new process group (its pid is the group id), and keeps CMD unreaped (a
 //!   zombie) until the rest of the group is gone, so the group id cannot be reused while it
 //!   may still be signalled;
@@ -26,22 +29,45 @@
 //!
 //! Group membership is read from `/proc` (a process whose `pgrp` is the group id and that is not
 //! a zombie), so this is Linux only, like `prctl`.
+//!
+//! The system calls go through rustix (kill, wait, prctl, poll, read, clock_gettime) and, for
+//! the signal mask and the signalfd that rustix does not wrap, nix. Two `unsafe` blocks remain,
+//! neither with a safe form: taking ownership of the inherited control descriptor, and the
+//! `pre_exec` hook (unsafe by signature) that empties CMD's signal mask.
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal as MaskSignal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::{Errno, FdFlags};
+use rustix::process::{Pid, RawPid, Signal, WaitId, WaitIdOptions, WaitOptions};
+use rustix::time::ClockId;
 
 /// How long before the deadline the group is SIGKILLed: time for the kernel to deliver the
 /// signal and the processes to die.
 pub const KILL_MARGIN: Duration = Duration::from_millis(100);
 
-/// The terminal's job-control stops, which the supervisor ignores (CMD does not).
-const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
+/// The signals the supervisor takes through a signalfd instead of their default action:
+/// parent death, child exits, the signals `raftlock` forwards, and the terminal's job-control
+/// stops, which it discards (CMD does not: it starts with an empty mask).
+const BLOCKED_SIGNALS: [MaskSignal; 9] = [
+    MaskSignal::SIGUSR1,
+    MaskSignal::SIGCHLD,
+    MaskSignal::SIGINT,
+    MaskSignal::SIGTERM,
+    MaskSignal::SIGHUP,
+    MaskSignal::SIGQUIT,
+    MaskSignal::SIGTSTP,
+    MaskSignal::SIGTTIN,
+    MaskSignal::SIGTTOU,
+];
 
 /// How often the group is checked while it is being ended, or after CMD exited.
 const CHECK_EVERY: Duration = Duration::from_millis(10);
@@ -54,7 +80,7 @@ pub struct SuperviseArgs {
     pub control_fd: RawFd,
     /// The pid of the `raftlock` process that started this one.
     #[arg(long)]
-    pub parent: libc::pid_t,
+    pub parent: RawPid,
     /// The first lease deadline, in CLOCK_MONOTONIC nanoseconds.
     #[arg(long)]
     pub deadline_ns: u64,
@@ -68,14 +94,7 @@ pub struct SuperviseArgs {
 
 /// Now on CLOCK_MONOTONIC, in nanoseconds (the clock of `std::time::Instant` on Linux).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the struct we pass; CLOCK_MONOTONIC always exists.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-    }
+    let ts = rustix::time::clock_gettime(ClockId::Monotonic);
     let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
     secs * 1_000_000_000 + nanos
@@ -85,21 +104,18 @@ fn ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Sends `signal` to every process of group `pgid`.
-fn signal_group(pgid: libc::pid_t, signal: libc::c_int) {
-    // SAFETY: kill(2) has no memory effects. The group id is the pid of our own unreaped child,
-    // so it cannot name another group.
-    unsafe {
-        libc::kill(-pgid, signal);
-    }
+/// Sends `signal` to every process of group `pgid`. The group id is the pid of our own unreaped
+/// child, so it cannot name another group; a group already empty is no error worth reporting.
+fn signal_group(pgid: Pid, signal: Signal) {
+    let _ = rustix::process::kill_process_group(pgid, signal);
 }
 
 /// One process as `/proc/PID/stat` describes it.
 struct ProcStat {
-    pid: libc::pid_t,
+    pid: RawPid,
     state: u8,
-    ppid: libc::pid_t,
-    pgrp: libc::pid_t,
+    ppid: RawPid,
+    pgrp: RawPid,
 }
 
 /// Parses `/proc/PID/stat`: `pid (comm) state ppid pgrp ...` (comm may hold spaces and
@@ -137,19 +153,16 @@ fn processes() -> Vec<ProcStat> {
 
 /// Whether any process of group `pgid` other than zombies is left; reaps our zombie children
 /// other than `leader` (orphans reparented to this subreaper, and exited group members).
-fn group_alive_and_reap(pgid: libc::pid_t, leader: libc::pid_t) -> bool {
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
+fn group_alive_and_reap(pgid: Pid, leader: Pid) -> bool {
+    let me = rustix::process::getpid().as_raw_pid();
     let mut alive = false;
     for p in processes() {
-        if p.ppid == me && p.state == b'Z' && p.pid != leader {
-            let mut status = 0;
-            // SAFETY: waitpid on our own exited child; status is a valid out pointer.
-            unsafe {
-                libc::waitpid(p.pid, &mut status, libc::WNOHANG);
+        if p.ppid == me && p.state == b'Z' && p.pid != leader.as_raw_pid() {
+            if let Some(zombie) = Pid::from_raw(p.pid) {
+                let _ = rustix::process::waitpid(Some(zombie), WaitOptions::NOHANG);
             }
         }
-        if p.pgrp == pgid && p.state != b'Z' && p.state != b'X' {
+        if p.pgrp == pgid.as_raw_pid() && p.state != b'Z' && p.state != b'X' {
             alive = true;
         }
     }
@@ -157,27 +170,18 @@ fn group_alive_and_reap(pgid: libc::pid_t, leader: libc::pid_t) -> bool {
 }
 
 /// CMD's shell-style status if it has exited, without reaping it.
-fn leader_exited(leader: libc::pid_t) -> Option<u8> {
-    // SAFETY: an all-zero siginfo_t is valid; waitid writes it.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid on our own child with a valid out pointer; WNOWAIT leaves it a zombie.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            leader as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    // SAFETY: si_pid and si_status are set by waitid for a CLD_* event (zero otherwise).
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if rc != 0 || pid == 0 {
-        return None;
-    }
-    let code = if info.si_code == libc::CLD_EXITED {
-        status & 0xff
-    } else {
-        128 + status
+fn leader_exited(leader: Pid) -> Option<u8> {
+    // WNOWAIT leaves it a zombie; `None` (no event yet) unless it has exited.
+    let status = rustix::process::waitid(
+        WaitId::Pid(leader),
+        WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+    )
+    .ok()??;
+    let code = match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => code & 0xff,
+        (None, Some(signal)) => 128 + signal,
+        // Only exits are waited for: a stop or continue event is not one.
+        (None, None) => return None,
     };
     Some(u8::try_from(code).unwrap_or(u8::MAX))
 }
@@ -187,7 +191,7 @@ fn leader_exited(leader: libc::pid_t) -> Option<u8> {
 enum Control {
     Deadline(u64),
     Term,
-    Signal(libc::c_int),
+    Signal(Signal),
 }
 
 fn parse_control(line: &str) -> Option<Control> {
@@ -195,7 +199,11 @@ fn parse_control(line: &str) -> Option<Control> {
     match (words.next()?, words.next()) {
         ("deadline", Some(ns)) => ns.parse().ok().map(Control::Deadline),
         ("term", None) => Some(Control::Term),
-        ("signal", Some(n)) => n.parse().ok().map(Control::Signal),
+        ("signal", Some(n)) => n
+            .parse()
+            .ok()
+            .and_then(Signal::from_named_raw)
+            .map(Control::Signal),
         _ => None,
     }
 }
@@ -253,63 +261,52 @@ pub fn main(args: &SuperviseArgs) -> ExitCode {
     }
 }
 
-fn last_os_error(what: &str) -> io::Error {
-    let error = io::Error::last_os_error();
+/// An operating system error with what was being done.
+fn os_error(what: &str, error: impl Into<io::Error>) -> io::Error {
+    let error = error.into();
     io::Error::new(error.kind(), format!("{what}: {error}"))
 }
 
-/// The signals the supervisor takes through a signalfd instead of their default action:
-/// parent death, child exits, and the terminal's signals (`raftlock` forwards those).
-fn blocked_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill the set we own.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in [
-            libc::SIGUSR1,
-            libc::SIGCHLD,
-            libc::SIGINT,
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-        ] {
-            libc::sigaddset(&mut set, signal);
-        }
-        set
+/// Takes ownership of the control socket inherited from `raftlock` as descriptor `fd`, after
+/// checking that the descriptor is open and a socket.
+fn adopt_control(fd: RawFd) -> io::Result<OwnedFd> {
+    let target = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .map_err(|error| os_error(&format!("control descriptor {fd}"), error))?;
+    if !target.to_string_lossy().starts_with("socket:") {
+        return Err(io::Error::other(format!(
+            "control descriptor {fd} is not a socket"
+        )));
     }
+    // SAFETY: `fd` is open (checked just above) and is the end of the socket pair that
+    // `raftlock` made for this process and passed by number; nothing else in this process
+    // knows the number, so this is its only owner. Adopting an inherited descriptor has no
+    // safe form.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn supervise(args: &SuperviseArgs) -> io::Result<u8> {
-    let control = args.control_fd;
-    // SAFETY: plain syscalls on our own process and an inherited descriptor.
-    unsafe {
-        // CMD must not inherit the control socket.
-        libc::fcntl(control, libc::F_SETFD, libc::FD_CLOEXEC);
-        if libc::getppid() != args.parent {
-            return Err(io::Error::other(
-                "raftlock exited before the command started",
-            ));
-        }
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    let control = adopt_control(args.control_fd)?;
+    // CMD must not inherit the control socket.
+    rustix::io::fcntl_setfd(&control, FdFlags::CLOEXEC)
+        .map_err(|error| os_error("fcntl", error))?;
+    if rustix::process::getppid().map(Pid::as_raw_pid) != Some(args.parent) {
+        return Err(io::Error::other(
+            "raftlock exited before the command started",
+        ));
     }
-    // A terminal's Ctrl-Z stops raftlock, but must not stop the dead man's switch.
-    for signal in STOP_SIGNALS {
-        // SAFETY: SIG_IGN is a valid disposition; CMD gets SIG_DFL back before exec.
-        unsafe {
-            libc::signal(signal, libc::SIG_IGN);
-        }
+    // Best effort, as before: without it orphans are reaped by init instead. (The kernel
+    // takes any non-zero value as "set"; rustix's signature asks for a pid.)
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    // A terminal's Ctrl-Z stops raftlock, but must not stop the dead man's switch: the stops
+    // are blocked along with the rest and read (and dropped) from the signalfd.
+    let mut set = SigSet::empty();
+    for signal in BLOCKED_SIGNALS {
+        set.add(signal);
     }
-    let set = blocked_signals();
-    // SAFETY: set is initialised; the signalfd is ours.
-    let sfd = unsafe {
-        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
-            return Err(last_os_error("sigprocmask"));
-        }
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
-    };
-    if sfd < 0 {
-        return Err(last_os_error("signalfd"));
-    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .map_err(|error| os_error("sigprocmask", error))?;
+    let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|error| os_error("signalfd", error))?;
 
     let (program, rest) = args
         .cmd
@@ -317,15 +314,12 @@ fn supervise(args: &SuperviseArgs) -> io::Result<u8> {
         .ok_or_else(|| io::Error::other("no command given"))?;
     let mut command = std::process::Command::new(program);
     command.args(rest).process_group(0);
-    // SAFETY: the closure only calls async-signal-safe functions (sigprocmask, signal).
+    // SAFETY: `pre_exec` is unsafe because the closure runs in the child between fork and
+    // exec; it only empties the signal mask it inherited (sigemptyset on a stack value and
+    // sigprocmask, both async-signal-safe, no allocation), so CMD gets its signals.
     unsafe {
         command.pre_exec(|| {
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-            for signal in STOP_SIGNALS {
-                libc::signal(signal, libc::SIG_DFL);
-            }
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
             Ok(())
         });
     }
@@ -343,7 +337,7 @@ fn supervise(args: &SuperviseArgs) -> io::Result<u8> {
             });
         }
     };
-    let leader = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+    let leader = Pid::from_child(&child);
     // The child handle is not used again: the leader is reaped below, by pid.
     drop(child);
 
@@ -359,21 +353,20 @@ fn supervise(args: &SuperviseArgs) -> io::Result<u8> {
     let mut buffer = Vec::new();
     loop {
         let now = monotonic_ns();
-        // SAFETY: getppid has no preconditions.
-        if !parent_gone && unsafe { libc::getppid() } != args.parent {
+        if !parent_gone && rustix::process::getppid().map(Pid::as_raw_pid) != Some(args.parent) {
             parent_gone = true;
         }
         if parent_gone && !timeline.killed {
-            signal_group(leader, libc::SIGKILL);
+            signal_group(leader, Signal::KILL);
             timeline.killed = true;
         }
         if timeline.termed.is_none() && (now >= timeline.term_due() || exited.is_some()) {
-            signal_group(leader, libc::SIGTERM);
-            signal_group(leader, libc::SIGCONT);
+            signal_group(leader, Signal::TERM);
+            signal_group(leader, Signal::CONT);
             timeline.termed = Some(now);
         }
         if !timeline.killed && now >= timeline.kill_due() {
-            signal_group(leader, libc::SIGKILL);
+            signal_group(leader, Signal::KILL);
             timeline.killed = true;
         }
         if exited.is_none() {
@@ -382,11 +375,8 @@ fn supervise(args: &SuperviseArgs) -> io::Result<u8> {
         let alive = group_alive_and_reap(leader, leader);
         if let Some(code) = exited {
             if !alive {
-                let mut status = 0;
-                // SAFETY: reaps our own exited child (the group is empty, its id is free now).
-                unsafe {
-                    libc::waitpid(leader, &mut status, 0);
-                }
+                // Reaps our own exited child (the group is empty, its id is free now).
+                let _ = rustix::process::waitpid(Some(leader), WaitOptions::empty());
                 return Ok(code);
             }
         }
@@ -398,50 +388,58 @@ fn supervise(args: &SuperviseArgs) -> io::Result<u8> {
             None => CHECK_EVERY,
         };
         let wait = if busy { wait.min(CHECK_EVERY) } else { wait };
-        let timeout = libc::c_int::try_from(wait.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+        // Whole milliseconds, at least one, as poll(2) counts.
+        let timeout = Timespec::try_from(Duration::from_millis(
+            u64::try_from(wait.as_millis().max(1)).unwrap_or(u64::MAX),
+        ))
+        .unwrap_or(Timespec {
+            tv_sec: i64::MAX,
+            tv_nsec: 0,
+        });
         let mut fds = [
-            libc::pollfd {
-                fd: control,
-                events: if parent_gone { 0 } else { libc::POLLIN },
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            PollFd::new(
+                &control,
+                if parent_gone {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::IN
+                },
+            ),
+            PollFd::new(&sfd, PollFlags::IN),
         ];
-        // SAFETY: fds is a valid array of two pollfd.
-        unsafe {
-            libc::poll(fds.as_mut_ptr(), 2, timeout);
-        }
-        if fds[1].revents != 0 && drain_signals(sfd) {
+        // An interrupted or failed poll only means one more turn of the loop.
+        let _ = rustix::event::poll(&mut fds, Some(&timeout));
+        let (control_ready, signal_ready) =
+            (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
+        if signal_ready && drain_signals(&sfd) {
             parent_gone = true;
         }
-        if !parent_gone && fds[0].revents != 0 {
+        if !parent_gone && control_ready {
             let mut chunk = [0u8; 512];
-            // SAFETY: reads into a buffer we own.
-            let n = unsafe { libc::read(control, chunk.as_mut_ptr().cast(), chunk.len()) };
-            if n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted)
-            {
+            let n = match rustix::io::read(&control, &mut chunk) {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(Errno::INTR) => Some(0),
+                Err(_) => None,
+            };
+            let Some(n) = n else {
                 // raftlock is gone (its end of the socket closed with it).
                 parent_gone = true;
                 continue;
-            }
-            let n = usize::try_from(n).unwrap_or(0);
+            };
             buffer.extend_from_slice(&chunk[..n]);
             while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
                 match parse_control(&String::from_utf8_lossy(&line)) {
                     Some(Control::Deadline(deadline)) => timeline.deadline = deadline,
                     Some(Control::Term) if timeline.termed.is_none() => {
-                        signal_group(leader, libc::SIGTERM);
-                        signal_group(leader, libc::SIGCONT);
+                        signal_group(leader, Signal::TERM);
+                        signal_group(leader, Signal::CONT);
                         timeline.termed = Some(monotonic_ns());
                     }
                     Some(Control::Signal(signal)) => {
                         signal_group(leader, signal);
-                        signal_group(leader, libc::SIGCONT);
+                        signal_group(leader, Signal::CONT);
                         timeline.termed.get_or_insert_with(monotonic_ns);
                     }
                     Some(Control::Term) | None => {}
@@ -452,21 +450,14 @@ fn supervise(args: &SuperviseArgs) -> io::Result<u8> {
 }
 
 /// Reads every pending signal from the signalfd; true if the parent-death signal was among them.
-fn drain_signals(sfd: RawFd) -> bool {
+fn drain_signals(sfd: &SignalFd) -> bool {
     let mut parent_died = false;
-    loop {
-        // SAFETY: an all-zero signalfd_siginfo is valid; read fills it.
-        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let size = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: reads one record into the struct we own.
-        let n = unsafe { libc::read(sfd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
-        if usize::try_from(n).ok() != Some(size) {
-            return parent_died;
-        }
-        if info.ssi_signo == libc::SIGUSR1 as u32 {
+    while let Ok(Some(info)) = sfd.read_signal() {
+        if i32::try_from(info.ssi_signo) == Ok(MaskSignal::SIGUSR1 as i32) {
             parent_died = true;
         }
     }
+    parent_died
 }
 
 #[cfg(test)]
@@ -487,7 +478,11 @@ mod tests {
             Some(Control::Deadline(123))
         );
         assert_eq!(parse_control("term\n"), Some(Control::Term));
-        assert_eq!(parse_control("signal 2\n"), Some(Control::Signal(2)));
+        assert_eq!(
+            parse_control("signal 2\n"),
+            Some(Control::Signal(Signal::INT))
+        );
+        assert_eq!(parse_control("signal 0\n"), None);
         assert_eq!(parse_control("term now\n"), None);
         assert_eq!(parse_control("deadline soon\n"), None);
     }

@@ -274,10 +274,12 @@ fn forward(stderr: std::process::ChildStderr, prefix: &str) {
 /// SIGTERMs every running node and waits for each (SIGKILL after [`STOP_TIMEOUT`]).
 async fn stop(nodes: &mut [Node]) {
     for child in nodes.iter().filter_map(|node| node.child.as_ref()) {
-        // SAFETY: kill(2) on our own child's pid (not yet reaped): a graceful stop.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-        }
+        // Our own child's pid (not yet reaped): a graceful stop. One already gone is waited
+        // for below like the others.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(child),
+            rustix::process::Signal::TERM,
+        );
     }
     let deadline = Instant::now() + STOP_TIMEOUT;
     for node in nodes.iter_mut() {

@@ -378,26 +378,18 @@ pub fn parse_stat_cpu(stat: &str, ticks: u64) -> Option<Duration> {
 }
 
 fn clock_ticks() -> u64 {
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(ticks).unwrap_or(100)
+    rustix::param::clock_ticks_per_second()
 }
 
 /// CPU time (user + system) used so far by this process, all threads.
 pub fn self_cpu_time() -> Duration {
-    let mut usage: libc::rusage = unsafe {
-        // SAFETY: rusage is plain old data; all-zero is a valid value.
-        std::mem::zeroed()
-    };
-    // SAFETY: getrusage writes into the struct we pass.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::time::{TimeVal, TimeValLike};
+    let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {
         return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
-            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
     };
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    let tv = |t: TimeVal| Duration::from_micros(u64::try_from(t.num_microseconds()).unwrap_or(0));
+    tv(usage.user_time()) + tv(usage.system_time())
 }
 
 /// The machine's 1-minute load average (`/proc/loadavg`), if readable: on a shared machine it
