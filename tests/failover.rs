@@ -11,7 +11,9 @@
 //! - SIGSTOP of the leader: no reset, so no hint; the followers still fail over by the election
 //!   timeout, and the resumed old leader steps down;
 //! - a steady load: no spurious election (the term never moves) and no hint. It runs 20 s by
-//!   default; `RAFTLOCK_STEADY_SECS=600` runs the 10-minute version.
+//!   default; `RAFTLOCK_STEADY_SECS=600` runs the 10-minute version;
+//! - in process, the transport alone: a link that ends where the port then refuses is reported
+//!   down; a link that ends but redials is not.
 
 mod common;
 
@@ -21,6 +23,11 @@ use std::time::{Duration, Instant};
 
 use common::{assert_served, connect, Cluster, DEADLINE};
 use raftlock::client::{LockMode, Wait};
+use raftlock::raft::{Envelope, Message, NodeId};
+use raftlock::server::peer::{PeerAcceptor, Transport, TransportConfig};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// What a daemon logs when its transport reports a peer down to the Raft core.
 const HINT_LOG: &str = "peer reported down";
@@ -174,4 +181,148 @@ async fn a_steady_load_moves_no_term() {
             "node {id} reported a live peer down"
         );
     }
+}
+
+/// What the in-process transports deliver: envelopes, and peers reported down.
+#[derive(Debug)]
+enum Ev {
+    Peer(Envelope),
+    Down(NodeId),
+}
+
+impl From<Envelope> for Ev {
+    fn from(envelope: Envelope) -> Ev {
+        Ev::Peer(envelope)
+    }
+}
+
+/// A transport configuration for in-process nodes (unauthenticated peers on purpose).
+fn transport_config(id: NodeId) -> TransportConfig {
+    let mut config = TransportConfig::new(id, "failover-test");
+    config.insecure_peers = true;
+    config.backoff_min = Duration::from_millis(10);
+    config.backoff_max = Duration::from_millis(100);
+    config
+}
+
+/// A heartbeat from `from` to `to`.
+fn heartbeat(from: NodeId, to: NodeId) -> Envelope {
+    Envelope {
+        from,
+        to,
+        term: 1,
+        message: Message::Heartbeat {
+            commit: 0,
+            read_seq: 0,
+        },
+    }
+}
+
+/// Serves peer connections on `listener` until `stop`; each connection also ends when the
+/// token it is given (a child of `links`) is cancelled, so a test can cut the links and keep
+/// the listener.
+fn serve(
+    listener: TcpListener,
+    acceptor: PeerAcceptor<Ev>,
+    stop: CancellationToken,
+    links: Arc<std::sync::Mutex<CancellationToken>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let (stream, remote) = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(_) => continue,
+                },
+            };
+            let acceptor = acceptor.clone();
+            let link = links.lock().expect("links").child_token();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = acceptor.serve_stream(stream, remote, &link) => {}
+                }
+            });
+        }
+    })
+}
+
+/// Waits (bounded) for the next event in `inbox`.
+async fn next_event(inbox: &mut mpsc::Receiver<Ev>) -> Ev {
+    tokio::time::timeout(DEADLINE, inbox.recv())
+        .await
+        .expect("an event within the deadline")
+        .expect("inbox open")
+}
+
+/// Node 1 (reporting peers down) and node 2 (serving on a listener it controls); returns node
+/// 1's transport and inbox, node 2's inbox, and node 2's controls (stop everything, cut links).
+#[allow(clippy::type_complexity)]
+async fn pair() -> (
+    Transport<Ev>,
+    mpsc::Receiver<Ev>,
+    mpsc::Receiver<Ev>,
+    Transport<Ev>,
+    CancellationToken,
+    Arc<std::sync::Mutex<CancellationToken>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (deliver2, inbox2) = mpsc::channel(64);
+    let two = Transport::new(
+        transport_config(2),
+        [(1, "127.0.0.1:1".to_string())].into(),
+        deliver2,
+    )
+    .expect("node 2");
+    let stop = CancellationToken::new();
+    let links = Arc::new(std::sync::Mutex::new(CancellationToken::new()));
+    let serving = serve(listener, two.acceptor(), stop.clone(), links.clone());
+    let (deliver1, inbox1) = mpsc::channel(64);
+    let one = Transport::new(transport_config(1), [(2, addr)].into(), deliver1).expect("node 1");
+    one.report_down(Ev::Down);
+    (one, inbox1, inbox2, two, stop, links, serving)
+}
+
+#[tokio::test]
+async fn a_link_that_ends_where_the_port_then_refuses_reports_the_peer_down() {
+    let (one, mut inbox1, mut inbox2, two, stop, _links, serving) = pair().await;
+    one.send(heartbeat(1, 2));
+    assert!(matches!(next_event(&mut inbox2).await, Ev::Peer(e) if e.from == 1));
+    // Node 2's process "dies": its connections end and its port closes.
+    stop.cancel();
+    serving.await.expect("listener task");
+    two.shutdown().await;
+    match next_event(&mut inbox1).await {
+        Ev::Down(peer) => assert_eq!(peer, 2),
+        other => panic!("expected node 2 reported down, got {other:?}"),
+    }
+    assert_eq!(one.stats().peers[&2].down_reports, 1);
+}
+
+#[tokio::test]
+async fn a_link_that_ends_but_redials_is_not_a_hint() {
+    let (one, mut inbox1, mut inbox2, _two, _stop, links, _serving) = pair().await;
+    one.send(heartbeat(1, 2));
+    assert!(matches!(next_event(&mut inbox2).await, Ev::Peer(e) if e.from == 1));
+    // Node 2 ends the connection but keeps listening (as after a recycled link).
+    {
+        let mut links = links.lock().expect("links");
+        links.cancel();
+        *links = CancellationToken::new();
+    }
+    // Node 1 redials at once, without waiting for traffic.
+    let start = Instant::now();
+    while one.stats().peers[&2].connections < 2 {
+        assert!(start.elapsed() < DEADLINE, "node 1 did not redial");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    one.send(heartbeat(1, 2));
+    assert!(matches!(next_event(&mut inbox2).await, Ev::Peer(e) if e.from == 1));
+    assert_eq!(one.stats().peers[&2].down_reports, 0);
+    assert!(inbox1.try_recv().is_err(), "nothing reported");
 }
