@@ -239,7 +239,8 @@ impl Client {
                 Err(error) if error.is_unauthenticated() => return Err(error),
                 Err(error) => {
                     attempt += 1;
-                    if !client.backoff(attempt, deadline).await {
+                    let cap = client.inner.options.backoff_max;
+                    if !client.backoff(attempt, deadline, cap).await {
                         return Err(Error::NoServerAvailable {
                             last: error_chain(&error),
                         });
@@ -549,13 +550,16 @@ impl Client {
         }
     }
 
-    /// Sleeps before attempt `attempt + 1`; false if that would pass `deadline`.
-    async fn backoff(&self, attempt: u32, deadline: Instant) -> bool {
+    /// Sleeps before attempt `attempt + 1`, at most about `cap`; false if that would pass
+    /// `deadline`.
+    async fn backoff(&self, attempt: u32, deadline: Instant, cap: Duration) -> bool {
         let options = &self.inner.options;
         let exp = options
             .backoff_min
             .saturating_mul(1u32 << attempt.min(16).saturating_sub(1));
-        let cap = exp.min(options.backoff_max);
+        let cap = exp
+            .min(options.backoff_max)
+            .min(cap.max(options.backoff_min));
         let jitter = rand::thread_rng().gen_range(0.5..=1.0);
         let wake = Instant::now() + cap.mul_f64(jitter);
         if wake >= deadline {
@@ -589,17 +593,36 @@ impl Client {
         let mut deadline = Instant::now() + retry;
         let mut attempt = 0u32;
         let mut last: Option<Failure> = None;
+        // A failover should cost the client no sleep: a lost connection, a member whose port
+        // refuses the dial (a crashed process) and a redirect naming the leader are retried at
+        // once, at most once per member (plus one) per request, so nothing spins.
+        let mut quick = false;
+        let mut quick_left = self.inner.servers.len() + 1;
         loop {
             if last.is_some() {
                 attempt += 1;
-                if !self.backoff(attempt, deadline).await {
+                // During an election (no leader known) poll briefly rather than back off to a
+                // second: elections after a crash take tens of milliseconds.
+                let cap = match last {
+                    Some(Failure::NoLeader(_)) => self.inner.options.backoff_min * 2,
+                    _ => self.inner.options.backoff_max,
+                };
+                if quick && quick_left > 0 {
+                    quick_left -= 1;
+                    if Instant::now() >= deadline {
+                        return Err(last.take().map_or(Error::Timeout, Failure::into_error));
+                    }
+                } else if !self.backoff(attempt, deadline, cap).await {
                     return Err(last.take().map_or(Error::Timeout, Failure::into_error));
                 }
+                quick = false;
             }
             let conn = match self.conn().await {
                 Ok(conn) => conn,
                 Err(error) if error.is_unauthenticated() => return Err(error),
                 Err(error) => {
+                    quick = matches!(&error, Error::Io(e)
+                        if e.kind() == std::io::ErrorKind::ConnectionRefused);
                     last = Some(Failure::Connect(error_chain(&error)));
                     continue;
                 }
@@ -607,6 +630,7 @@ impl Client {
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             let Some(mut reply) = conn.send(id, make(id)).await else {
                 self.reroute(conn.generation, None).await;
+                quick = true;
                 last = Some(Failure::Lost(format!("connection to {} lost", conn.addr)));
                 continue;
             };
@@ -638,6 +662,7 @@ impl Client {
                 match answer {
                     None => {
                         self.reroute(conn.generation, None).await;
+                        quick = true;
                         if queued {
                             // Waiting was progress: give the re-attach a full retry budget.
                             deadline = deadline.max(Instant::now() + retry);
@@ -661,9 +686,11 @@ impl Client {
                             let hint = leader_addr.filter(|addr| *addr != conn.addr);
                             tracing::debug!(from = %conn.addr, to = ?hint, "redirected");
                             if hint.is_some() {
-                                // A redirect is progress: restart the backoff from its floor
-                                // (still backing off a little, so a redirect loop cannot spin).
+                                // A redirect is progress: go there at once, and restart the
+                                // backoff from its floor (a redirect loop spends the quick
+                                // retries, then backs off a little, so it cannot spin).
                                 attempt = 0;
+                                quick = true;
                             }
                             self.reroute(conn.generation, hint).await;
                             last = Some(Failure::NoLeader(conn.addr.clone()));

@@ -133,6 +133,10 @@
 //! - **Reads**: read-index (§6.4): the commit index at request time, confirmed by a heartbeat
 //!   round, and held until the leader committed an entry of its term.
 //! - **Leadership transfer** (§3.10) with `TimeoutNow`; proposals are refused meanwhile.
+//! - **Crash hints**: [`Node::peer_down`] is the runtime's evidence that the leader's process
+//!   died (its connections were reset and its port refuses redials). A follower then forgets
+//!   the leader, ending stickiness, and campaigns after a random delay of at most a heartbeat
+//!   interval instead of the election timeout. A wrong hint costs one refused pre-vote round.
 //! - **Membership changes** one server at a time (§4.1), effective on append, reverted on
 //!   truncation, at most one uncommitted, only after the leader committed an entry of its term.
 //!   Learners replicate but neither vote nor count. A leader that removed itself steps down once

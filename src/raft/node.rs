@@ -246,6 +246,33 @@ impl Node {
         }
     }
 
+    /// Evidence from the runtime that `peer`'s *process* is gone, not merely slow: its
+    /// connection ended and a redial was refused at once, as when a crashed process's kernel
+    /// resets its sockets and its port refuses connections. A partition or a paused process
+    /// gives no such evidence, so those still take the election timeout.
+    ///
+    /// On a voting follower whose leader is `peer`, the leader is forgotten, which ends leader
+    /// stickiness here (this node grants pre-votes at once), and the election timer is cut to
+    /// a random delay of 1 to `heartbeat_ticks` ticks (never lengthened). The delay is random
+    /// so that the followers, told at the same instant, do not campaign in the same instant and
+    /// split the vote. Ignored otherwise: when `peer` is not this node's leader, on a leader, a
+    /// (pre-)candidate, and a learner.
+    ///
+    /// A wrong hint (the leader is alive) is harmless: this node's pre-vote asks for no new
+    /// term, the leader and the followers that still hear it refuse it (stickiness), and the
+    /// leader's next heartbeat makes this node follow it again.
+    pub fn peer_down(&mut self, peer: NodeId) {
+        let follower = matches!(self.role, RoleState::Follower);
+        if !follower || !self.is_voter() || self.leader != Some(peer) || peer == self.id {
+            return;
+        }
+        self.leader = None;
+        let delay = self.rng.gen_range(1..=self.config.heartbeat_ticks);
+        self.election_timeout = self
+            .election_timeout
+            .min(self.election_elapsed.saturating_add(delay));
+    }
+
     /// Handles a message from a peer. Messages not addressed to this node are ignored.
     pub fn step(&mut self, envelope: Envelope) {
         let Envelope {

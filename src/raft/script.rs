@@ -12,6 +12,7 @@
 //!   [election=MIN-MAX] [inflight=I] [batch=B] [eagercommit=false]`: a new bootstrapped cluster.
 //! - `tick [n] [node]`: advances time on every live node (or one).
 //! - `campaign N`: N campaigns at once, as after a `TimeoutNow`.
+//! - `down N M`: N's runtime reports that M's process is gone (`Node::peer_down`).
 //! - `deliver [from->to | N]`: delivers the queued messages (matching, or to N), once.
 //! - `stabilize`: delivers until no message is left.
 //! - `drop [from->to | N]`, `duplicate [from->to | N]`, `reorder [from->to | N]`: act on the
@@ -590,6 +591,13 @@ impl Sim {
             }
             "campaign" => {
                 self.node(num(1)?)?.node.campaign_now();
+                self.process(out)?;
+            }
+            "down" => {
+                // `down N M`: N's runtime saw its link to M end and a redial refused.
+                let (id, peer) = (num(1)?, num(2)?);
+                writeln!(out, "n{id} hint: n{peer} is down").unwrap();
+                self.node(id)?.node.peer_down(peer);
                 self.process(out)?;
             }
             "deliver" => self.deliver(words.get(1).copied(), out)?,

@@ -139,6 +139,9 @@ pub enum Input {
     },
     /// Graceful shutdown: hand leadership over, refuse new requests, finish in-flight ones.
     Shutdown,
+    /// The transport's evidence that this peer's process is gone (its connection ended and
+    /// the immediate redial was refused): a hint for the Raft core (`Node::peer_down`).
+    PeerDown(NodeId),
 }
 
 /// A write for the shell to persist, in order; durable after the fsync that covers it.
@@ -344,6 +347,7 @@ impl Replica {
                 principal,
             } => self.on_request(ticket, request, principal.as_ref()),
             Input::Shutdown => self.begin_shutdown(),
+            Input::PeerDown(peer) => self.node.peer_down(peer),
         }
     }
 

@@ -114,6 +114,8 @@ impl Driver {
             limits: config.limits.clone(),
             seed: rand::random(),
         };
+        // A crashed peer's reset connections and refused redials reach the Raft core as a hint.
+        transport.report_down(Event::PeerDown);
         Driver {
             replica: Replica::new(replica_config, node, lockspace, last_applied_term),
             writer,
@@ -215,6 +217,10 @@ impl Driver {
                 Input::Peer(envelope)
             }
             Event::Shutdown => Input::Shutdown,
+            Event::PeerDown(peer) => {
+                tracing::info!(peer, "peer reported down");
+                Input::PeerDown(peer)
+            }
             Event::Client {
                 request,
                 reply,

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{Request, Response};
-use crate::raft::Envelope;
+use crate::raft::{Envelope, NodeId};
 pub(crate) use crate::replica::LeaderInfo;
 
 /// What the driver's inbox carries.
@@ -36,6 +36,9 @@ pub(crate) enum Event {
     /// Graceful shutdown: hand leadership over, refuse new requests, finish in-flight ones,
     /// sync, stop.
     Shutdown,
+    /// A peer's process is gone (from the transport's outbound side: its connection ended and
+    /// the immediate redial was refused).
+    PeerDown(NodeId),
 }
 
 impl From<Envelope> for Event {

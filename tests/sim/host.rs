@@ -387,6 +387,16 @@ impl Host {
         Ok(())
     }
 
+    /// The transport's crash hint: `peer`'s connection ended and the redial was refused.
+    /// Only a host that is up sees it.
+    pub fn peer_down(&mut self, ctx: &mut Ctx<'_>, peer: NodeId) -> Result<(), String> {
+        if self.life != Life::Up {
+            return Ok(());
+        }
+        self.input(ctx, Input::PeerDown(peer));
+        self.drive(ctx)
+    }
+
     /// Pauses the host until `until`; messages queue up meanwhile.
     pub fn pause(&mut self, ctx: &mut Ctx<'_>, until: u64) {
         if self.life == Life::Up {

@@ -106,11 +106,15 @@ pub struct Counters {
     pub lost_tails: u64,
     /// An `ExpireHold` applied after an `Extend` had restarted the hold (it did nothing).
     pub extend_beat_expiry: u64,
+    /// A crash hint about its (crashed) leader reached a follower, and a spurious one about
+    /// its live leader.
+    pub leader_hints: u64,
+    pub spurious_leader_hints: u64,
 }
 
 impl Counters {
     /// How many counters [`Counters::required`] names.
-    pub const REQUIRED: usize = 10;
+    pub const REQUIRED: usize = 12;
 
     /// Adds `o` to `self`.
     pub fn add(&mut self, o: &Counters) {
@@ -129,6 +133,8 @@ impl Counters {
         self.promotion_refused += o.promotion_refused;
         self.lost_tails += o.lost_tails;
         self.extend_beat_expiry += o.extend_beat_expiry;
+        self.leader_hints += o.leader_hints;
+        self.spurious_leader_hints += o.spurious_leader_hints;
     }
 
     /// The anti-vacuity counters, named.
@@ -161,6 +167,14 @@ impl Counters {
             (
                 "hold expiry applied after an Extend restarted the hold",
                 self.extend_beat_expiry,
+            ),
+            (
+                "crash hint about a follower's dead leader",
+                self.leader_hints,
+            ),
+            (
+                "spurious crash hint about a follower's live leader",
+                self.spurious_leader_hints,
             ),
         ]
     }

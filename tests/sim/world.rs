@@ -39,6 +39,21 @@ pub struct Params {
     pub ghost: bool,
     /// Faults include a crash that loses durable entries (see `World::lose_tail`).
     pub lose_tail: bool,
+    /// Crash hints (`Input::PeerDown`, see `World::hint_crashes`): truthful ones after a crash,
+    /// and spurious ones about live nodes, mostly the leader.
+    pub hints: Option<HintParams>,
+}
+
+/// How a seed injects crash hints: what a node's transport reports when a peer's connection
+/// ends and its redial is refused.
+#[derive(Clone, Debug)]
+pub struct HintParams {
+    /// Chance that each surviving node is told of a crash (its link may have been idle).
+    pub told: f64,
+    /// Latest delivery after the crash, µs (the reset and the refused redial take a while).
+    pub delay_us: u64,
+    /// Mean time between spurious hints about a live node, ms (None: no spurious hints).
+    pub spurious_every_ms: Option<u64>,
 }
 
 impl Params {
@@ -106,6 +121,7 @@ impl Params {
             transfer,
             ghost: false,
             lose_tail: false,
+            hints: None,
         };
         // Drawn last, so the draws above (and the seeds kept for them) are unchanged.
         params.host.eager_commit = rng.gen_bool(0.25);
@@ -127,6 +143,22 @@ impl Params {
         } else {
             0.0
         };
+    }
+}
+
+impl Params {
+    /// Draws the crash hints, added after `draw_late`, from a stream of their own, so every
+    /// seed that does not enable them replays exactly as before.
+    fn draw_hints(&mut self, seed: u64) {
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x7065_6572_646f_776e);
+        if self.fault_every_ms.is_none() || !rng.gen_bool(0.5) {
+            return;
+        }
+        self.hints = Some(HintParams {
+            told: rng.gen_range(0.5..=1.0),
+            delay_us: rng.gen_range(0..=5_000),
+            spurious_every_ms: rng.gen_bool(0.7).then(|| rng.gen_range(100..=3_000)),
+        });
     }
 }
 
@@ -159,6 +191,14 @@ pub struct World {
     /// Committed indexes checked durable on a quorum.
     durable_checked: usize,
     out: Vec<(Addr, Addr, Payload)>,
+    /// Crash hints to deliver: (time, host index, the node they say is down).
+    hints: Vec<(u64, usize, NodeId)>,
+    /// Each host's crash count last seen, to tell its survivors.
+    restarts_seen: Vec<u32>,
+    /// When the next spurious hint is due.
+    next_spurious: u64,
+    /// The hints' own randomness, so they perturb no other draw.
+    hint_rng: SmallRng,
 }
 
 /// Runs one seed.
@@ -180,6 +220,13 @@ impl World {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut params = Params::draw(&mut rng);
         params.draw_late(seed);
+        params.draw_hints(seed);
+        let mut hint_rng = SmallRng::seed_from_u64(seed ^ 0x6869_6e74_7321);
+        let next_spurious = match params.hints.as_ref().and_then(|h| h.spurious_every_ms) {
+            Some(every) => hint_rng.gen_range(0..=every) * MS,
+            None => u64::MAX,
+        };
+        let restarts_seen = vec![0; params.nodes];
         let ids: Vec<NodeId> = (1..=params.nodes as NodeId).collect();
         let membership = Membership {
             voters: ids.iter().map(|i| (*i, format!("n{i}"))).collect(),
@@ -229,6 +276,10 @@ impl World {
             events: 0,
             durable_checked: 0,
             out: Vec::new(),
+            hints: Vec::new(),
+            restarts_seen,
+            next_spurious,
+            hint_rng,
         }
     }
 
@@ -268,6 +319,12 @@ impl World {
             if !self.healing {
                 next = next.min((self.heal_at, 4, 0));
             }
+            if let Some(t) = self.hints.iter().map(|h| h.0).min() {
+                next = next.min((t, 5, 0));
+            }
+            if !self.healing {
+                next = next.min((self.next_spurious, 6, 0));
+            }
             let (t, rank, i) = next;
             self.now = self.now.max(t);
             self.events += 1;
@@ -284,9 +341,12 @@ impl World {
                     self.out = out;
                 }
                 3 => self.fault()?,
+                5 => self.deliver_hints()?,
+                6 => self.spurious_hint(),
                 _ => continue,
             }
             self.after_step()?;
+            self.hint_crashes();
         }
     }
 
@@ -557,6 +617,80 @@ impl World {
         let now = self.now;
         let d = self.net.describe();
         self.trace.log(now, || format!("PARTITION [{d}]"));
+    }
+
+    /// Schedules the truthful hints of every crash since the last step: each other node is
+    /// told (with the seed's chance) a little later, as its transport would be when the
+    /// crashed process's connections reset and its port refuses the redial.
+    fn hint_crashes(&mut self) {
+        let Some(hp) = self.params.hints.clone() else {
+            return;
+        };
+        for i in 0..self.hosts.len() {
+            if self.hosts[i].restarts == self.restarts_seen[i] {
+                continue;
+            }
+            self.restarts_seen[i] = self.hosts[i].restarts;
+            for j in 0..self.hosts.len() {
+                if j != i && self.hint_rng.gen_bool(hp.told) {
+                    let at = self.now + self.hint_rng.gen_range(0..=hp.delay_us);
+                    self.hints.push((at, j, i as NodeId + 1));
+                }
+            }
+        }
+    }
+
+    /// A spurious hint: a node that is up hears that a live node (the leader, mostly) is down,
+    /// as if a redial had been refused for another reason.
+    fn spurious_hint(&mut self) {
+        let every = self
+            .params
+            .hints
+            .as_ref()
+            .and_then(|h| h.spurious_every_ms)
+            .unwrap_or(1_000);
+        self.next_spurious = self.now + self.hint_rng.gen_range(every / 2..=every * 3 / 2) * MS;
+        let up: Vec<usize> = (0..self.hosts.len())
+            .filter(|i| self.hosts[*i].life == Life::Up)
+            .collect();
+        if up.len() < 2 {
+            return;
+        }
+        let to = up[self.hint_rng.gen_range(0..up.len())];
+        let about = match self.leader() {
+            Some(l) if l != to && self.hint_rng.gen_bool(0.8) => l,
+            _ => up[self.hint_rng.gen_range(0..up.len())],
+        };
+        if about != to {
+            self.hints.push((self.now, to, about as NodeId + 1));
+        }
+    }
+
+    /// Delivers the hints that are due (a host that is not up ignores them: a paused or
+    /// crashed process sees no reset).
+    fn deliver_hints(&mut self) -> Result<(), String> {
+        let now = self.now;
+        let due: Vec<(u64, usize, NodeId)> =
+            self.hints.iter().copied().filter(|h| h.0 <= now).collect();
+        self.hints.retain(|h| h.0 > now);
+        for (_, to, about) in due {
+            let alive = !matches!(self.hosts[about as usize - 1].life, Life::Down { .. });
+            let follows = self.hosts[to]
+                .node()
+                .is_some_and(|n| n.leader() == Some(about));
+            if follows && alive {
+                self.check.counters.spurious_leader_hints += 1;
+            } else if follows {
+                self.check.counters.leader_hints += 1;
+            }
+            self.trace.log(now, || {
+                let what = if alive { "spurious" } else { "crash" };
+                format!("n{} HINT ({what}): n{about} is down", to + 1)
+            });
+            let (hosts, mut ctx) = self.ctx_parts();
+            hosts[to].peer_down(&mut ctx, about)?;
+        }
+        Ok(())
     }
 
     /// Faults off, every node up, clients finish what they do.

@@ -47,6 +47,12 @@
 //! acceptor's handler returns. Nothing here resends a message: that is Raft's job, and it knows
 //! what is still worth sending.
 //!
+//! One failure is worth telling Raft about: an established connection that ends, followed by a
+//! redial the peer's port refuses at once, is what a crashed process looks like (its kernel
+//! resets its sockets and nothing listens any more). The dialer redials right after a lost
+//! connection to find out, and reports such a peer down ([`Transport::report_down`]), so that
+//! followers of a crashed leader elect a new one without waiting for the election timeout.
+//!
 //! # Security
 //!
 //! The peer door is closed unless it is opened on purpose. Whoever completes a handshake can

@@ -5,10 +5,23 @@
 //! then `pump`s: it writes every queued envelope, up to `max_batch`, before one flush, so a
 //! burst of appends costs one syscall rather than one each. When the connection fails, the
 //! envelopes in hand are dropped and counted and the task backs off before it dials again.
+//!
+//! # Crash detection
+//!
+//! When an established connection ends (EOF or reset), the task redials at once, without
+//! waiting for something to send: a *probe*. A crashed process's kernel resets its sockets and
+//! its port refuses connections, so a probe refused by the peer (`ECONNREFUSED`) is strong
+//! evidence that the peer's process is gone, and the task reports the peer as down (see
+//! [`Transport::report_down`]); the driver hands that to the Raft core as
+//! `Node::peer_down`, which acts on it only if the peer is this node's leader. A probe that
+//! connects is no evidence (the link is simply back), and one that fails otherwise (a reset
+//! during the handshake, while a dying process's listener closes) is retried once. A paused or
+//! partitioned peer resets nothing, so it is never reported: those cases wait for the
+//! election timeout, as they must.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -49,6 +62,9 @@ pub struct PeerStats {
     pub connections: u64,
     /// Failed connects and handshakes.
     pub connect_failures: u64,
+    /// Times a connection ended and the immediate redial was refused: the peer's process was
+    /// reported down.
+    pub down_reports: u64,
 }
 
 /// Everything the transport counts.
@@ -71,6 +87,37 @@ struct PeerCounters {
     dropped_too_large: AtomicU64,
     connections: AtomicU64,
     connect_failures: AtomicU64,
+    down_reports: AtomicU64,
+}
+
+/// How a peer found gone becomes the driver's inbox event.
+type DownEvent<E> = fn(NodeId) -> E;
+
+/// Where the outbound tasks report a peer whose process is gone: the driver's inbox, and the
+/// event to put there (set by [`Transport::report_down`]; unset, nothing is reported).
+struct DownReport<E> {
+    deliver: mpsc::Sender<E>,
+    event: Arc<OnceLock<DownEvent<E>>>,
+}
+
+impl<E> Clone for DownReport<E> {
+    fn clone(&self) -> Self {
+        DownReport {
+            deliver: self.deliver.clone(),
+            event: self.event.clone(),
+        }
+    }
+}
+
+impl<E> DownReport<E> {
+    /// Puts `peer`'s report in the inbox, unless reports are off. Never waits: with the inbox
+    /// full the report is dropped (the election timeout still covers the crash).
+    fn report(&self, peer: NodeId) -> bool {
+        let Some(event) = self.event.get() else {
+            return false;
+        };
+        self.deliver.try_send(event(peer)).is_ok()
+    }
 }
 
 /// The handle of one peer's outbound task.
@@ -88,6 +135,7 @@ pub struct Transport<E> {
     config: Arc<TransportConfig>,
     peers: BTreeMap<NodeId, Outbound>,
     acceptor: PeerAcceptor<E>,
+    down: DownReport<E>,
     dropped_unknown_peer: AtomicU64,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -104,11 +152,16 @@ impl<E: From<Envelope> + Send + 'static> Transport<E> {
     ) -> Result<Transport<E>, ConfigError> {
         config.validate()?;
         let config = Arc::new(config);
+        let down = DownReport {
+            deliver: deliver.clone(),
+            event: Arc::new(OnceLock::new()),
+        };
         let acceptor = PeerAcceptor::new(config.clone(), deliver);
         let mut transport = Transport {
             config,
             peers: BTreeMap::new(),
             acceptor,
+            down,
             dropped_unknown_peer: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -118,7 +171,14 @@ impl<E: From<Envelope> + Send + 'static> Transport<E> {
     }
 }
 
-impl<E> Transport<E> {
+impl<E: Send + 'static> Transport<E> {
+    /// From now on, a peer found gone (its connection ended and the immediate redial was
+    /// refused: see the module documentation) is reported to the inbox as `event(peer)`, at
+    /// most once per lost connection. Only the first call counts.
+    pub fn report_down(&self, event: DownEvent<E>) {
+        let _ = self.down.event.set(event);
+    }
+
     /// Queues an envelope for `envelope.to`. Never blocks: if that peer's queue is full, or the
     /// peer is unknown, the envelope is dropped and counted (Raft retries).
     pub fn send(&self, envelope: Envelope) {
@@ -179,6 +239,7 @@ impl<E> Transport<E> {
                     receiver,
                     cancel.clone(),
                     counters.clone(),
+                    self.down.clone(),
                 )
                 .instrument(span),
             );
@@ -223,6 +284,7 @@ impl<E> Transport<E> {
                     dropped_too_large: read(&c.dropped_too_large),
                     connections: read(&c.connections),
                     connect_failures: read(&c.connect_failures),
+                    down_reports: read(&c.down_reports),
                 };
                 (*id, stats)
             })
@@ -255,21 +317,38 @@ fn jittered(delay: Duration) -> Duration {
     half + rand::thread_rng().gen_range(Duration::ZERO..=half)
 }
 
+/// Immediate redials after a lost connection before the task waits for traffic again: the
+/// second covers a dying process whose listener is still closing when the first arrives.
+const PROBES: u32 = 2;
+
+/// True if the dial failed because the peer's port refused the connection (nothing listens:
+/// the process is gone).
+fn refused_connect(error: &PeerError) -> bool {
+    matches!(error, PeerError::Connect { source, .. }
+        if source.kind() == std::io::ErrorKind::ConnectionRefused)
+}
+
 /// One peer's outbound task: wait for a message, connect, pump batches; on failure drop the
-/// batch in hand and back off.
-async fn run_outbound(
+/// batch in hand and back off. After a lost connection it probes at once (see the module
+/// documentation) and reports the peer down if the probe is refused.
+async fn run_outbound<E>(
     config: Arc<TransportConfig>,
     peer: NodeId,
     addr: String,
     mut queue: mpsc::Receiver<Envelope>,
     cancel: CancellationToken,
     counters: Arc<PeerCounters>,
+    down: DownReport<E>,
 ) {
     let mut backoff = config.backoff_min;
     let mut batch: Vec<Envelope> = Vec::new();
     let mut failures_in_row = 0u64;
+    // Immediate redials left since the last connection was lost.
+    let mut probes = 0u32;
+    // When the last series of probes started.
+    let mut last_probe: Option<Instant> = None;
     loop {
-        if batch.is_empty() {
+        if batch.is_empty() && probes == 0 {
             // Idle until there is something to send: connections are made on demand.
             tokio::select! {
                 biased;
@@ -280,6 +359,8 @@ async fn run_outbound(
                 },
             }
         }
+        let probing = probes > 0;
+        probes = probes.saturating_sub(1);
         match or_cancel(&cancel, dial(&config, peer, &addr)).await {
             Err(PeerError::Cancelled) => return,
             Err(error) => {
@@ -287,6 +368,15 @@ async fn run_outbound(
                 bump(&counters.dropped_connection, batch.len() as u64);
                 batch.clear();
                 failures_in_row += 1;
+                if probing && refused_connect(&error) {
+                    probes = 0;
+                    bump(&counters.down_reports, 1);
+                    let reported = down.report(peer);
+                    tracing::info!(
+                        reported,
+                        "peer connection lost and redial refused: peer down"
+                    );
+                }
                 let refused = matches!(
                     error,
                     PeerError::Refused { .. }
@@ -299,6 +389,16 @@ async fn run_outbound(
                     tracing::warn!(error = %crate::error_chain(&error), "peer handshake refused");
                 } else {
                     tracing::debug!(%error, failures_in_row, "cannot reach peer");
+                }
+                if probes > 0 {
+                    // The listener of a dying process may still be closing: probe again soon.
+                    let delay = jittered(config.backoff_min);
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
                 }
             }
             Ok(framed) => {
@@ -318,7 +418,21 @@ async fn run_outbound(
                 match result {
                     // Cancelled, or the transport dropped its sender.
                     Err(PeerError::Cancelled) | Ok(()) => return,
-                    Err(error) => tracing::debug!(%error, "peer connection lost"),
+                    Err(error) => {
+                        tracing::debug!(%error, "peer connection lost");
+                        // Redial now, to learn whether the peer's process is still there; at
+                        // most once per `backoff_max`, so a peer that keeps dropping the
+                        // connection is redialed with the usual backoff.
+                        let due = match last_probe {
+                            Some(at) => at.elapsed() >= config.backoff_max,
+                            None => true,
+                        };
+                        if due {
+                            last_probe = Some(Instant::now());
+                            probes = PROBES;
+                            continue;
+                        }
+                    }
                 }
             }
         }
