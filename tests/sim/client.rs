@@ -340,6 +340,7 @@ impl Client {
                 lock,
                 fence,
                 data,
+                quota: None,
             };
             self.start(
                 now,
@@ -394,6 +395,7 @@ impl Client {
                     lock: held.lock.clone(),
                     fence,
                     data,
+                    quota: None,
                 };
                 self.start(
                     now,

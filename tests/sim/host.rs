@@ -584,6 +584,8 @@ impl Host {
                 lock,
                 fence,
                 data,
+                // The replica stamps its own limits on the command it proposes.
+                quota: _,
             }) => protocol::Request::Append {
                 id,
                 session,
