@@ -530,6 +530,43 @@ mod tests {
                 },
             ),
             (
+                Request::Truncate {
+                    id: 1,
+                    session: 1,
+                    token: 1,
+                    seq: 1,
+                    file: String::new(),
+                    lock: "a".into(),
+                    fence: 3,
+                    size: 0,
+                },
+                Invalid::EmptyName { field: "file" },
+            ),
+            (
+                Request::Delete {
+                    id: 1,
+                    session: 0,
+                    token: 1,
+                    seq: 1,
+                    file: "f".into(),
+                    lock: "a".into(),
+                    fence: 3,
+                },
+                Invalid::ZeroSession,
+            ),
+            (
+                Request::Files {
+                    id: 1,
+                    prefix: Some("p".repeat(MAX_NAME_LEN + 1)),
+                    stale: false,
+                },
+                Invalid::NameTooLong {
+                    field: "prefix",
+                    len: MAX_NAME_LEN + 1,
+                    max: MAX_NAME_LEN,
+                },
+            ),
+            (
                 Request::Read {
                     id: 1,
                     file: String::new(),
