@@ -596,6 +596,38 @@ impl Host {
                 fence,
                 data,
             },
+            Request::Cmd(Command::Truncate {
+                session,
+                seq,
+                file,
+                lock,
+                fence,
+                size,
+            }) => protocol::Request::Truncate {
+                id,
+                session,
+                token: token(session),
+                seq,
+                file,
+                lock,
+                fence,
+                size,
+            },
+            Request::Cmd(Command::Delete {
+                session,
+                seq,
+                file,
+                lock,
+                fence,
+            }) => protocol::Request::Delete {
+                id,
+                session,
+                token: token(session),
+                seq,
+                file,
+                lock,
+                fence,
+            },
             Request::Cmd(other) => {
                 panic!("simulated clients never send {other:?}");
             }
@@ -936,7 +968,9 @@ fn command_session(command: &Command) -> Option<SessionId> {
         | Command::Acquire { session, .. }
         | Command::Release { session, .. }
         | Command::Extend { session, .. }
-        | Command::Append { session, .. } => Some(*session),
+        | Command::Append { session, .. }
+        | Command::Truncate { session, .. }
+        | Command::Delete { session, .. } => Some(*session),
         _ => None,
     }
 }
@@ -968,6 +1002,8 @@ fn sim_response(asked: Asked, response: protocol::Response) -> Option<Response> 
         W::Released { .. } => Outcome::Released,
         W::Extended { hold_ms, .. } => Outcome::Extended { hold_ms },
         W::Appended { offset, size, .. } => Outcome::Appended { offset, size },
+        W::Truncated { size, .. } => Outcome::Truncated { size },
+        W::Deleted { size, .. } => Outcome::Deleted { size },
         W::Error { code, leader, .. } => match code {
             ErrorCode::NotLeader | ErrorCode::ShuttingDown => {
                 return Some(Response::NotLeader(leader))
@@ -988,6 +1024,7 @@ fn sim_response(asked: Asked, response: protocol::Response) -> Option<Response> 
             ErrorCode::NotHolder => Outcome::NotHolder,
             ErrorCode::Conflict => Outcome::Conflict,
             ErrorCode::StaleFence => Outcome::StaleFence,
+            ErrorCode::NotFound => Outcome::NotFound,
             ErrorCode::SequenceTooOld => Outcome::SequenceTooOld,
             ErrorCode::Internal => Outcome::Ignored,
             other => panic!("a session request answered {other:?}"),
