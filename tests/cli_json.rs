@@ -134,6 +134,26 @@ fn every_command_prints_its_documented_shape() {
     assert_eq!(read["encoding"], "hex");
     assert_eq!(read["data"], "ff0041");
 
+    let files = answer(raftlock(&daemon, &["files"]));
+    let files = array(&files);
+    assert_eq!(files.len(), 2);
+    assert_fields(&files[0], &["name", "size", "lock", "fence"]);
+    assert_eq!(files[0]["name"], "bytes.bin");
+    assert_eq!(files[1]["lock"], "shape");
+    assert_eq!(files[1]["fence"].to_string(), fence);
+    let writer = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--lock", "shape", "--fence", fence.as_str()]);
+        answer(run(with_creds(&all)))
+    };
+    let truncated = writer(&["truncate", "shape.log", "2"]);
+    assert_fields(&truncated, &["file", "size"]);
+    assert_eq!(truncated["size"], 2);
+    let deleted = writer(&["rm", "bytes.bin"]);
+    assert_fields(&deleted, &["file", "deleted", "size"]);
+    assert_eq!(deleted["deleted"], true);
+    assert_eq!(deleted["size"], 3);
+
     let locks = answer(raftlock(&daemon, &["locks"]));
     let locks = array(&locks);
     assert_eq!(locks.len(), 1);

@@ -109,6 +109,68 @@ fn examples() -> Vec<(&'static str, Example)> {
             }),
         ),
         (
+            "Truncate",
+            Example::Request(Request::Truncate {
+                id: 13,
+                session: 2,
+                token: TOKEN,
+                seq: 6,
+                file: "build.log".into(),
+                lock: "build-cache".into(),
+                fence: 3,
+                size: 2,
+            }),
+        ),
+        (
+            "Truncated",
+            Example::Response(Response::Truncated { id: 13, size: 2 }),
+        ),
+        (
+            "Delete",
+            Example::Request(Request::Delete {
+                id: 14,
+                session: 2,
+                token: TOKEN,
+                seq: 7,
+                file: "build.log".into(),
+                lock: "build-cache".into(),
+                fence: 3,
+            }),
+        ),
+        (
+            "Deleted",
+            Example::Response(Response::Deleted { id: 14, size: 2 }),
+        ),
+        (
+            "Files",
+            Example::Request(Request::Files {
+                id: 15,
+                prefix: Some("build".into()),
+                stale: false,
+            }),
+        ),
+        (
+            "FileList",
+            Example::Response(Response::FileList {
+                id: 15,
+                files: vec![raftlock::protocol::FileEntry {
+                    name: "build.log".into(),
+                    size: 3,
+                    lock: Some("build-cache".into()),
+                    fence: Some(3),
+                }],
+            }),
+        ),
+        (
+            "Error QuotaExceeded",
+            Example::Response(Response::error(
+                16,
+                ErrorCode::QuotaExceeded,
+                "the append would make the file 6 bytes, over the per-file limit of 5 bytes \
+                 (--max-file-bytes); nothing was written",
+            )),
+        ),
+        (
             "Cancel",
             Example::Request(Request::Cancel {
                 id: 6,
@@ -396,9 +458,9 @@ fn all_error_codes() -> Vec<ErrorCode> {
             BadRequest | UnknownType | FrameTooLarge | HandshakeRequired | HandshakeTimeout
             | UnsupportedVersion | TooManyConnections | TooManyRequests | NotLeader
             | SessionExpired | Busy | WaitTimeout | NotHolder | Conflict | NotWaiting
-            | StaleFence | SequenceTooOld | SequenceReused | NotFound | Timeout | ShuttingDown
-            | NotReady | Revoked | Internal | WrongCluster | Unauthorized | Unauthenticated
-            | PermissionDenied => {}
+            | StaleFence | SequenceTooOld | SequenceReused | NotFound | QuotaExceeded | Timeout
+            | ShuttingDown | NotReady | Revoked | Internal | WrongCluster | Unauthorized
+            | Unauthenticated | PermissionDenied => {}
         }
     }
     let all = vec![
@@ -421,6 +483,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
         SequenceTooOld,
         SequenceReused,
         NotFound,
+        QuotaExceeded,
         Timeout,
         ShuttingDown,
         NotReady,
@@ -473,6 +536,8 @@ fn limits_table_matches_the_constants() {
         ("min session ttl", MIN_TTL_MS.to_string()),
         ("max session ttl", MAX_TTL_MS.to_string()),
         ("max wait_ms / hold_ms", MAX_WAIT_MS.to_string()),
+        ("max file size", MAX_FILE_BYTES.to_string()),
+        ("max total file size", MAX_TOTAL_FILE_BYTES.to_string()),
         (
             "results remembered per session",
             SESSION_RESULTS_REMEMBERED.to_string(),

@@ -7,7 +7,7 @@
 //! do everything, as before.
 //!
 //! The roles nest: `read` ⊂ `client` ⊂ `admin`.
-//! - `read`: `Status`, `Locks`, `Sessions` and `Read`;
+//! - `read`: `Status`, `Locks`, `Sessions`, `Read` and `Files`;
 //! - `client`: the above, and sessions, locks and appends;
 //! - `admin`: the above, and membership, leader transfer and session revocation; an admin may
 //!   also use or close any session.

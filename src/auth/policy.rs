@@ -27,6 +27,8 @@ fn needs(request: &Request) -> Needs<'_> {
         Request::Status { .. } | Request::Sessions { .. } => (Role::Read, None, None),
         Request::Locks { prefix, .. } => (Role::Read, Some(prefix.as_deref().unwrap_or("")), None),
         Request::Read { file, .. } => (Role::Read, None, Some(file.as_str())),
+        // A listing is a request for every file under its prefix, as `Locks` is for locks.
+        Request::Files { prefix, .. } => (Role::Read, None, Some(prefix.as_deref().unwrap_or(""))),
         Request::OpenSession { .. } | Request::KeepAlive { .. } | Request::CloseSession { .. } => {
             (Role::Client, None, None)
         }
@@ -34,7 +36,9 @@ fn needs(request: &Request) -> Needs<'_> {
         | Request::Release { lock, .. }
         | Request::Cancel { lock, .. }
         | Request::Extend { lock, .. } => (Role::Client, Some(lock.as_str()), None),
-        Request::Append { lock, file, .. } => {
+        Request::Append { lock, file, .. }
+        | Request::Truncate { lock, file, .. }
+        | Request::Delete { lock, file, .. } => {
             (Role::Client, Some(lock.as_str()), Some(file.as_str()))
         }
         Request::RevokeSession { .. }
@@ -160,10 +164,34 @@ mod tests {
                 session: 1,
                 token: 1,
                 seq: 1,
+                file: file.clone(),
+                lock: lock.clone(),
+                fence: 1,
+                data: b"x".to_vec(),
+            },
+            Request::Files {
+                id: 1,
+                prefix: Some(file.clone()),
+                stale: false,
+            },
+            Request::Truncate {
+                id: 1,
+                session: 1,
+                token: 1,
+                seq: 1,
+                file: file.clone(),
+                lock: lock.clone(),
+                fence: 1,
+                size: 0,
+            },
+            Request::Delete {
+                id: 1,
+                session: 1,
+                token: 1,
+                seq: 1,
                 file,
                 lock,
                 fence: 1,
-                data: b"x".to_vec(),
             },
             Request::RevokeSession {
                 id: 1,
@@ -199,6 +227,9 @@ mod tests {
             ("Cancel", Role::Client),
             ("Extend", Role::Client),
             ("Append", Role::Client),
+            ("Files", Role::Read),
+            ("Truncate", Role::Client),
+            ("Delete", Role::Client),
             ("RevokeSession", Role::Admin),
             ("AddMember", Role::Admin),
             ("RemoveMember", Role::Admin),
@@ -236,14 +267,14 @@ mod tests {
             .collect();
         assert_eq!(
             denied,
-            ["Locks", "Acquire", "Release", "Cancel", "Extend", "Append"]
+            ["Locks", "Acquire", "Release", "Cancel", "Extend", "Append", "Truncate", "Delete"]
         );
         let denied: Vec<&str> = every_request("build/cache", "etc/passwd")
             .iter()
             .filter(|r| needs(r).role <= Role::Client && ci.authorize(r).is_err())
             .map(Request::type_name)
             .collect();
-        assert_eq!(denied, ["Read", "Append"]);
+        assert_eq!(denied, ["Read", "Append", "Files", "Truncate", "Delete"]);
         // A listing of every lock is a listing beyond the grant.
         let all = Request::Locks {
             id: 1,

@@ -8,8 +8,8 @@ use super::duration::Span;
 use super::output::{kind, mode_name, print_table, say, say_json, shell_quote};
 use super::shapes;
 use super::{
-    mode, wait, AcquireArgs, AppendArgs, ClusterCommand, Failure, LocksArgs, ReadArgs, ReleaseArgs,
-    RevokeArgs, SessionArgs, EXIT_ERROR, EXIT_OK, EXIT_USAGE,
+    mode, wait, AcquireArgs, AppendArgs, ClusterCommand, Failure, FilesArgs, LocksArgs, ReadArgs,
+    ReleaseArgs, RevokeArgs, RmArgs, SessionArgs, TruncateArgs, EXIT_ERROR, EXIT_OK, EXIT_USAGE,
 };
 use crate::client::{error_chain, Client, ClientOptions, Session, SessionCredentials};
 use crate::lockspace::Fence;
@@ -221,6 +221,73 @@ pub(super) async fn read(client: &Client, args: ReadArgs, json: bool) -> Result<
             .and_then(|()| out.flush())
             .map_err(Failure::stdout)?;
     }
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn truncate(
+    client: &Client,
+    args: TruncateArgs,
+    json: bool,
+) -> Result<u8, Failure> {
+    let w = &args.writer;
+    let size = resume(client, &w.session)
+        .truncate(&args.file, (w.lock.as_str(), w.fence), args.size)
+        .await?;
+    if json {
+        say_json(&shapes::Truncated {
+            file: &args.file,
+            size,
+        });
+    } else if size < args.size {
+        say(format!(
+            "{} is {size} bytes, not longer than {}: nothing cut",
+            args.file, args.size
+        ));
+    } else {
+        say(format!("truncated {} to {size} bytes", args.file));
+    }
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn rm(client: &Client, args: RmArgs, json: bool) -> Result<u8, Failure> {
+    let w = &args.writer;
+    let size = resume(client, &w.session)
+        .delete(&args.file, (w.lock.as_str(), w.fence))
+        .await?;
+    if json {
+        say_json(&shapes::Deleted {
+            file: &args.file,
+            deleted: true,
+            size,
+        });
+    } else {
+        say(format!("deleted {} ({size} bytes)", args.file));
+    }
+    Ok(EXIT_OK)
+}
+
+pub(super) async fn files(client: &Client, args: FilesArgs, json: bool) -> Result<u8, Failure> {
+    let files = client.files(args.prefix.as_deref(), args.stale).await?;
+    if json {
+        say_json(&files.iter().map(shapes::File::from).collect::<Vec<_>>());
+        return Ok(EXIT_OK);
+    }
+    if files.is_empty() {
+        say("no files");
+        return Ok(EXIT_OK);
+    }
+    let rows: Vec<[String; 4]> = files
+        .iter()
+        .map(|f| {
+            [
+                f.name.clone(),
+                f.size.to_string(),
+                f.lock.clone().unwrap_or_else(|| "-".into()),
+                f.fence.map_or("-".into(), |fence| fence.to_string()),
+            ]
+        })
+        .collect();
+    print_table(["FILE", "SIZE", "LOCK", "FENCE"], &rows);
     Ok(EXIT_OK)
 }
 

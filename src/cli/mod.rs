@@ -248,6 +248,27 @@ Examples (--session and --token can come from RAFTLOCK_SESSION and RAFTLOCK_TOKE
     /// Read a file (all of it, or a range) to stdout.
     #[command(after_help = "Example:\n  raftlock read journal.log --offset 0 --len 100")]
     Read(ReadArgs),
+    /// Cut a file to SIZE bytes under a lock's fencing token.
+    #[command(after_help = "\
+Applied only if FENCE is the lock's current exclusive grant to the session (else exit 5),
+like `append`. A truncate never grows a file: a SIZE at or past the end changes nothing, and
+the answer says the size the file has. A file that does not exist exits 1.
+
+Example (--session and --token can come from RAFTLOCK_SESSION and RAFTLOCK_TOKEN):
+  raftlock truncate journal.log 0 --lock journal --fence 42 --session 12 --token 9876")]
+    Truncate(TruncateArgs),
+    /// Delete a file under a lock's fencing token.
+    #[command(after_help = "\
+Applied only if FENCE is the lock's current exclusive grant to the session (else exit 5),
+like `append`. A later append creates the file anew, empty. A file that does not exist
+exits 1.
+
+Example (inside `raftlock lock`, which sets RAFTLOCK_LOCK, RAFTLOCK_FENCE and the session):
+  raftlock lock journal -- sh -c 'raftlock rm journal.log'")]
+    Rm(RmArgs),
+    /// List files with their sizes and the lock and fence of their last write.
+    #[command(after_help = "Example:\n  raftlock files logs/")]
+    Files(FilesArgs),
     /// List held and awaited locks with their holders and queues.
     #[command(after_help = "Example:\n  raftlock locks build-")]
     Locks(LocksArgs),
@@ -469,6 +490,52 @@ pub struct AppendArgs {
     /// Append the contents of this file instead of DATA (`-` for stdin).
     #[arg(long, value_name = "PATH")]
     pub data_file: Option<std::path::PathBuf>,
+}
+
+/// The lock and session a file write names (as `append` takes them).
+#[derive(Debug, Args)]
+pub struct WriterArgs {
+    /// The lock guarding the file.
+    #[arg(long, env = "RAFTLOCK_LOCK")]
+    pub lock: String,
+    /// The fencing token of the session's exclusive grant of the lock.
+    #[arg(long, env = "RAFTLOCK_FENCE")]
+    pub fence: Fence,
+    /// The session holding the lock.
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// Arguments of `truncate`.
+#[derive(Debug, Args)]
+pub struct TruncateArgs {
+    /// The file to cut.
+    pub file: String,
+    /// The size to cut it to, in bytes.
+    pub size: u64,
+    /// The lock, fence and session.
+    #[command(flatten)]
+    pub writer: WriterArgs,
+}
+
+/// Arguments of `rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// The file to delete.
+    pub file: String,
+    /// The lock, fence and session.
+    #[command(flatten)]
+    pub writer: WriterArgs,
+}
+
+/// Arguments of `files`.
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    /// Only files whose name starts with this.
+    pub prefix: Option<String>,
+    /// Let any member answer from its own state.
+    #[arg(long)]
+    pub stale: bool,
 }
 
 /// Arguments of `read`.
@@ -724,6 +791,9 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Keepalive(args) => commands::keepalive(&client, args, json).await,
         Command::Append(args) => commands::append(&client, args, json).await,
         Command::Read(args) => commands::read(&client, args, json).await,
+        Command::Truncate(args) => commands::truncate(&client, args, json).await,
+        Command::Rm(args) => commands::rm(&client, args, json).await,
+        Command::Files(args) => commands::files(&client, args, json).await,
         Command::Locks(args) => commands::locks(&client, args, json).await,
         Command::Sessions => commands::sessions(&client, json).await,
         Command::Revoke(args) => commands::revoke(&client, args, json).await,

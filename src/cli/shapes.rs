@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::output::mode_name;
 use crate::lockspace::{Fence, SessionId};
-use crate::protocol::{LockState, MemberStatus, SessionSummary, StatusInfo};
+use crate::protocol::{FileEntry, LockState, MemberStatus, SessionSummary, StatusInfo};
 
 /// `acquire`: the session and grant a script needs (`eval`-free).
 #[derive(Debug, Serialize)]
@@ -49,6 +49,43 @@ pub(super) struct Appended<'a> {
     pub offset: u64,
     pub len: u64,
     pub size: u64,
+}
+
+/// `truncate`: the file's size after the cut (less than asked if it was shorter already).
+#[derive(Debug, Serialize)]
+pub(super) struct Truncated<'a> {
+    pub file: &'a str,
+    pub size: u64,
+}
+
+/// `rm`: the file deleted and the size it had.
+#[derive(Debug, Serialize)]
+pub(super) struct Deleted<'a> {
+    pub file: &'a str,
+    pub deleted: bool,
+    pub size: u64,
+}
+
+/// `files`: one file (the answer is an array of these).
+#[derive(Debug, Serialize)]
+pub(super) struct File<'a> {
+    pub name: &'a str,
+    pub size: u64,
+    /// The lock of the last write (null if unknown).
+    pub lock: Option<&'a str>,
+    /// The fence of the last write (null if unknown).
+    pub fence: Option<Fence>,
+}
+
+impl<'a> From<&'a FileEntry> for File<'a> {
+    fn from(f: &'a FileEntry) -> Self {
+        File {
+            name: &f.name,
+            size: f.size,
+            lock: f.lock.as_deref(),
+            fence: f.fence,
+        }
+    }
 }
 
 /// `read`: the bytes read from `offset`, as text if they are UTF-8 (`encoding` "utf-8"),

@@ -73,7 +73,7 @@ use crate::lockspace::SessionId;
 /// How a lock is held: the wire type, re-exported so a client needs only this module.
 pub use crate::protocol::LockMode;
 use crate::protocol::{
-    ErrorCode, LockState, MemberStatus, Request, Response, SessionSummary, StatusInfo,
+    ErrorCode, FileEntry, LockState, MemberStatus, Request, Response, SessionSummary, StatusInfo,
 };
 
 /// How long one `AddMember` attempt may wait for its answer: a little longer than the leader
@@ -376,6 +376,26 @@ impl Client {
         match response {
             Response::LockList { locks, .. } => Ok(locks),
             other => Err(unexpected("Locks", &other)),
+        }
+    }
+
+    /// The files, sorted by name (optionally only those starting with `prefix`), each with its
+    /// size and the lock and fence of its last write. With `stale`, any member answers from
+    /// its own state.
+    pub async fn files(&self, prefix: Option<&str>, stale: bool) -> Result<Vec<FileEntry>> {
+        let response = self
+            .call(
+                |id| Request::Files {
+                    id,
+                    prefix: prefix.map(str::to_string),
+                    stale,
+                },
+                Patience::Normal,
+            )
+            .await?;
+        match response {
+            Response::FileList { files, .. } => Ok(files),
+            other => Err(unexpected("Files", &other)),
         }
     }
 

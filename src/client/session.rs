@@ -807,6 +807,86 @@ impl Session {
         .await
     }
 
+    /// Cuts `file` to `size` bytes under the lock's fence; returns the file's size after, which
+    /// is smaller than `size` if the file was already shorter (a truncate never grows a file).
+    /// Fails with [`Error::StaleFence`] if the fence is no longer the lock's current exclusive
+    /// grant to this session, and [`Error::NotFound`] if the file does not exist. Exactly once,
+    /// like [`Session::append`].
+    pub async fn truncate<'a>(
+        &self,
+        file: &str,
+        under: impl Into<LockRef<'a>>,
+        size: u64,
+    ) -> Result<u64> {
+        let under = under.into();
+        self.settle_orphans(None).await;
+        let seq = self.next_seq();
+        let SessionCredentials {
+            id: session, token, ..
+        } = self.inner.credentials;
+        let (file, lock, fence) = (file.to_string(), under.lock.to_string(), under.fence);
+        let this = self.clone();
+        self.run_to_completion(None, async move {
+            let response = this
+                .call(
+                    |id| Request::Truncate {
+                        id,
+                        session,
+                        token,
+                        seq,
+                        file: file.clone(),
+                        lock: lock.clone(),
+                        fence,
+                        size,
+                    },
+                    Patience::Normal,
+                )
+                .await?;
+            match response {
+                Response::Truncated { size, .. } => Ok(size),
+                other => Err(unexpected("Truncate", &other)),
+            }
+        })
+        .await
+    }
+
+    /// Deletes `file` under the lock's fence; returns the size it had. A later append creates
+    /// the file anew. Fails with [`Error::StaleFence`] if the fence is no longer the lock's
+    /// current exclusive grant to this session, and [`Error::NotFound`] if the file does not
+    /// exist. Exactly once, like [`Session::append`]: a retry of a delete that was applied
+    /// answers its first result.
+    pub async fn delete<'a>(&self, file: &str, under: impl Into<LockRef<'a>>) -> Result<u64> {
+        let under = under.into();
+        self.settle_orphans(None).await;
+        let seq = self.next_seq();
+        let SessionCredentials {
+            id: session, token, ..
+        } = self.inner.credentials;
+        let (file, lock, fence) = (file.to_string(), under.lock.to_string(), under.fence);
+        let this = self.clone();
+        self.run_to_completion(None, async move {
+            let response = this
+                .call(
+                    |id| Request::Delete {
+                        id,
+                        session,
+                        token,
+                        seq,
+                        file: file.clone(),
+                        lock: lock.clone(),
+                        fence,
+                    },
+                    Patience::Normal,
+                )
+                .await?;
+            match response {
+                Response::Deleted { size, .. } => Ok(size),
+                other => Err(unexpected("Delete", &other)),
+            }
+        })
+        .await
+    }
+
     /// Renews the lease once, now. The background task does this by itself; this is for
     /// handles made without it ([`Client::resume_session`]).
     pub async fn keep_alive(&self) -> Result<Duration> {

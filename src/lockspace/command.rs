@@ -99,7 +99,8 @@ pub enum Command {
         fence: Fence,
         hold_ms: u64,
     },
-    /// Appends to a file, only if `fence` is the session's current exclusive grant of `lock`.
+    /// Appends to a file, only if `fence` is the session's current exclusive grant of `lock`
+    /// and the file and the total stay within `quota`.
     Append {
         session: SessionId,
         seq: Seq,
@@ -108,6 +109,30 @@ pub enum Command {
         fence: Fence,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+        /// The size limits of the leader that proposed the entry, carried in it so that every
+        /// replica checks the same ones (see [`Quota`]). Absent in entries written before
+        /// quotas existed: no limit.
+        #[serde(default)]
+        quota: Option<Quota>,
+    },
+    /// Cuts a file to `size` bytes, only if `fence` is the session's current exclusive grant
+    /// of `lock` (as for `Append`). A size at or past the end changes nothing.
+    Truncate {
+        session: SessionId,
+        seq: Seq,
+        file: String,
+        lock: String,
+        fence: Fence,
+        size: u64,
+    },
+    /// Deletes a file, only if `fence` is the session's current exclusive grant of `lock` (as
+    /// for `Append`). A later `Append` creates the file anew, empty.
+    Delete {
+        session: SessionId,
+        seq: Seq,
+        file: String,
+        lock: String,
+        fence: Fence,
     },
     /// Ends the wait of the `Acquire` (session, seq) on `lock` if it is still queued. Proposed by
     /// the leader when the wait bound passes.
@@ -131,6 +156,20 @@ pub enum Command {
         #[serde(default)]
         since: Option<Index>,
     },
+}
+
+/// File size limits in bytes, as the proposing leader's flags set them.
+///
+/// They travel in each `Append` entry instead of being read from the applying node's flags:
+/// replicas started with different flags must still apply the same log to the same state, and
+/// a check made at apply time is exact (a check on the leader before proposing could not see
+/// the appends still in the log ahead of the entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quota {
+    /// The largest size any one file may grow to.
+    pub max_file_bytes: u64,
+    /// The largest total of every file's size.
+    pub max_total_bytes: u64,
 }
 
 /// The deterministic result of applying a command. Lock outcomes are values, not errors.
@@ -168,6 +207,18 @@ pub enum Outcome {
     Conflict,
     /// Data was appended; `offset` is where it starts in the file, `size` the file's new size.
     Appended { offset: u64, size: u64 },
+    /// The file was cut (or already was no longer than asked); `size` is its size now.
+    Truncated { size: u64 },
+    /// The file was deleted; `size` is the size it had.
+    Deleted { size: u64 },
+    /// `Truncate` or `Delete` of a file that does not exist.
+    NotFound,
+    /// The append would make the file `size` bytes, more than the per-file `limit`; nothing
+    /// was written.
+    FileQuotaExceeded { limit: u64, size: u64 },
+    /// The append would make all files together `size` bytes, more than the total `limit`;
+    /// nothing was written.
+    TotalQuotaExceeded { limit: u64, size: u64 },
     /// The fence is not the session's current exclusive grant of the lock.
     StaleFence,
     /// The session does not exist: it expired or was closed.

@@ -109,6 +109,9 @@ pub(crate) fn of(command: &Command) -> Option<Digest> {
             lock,
             fence,
             data,
+            // The leader's limits are not the client's request: a retry through a leader with
+            // other flags is still the same request.
+            quota: _,
             ..
         } => {
             let mut feed = Feed::new("Append");
@@ -116,6 +119,29 @@ pub(crate) fn of(command: &Command) -> Option<Digest> {
             feed.bytes(lock.as_bytes());
             feed.uint(*fence);
             feed.bytes(data);
+            feed
+        }
+        Command::Truncate {
+            file,
+            lock,
+            fence,
+            size,
+            ..
+        } => {
+            let mut feed = Feed::new("Truncate");
+            feed.bytes(file.as_bytes());
+            feed.bytes(lock.as_bytes());
+            feed.uint(*fence);
+            feed.uint(*size);
+            feed
+        }
+        Command::Delete {
+            file, lock, fence, ..
+        } => {
+            let mut feed = Feed::new("Delete");
+            feed.bytes(file.as_bytes());
+            feed.bytes(lock.as_bytes());
+            feed.uint(*fence);
             feed
         }
         Command::OpenSession { .. }
@@ -165,8 +191,38 @@ mod tests {
             lock: lock.into(),
             fence: 3,
             data: vec![],
+            quota: None,
         };
         assert_ne!(of(&append("ab", "c")), of(&append("a", "bc")));
+        // The leader's quota is not part of the request.
+        let mut limited = append("a", "b");
+        if let Command::Append { quota, .. } = &mut limited {
+            *quota = Some(crate::lockspace::Quota {
+                max_file_bytes: 1,
+                max_total_bytes: 2,
+            });
+        }
+        assert_eq!(of(&limited), of(&append("a", "b")));
+        // Truncate and Delete digest their fields, apart from each other and from Append.
+        let truncate = |size| Command::Truncate {
+            session: 2,
+            seq: 1,
+            file: "f".into(),
+            lock: "l".into(),
+            fence: 3,
+            size,
+        };
+        let delete = |fence| Command::Delete {
+            session: 2,
+            seq: 1,
+            file: "f".into(),
+            lock: "l".into(),
+            fence,
+        };
+        assert_eq!(of(&truncate(4)), of(&truncate(4)));
+        assert_ne!(of(&truncate(4)), of(&truncate(5)));
+        assert_ne!(of(&delete(3)), of(&delete(4)));
+        assert_ne!(of(&truncate(3)), of(&delete(3)));
         assert_eq!(of(&Command::ExpireSession { session: 2 }), None);
         assert_eq!(a, 0x3b4c_976d_c4d4_560b, "{a:#018x}");
     }

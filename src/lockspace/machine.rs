@@ -2,9 +2,12 @@
 
 use super::dedup::Lookup;
 use super::digest::{self, Digest};
+use super::file::File;
 use super::lock::{Holder, Lock, Waiter};
 use super::session::Session;
-use super::{Applied, Command, Fence, LockMode, LockSpace, Notification, Outcome, Seq, SessionId};
+use super::{
+    Applied, Command, Fence, LockMode, LockSpace, Notification, Outcome, Quota, Seq, SessionId,
+};
 use crate::raft::Index;
 
 /// Notifications gathered while applying one entry, in the order they happened.
@@ -104,10 +107,32 @@ impl LockSpace {
                 lock,
                 fence,
                 data,
+                quota,
             } => self.session_request(*session, *seq, digest, |space| {
                 space.unless_revoked(*session, |space| {
-                    space.append(*session, file, lock, *fence, data)
+                    space.append(*session, file, lock, *fence, data, *quota)
                 })
+            }),
+            Command::Truncate {
+                session,
+                seq,
+                file,
+                lock,
+                fence,
+                size,
+            } => self.session_request(*session, *seq, digest, |space| {
+                space.unless_revoked(*session, |space| {
+                    space.truncate(*session, file, lock, *fence, *size)
+                })
+            }),
+            Command::Delete {
+                session,
+                seq,
+                file,
+                lock,
+                fence,
+            } => self.session_request(*session, *seq, digest, |space| {
+                space.unless_revoked(*session, |space| space.delete(*session, file, lock, *fence))
             }),
             Command::ExpireWait { session, seq, lock } => {
                 self.expire_wait(index, *session, *seq, lock, &mut notes)
@@ -349,6 +374,15 @@ impl LockSpace {
         Outcome::Released
     }
 
+    /// True if `fence` is `session`'s current exclusive grant of `lock`: what every write to
+    /// a file needs.
+    fn is_current_writer(&self, session: SessionId, lock: &str, fence: Fence) -> bool {
+        self.locks.get(lock).is_some_and(|lock| {
+            lock.current_mode() == Some(LockMode::Exclusive)
+                && lock.holder(session).is_some_and(|h| h.fence == fence)
+        })
+    }
+
     fn append(
         &mut self,
         session: SessionId,
@@ -356,16 +390,70 @@ impl LockSpace {
         lock: &str,
         fence: Fence,
         data: &[u8],
+        quota: Option<Quota>,
     ) -> Outcome {
-        let current = self.locks.get(lock).is_some_and(|lock| {
-            lock.current_mode() == Some(LockMode::Exclusive)
-                && lock.holder(session).is_some_and(|h| h.fence == fence)
-        });
-        if !current {
+        if !self.is_current_writer(session, lock, fence) {
             return Outcome::StaleFence;
         }
-        let (offset, size) = self.files.entry(file.to_owned()).or_default().append(data);
+        let grow = data.len() as u64;
+        if let Some(quota) = quota.filter(|_| grow > 0) {
+            let size = self.files.get(file).map_or(0, File::size) + grow;
+            if size > quota.max_file_bytes {
+                return Outcome::FileQuotaExceeded {
+                    limit: quota.max_file_bytes,
+                    size,
+                };
+            }
+            let total = self.file_bytes + grow;
+            if total > quota.max_total_bytes {
+                return Outcome::TotalQuotaExceeded {
+                    limit: quota.max_total_bytes,
+                    size: total,
+                };
+            }
+        }
+        let (offset, size) = self
+            .files
+            .entry(file.to_owned())
+            .or_default()
+            .append(data, lock, fence);
+        self.file_bytes += grow;
         Outcome::Appended { offset, size }
+    }
+
+    /// Cuts `file` to `size` bytes (nothing if it is not longer) under the current fence.
+    fn truncate(
+        &mut self,
+        session: SessionId,
+        file: &str,
+        lock: &str,
+        fence: Fence,
+        size: u64,
+    ) -> Outcome {
+        if !self.is_current_writer(session, lock, fence) {
+            return Outcome::StaleFence;
+        }
+        let Some(state) = self.files.get_mut(file) else {
+            return Outcome::NotFound;
+        };
+        let before = state.size();
+        let after = state.truncate(size, lock, fence);
+        self.file_bytes -= before - after;
+        Outcome::Truncated { size: after }
+    }
+
+    /// Removes `file` under the current fence.
+    fn delete(&mut self, session: SessionId, file: &str, lock: &str, fence: Fence) -> Outcome {
+        if !self.is_current_writer(session, lock, fence) {
+            return Outcome::StaleFence;
+        }
+        match self.files.remove(file) {
+            Some(state) => {
+                self.file_bytes -= state.size();
+                Outcome::Deleted { size: state.size() }
+            }
+            None => Outcome::NotFound,
+        }
     }
 
     /// Takes the acquire (session, acquire_seq) out of the queue of `name`, as `ExpireWait`

@@ -59,6 +59,24 @@
 //! paused or was partitioned while its grant expired can never write after the lock moved on.
 //! Downstream stores can apply the same check with the tokens we hand out.
 //!
+//! # Files
+//!
+//! A file exists from its first `Append` until a `Delete`; `Truncate` cuts it to a shorter
+//! size (a size at or past the end changes nothing and answers the current size). All three
+//! are fenced alike: the fence must be the session's current exclusive grant of the lock the
+//! request names, else `StaleFence`, and a revoked session gets `Revoked`. Which lock guards
+//! which file stays the clients' convention; the state records the lock and fence of each
+//! file's last write so that `Files` can show them. `Truncate` and `Delete` of a file that does
+//! not exist answer `NotFound`; a file appended to after a `Delete` starts anew at offset 0.
+//!
+//! Size limits (`Quota`: per file and in total) are checked when an `Append` applies, against
+//! the limits carried in the entry itself by the leader that proposed it: applying never reads
+//! a node's own flags, so nodes configured differently cannot diverge, and the check sees every
+//! earlier entry, which a check before proposing could not (appends still in the log). Over a
+//! limit the append answers `FileQuotaExceeded` or `TotalQuotaExceeded`, writes nothing, and,
+//! like every outcome, is what a retry of its seq gets again. Only growth is refused: after an
+//! operator lowers a limit, files over it can still be truncated or deleted.
+//!
 //! # Exactly once
 //!
 //! Each session remembers the outcomes of its last [`DEDUP_WINDOW`] requests by sequence number
@@ -92,8 +110,7 @@
 //!   requests while it waits) still resolves, but a retry of it answers `SequenceTooOld`.
 //! - A retried `CloseSession` answers `SessionExpired`: the session and its table are gone.
 //! - No lock upgrade/downgrade, no recursive (counted) holds, no lock-level ACLs.
-//! - Files only grow: there is no truncate or delete, and their bytes live in memory and in every
-//!   snapshot.
+//! - File bytes live in memory and in every snapshot (the quotas below keep them bounded).
 //! - `bounded_waits` and `limited_holds` scan every lock; the leader calls them on election and
 //!   then follows notifications and outcomes.
 
@@ -106,6 +123,8 @@ mod machine;
 mod session;
 
 #[cfg(test)]
+mod file_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
@@ -114,7 +133,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Applied, Command, Fence, LockMode, Notification, Outcome, Seq, SessionId};
+pub use command::{
+    Applied, Command, Fence, LockMode, Notification, Outcome, Quota, Seq, SessionId,
+};
 pub use dedup::DEDUP_WINDOW;
 
 use crate::raft::Index;
@@ -181,6 +202,20 @@ pub struct WaitInfo {
     pub wait_ms: Option<u64>,
 }
 
+/// A file as `Files` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The file's name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The lock named by its last write; `None` if unknown (restored from a snapshot written
+    /// before this was recorded, and not written since).
+    pub lock: Option<String>,
+    /// The fence of its last write; `None` if unknown.
+    pub fence: Option<Fence>,
+}
+
 /// A grant with a hold limit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldInfo {
@@ -222,6 +257,10 @@ pub struct LockSpace {
     locks: BTreeMap<String, Lock>,
     /// Lock-guarded files by name.
     files: BTreeMap<String, File>,
+    /// The sum of every file's size (for the total quota): derived from `files`, so not in
+    /// snapshots; `restore` recomputes it.
+    #[serde(skip)]
+    file_bytes: u64,
 }
 
 impl LockSpace {
@@ -265,7 +304,8 @@ impl LockSpace {
     /// Rebuilds a state from `snapshot()` bytes. Bytes that do not decode, or decode to a state
     /// that breaks an invariant, are refused rather than trusted.
     pub fn restore(data: &[u8]) -> Result<LockSpace, Error> {
-        let space: LockSpace = rmp_serde::from_slice(data)?;
+        let mut space: LockSpace = rmp_serde::from_slice(data)?;
+        space.file_bytes = space.files.values().map(File::size).sum();
         space.check_consistency()?;
         Ok(space)
     }
@@ -408,7 +448,7 @@ impl LockSpace {
             locks: self.locks.len() as u64,
             waiters: self.locks.values().map(|l| l.queue.len() as u64).sum(),
             files: self.files.len() as u64,
-            file_bytes: self.files.values().map(File::size).sum(),
+            file_bytes: self.file_bytes,
         }
     }
 
@@ -422,6 +462,27 @@ impl LockSpace {
             ))
             .take_while(|(name, _)| name.starts_with(prefix))
             .map(|(name, file)| (name.clone(), file.size()))
+            .collect()
+    }
+
+    /// Every file with its size and last write, by name, optionally filtered by prefix.
+    pub fn file_list(&self, prefix: Option<&str>) -> Vec<FileInfo> {
+        let prefix = prefix.unwrap_or("");
+        self.files
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, file)| {
+                let (lock, fence) = file.last_write();
+                FileInfo {
+                    name: name.clone(),
+                    size: file.size(),
+                    lock: lock.map(str::to_owned),
+                    fence,
+                }
+            })
             .collect()
     }
 

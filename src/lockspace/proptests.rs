@@ -9,6 +9,9 @@
 //! - cancel and extend: `Cancel` removes exactly a still-queued acquire (which then ends
 //!   `Cancelled` and may unblock the waiters behind it), `Extend` renews exactly the current
 //!   grant named by its fence;
+//! - files: appends, truncates and deletes need the current exclusive fence, sizes follow the
+//!   model, a truncate never grows a file, a deleted file starts anew, and an append past a
+//!   quota carried in its entry writes nothing;
 //! - revoke: `MarkRevoked` ends exactly the session's queued acquires (`Revoked`) and keeps
 //!   its grants (the holder comparison after every step), and the session's later acquires,
 //!   extends and appends answer `Revoked`;
@@ -42,6 +45,18 @@ enum Op {
         lock: usize,
     },
     Append {
+        slot: usize,
+        lock: usize,
+        stale: bool,
+        quota: bool,
+    },
+    Truncate {
+        slot: usize,
+        lock: usize,
+        stale: bool,
+        size: u64,
+    },
+    Delete {
         slot: usize,
         lock: usize,
         stale: bool,
@@ -89,8 +104,12 @@ fn op(sessions: usize, locks: usize) -> impl Strategy<Value = Op> {
         8 => (slot.clone(), 0..locks, any::<bool>(), 0u8..3, any::<bool>())
             .prop_map(|(slot, lock, shared, wait, hold)| Op::Acquire { slot, lock, shared, wait, hold }),
         5 => (slot.clone(), 0..locks).prop_map(|(slot, lock)| Op::Release { slot, lock }),
-        3 => (slot.clone(), 0..locks, prop::bool::weighted(0.3))
-            .prop_map(|(slot, lock, stale)| Op::Append { slot, lock, stale }),
+        3 => (slot.clone(), 0..locks, prop::bool::weighted(0.3), prop::bool::weighted(0.5))
+            .prop_map(|(slot, lock, stale, quota)| Op::Append { slot, lock, stale, quota }),
+        1 => (slot.clone(), 0..locks, prop::bool::weighted(0.3), 0u64..10)
+            .prop_map(|(slot, lock, stale, size)| Op::Truncate { slot, lock, stale, size }),
+        1 => (slot.clone(), 0..locks, prop::bool::weighted(0.3))
+            .prop_map(|(slot, lock, stale)| Op::Delete { slot, lock, stale }),
         1 => slot.clone().prop_map(|slot| Op::Close { slot }),
         1 => slot.clone().prop_map(|slot| Op::ExpireSession { slot }),
         1 => slot.clone().prop_map(|slot| Op::Revoke { slot }),
@@ -293,6 +312,32 @@ fn run(sessions: usize, ops: &[Op]) {
     }
 }
 
+/// A fresh (session, seq) of `slot` and the (lock, fence) a file write names: mostly a lock
+/// the session holds with its current fence (or one below it when `stale`), else any lock
+/// with the last fence handed out.
+fn file_writer(
+    model: &mut Model,
+    slot: usize,
+    lock: usize,
+    stale: bool,
+) -> (SessionId, Seq, String, Fence) {
+    model.seq += 1;
+    let (session, seq) = (model.session(slot), model.seq);
+    let held = model.held_locks(session);
+    let lock = if held.is_empty() {
+        lock_name(lock)
+    } else {
+        held[lock % held.len()].clone()
+    };
+    let current = model.held(&lock, session).map(|h| h.0);
+    let fence = match (current, stale) {
+        (Some(fence), false) => fence,
+        (Some(fence), true) => fence - 1,
+        (None, _) => model.fences.last().copied().unwrap_or(1),
+    };
+    (session, seq, lock, fence)
+}
+
 /// Turns an op into a command; for a replay, also the outcome it must answer.
 fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
     let fresh = |model: &mut Model, slot: usize| {
@@ -355,20 +400,13 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
             };
             Command::Release { session, seq, lock }
         }
-        Op::Append { slot, lock, stale } => {
-            let (session, seq) = fresh(model, slot);
-            let held = model.held_locks(session);
-            let lock = if held.is_empty() {
-                lock_name(lock)
-            } else {
-                held[lock % held.len()].clone()
-            };
-            let current = model.held(&lock, session).map(|h| h.0);
-            let fence = match (current, stale) {
-                (Some(fence), false) => fence,
-                (Some(fence), true) => fence - 1,
-                (None, _) => model.fences.last().copied().unwrap_or(1),
-            };
+        Op::Append {
+            slot,
+            lock,
+            stale,
+            quota,
+        } => {
+            let (session, seq, lock, fence) = file_writer(model, slot, lock, stale);
             Command::Append {
                 session,
                 seq,
@@ -376,6 +414,37 @@ fn build(model: &mut Model, op: &Op) -> (Command, Option<Outcome>) {
                 lock,
                 fence,
                 data: vec![seq as u8; 3],
+                // Small enough to be reached: a file holds at most 4 appends, all 10.
+                quota: quota.then_some(Quota {
+                    max_file_bytes: 12,
+                    max_total_bytes: 30,
+                }),
+            }
+        }
+        Op::Truncate {
+            slot,
+            lock,
+            stale,
+            size,
+        } => {
+            let (session, seq, lock, fence) = file_writer(model, slot, lock, stale);
+            Command::Truncate {
+                session,
+                seq,
+                file: format!("file-{lock}"),
+                lock,
+                fence,
+                size,
+            }
+        }
+        Op::Delete { slot, lock, stale } => {
+            let (session, seq, lock, fence) = file_writer(model, slot, lock, stale);
+            Command::Delete {
+                session,
+                seq,
+                file: format!("file-{lock}"),
+                lock,
+                fence,
             }
         }
         Op::Close { slot } => {
@@ -617,6 +686,7 @@ fn observe(model: &mut Model, command: &Command, applied: &Applied) {
             lock,
             fence,
             data,
+            quota,
         } => {
             if session_request(*session, *seq, model) {
                 if model.revoked.contains(session) {
@@ -629,18 +699,98 @@ fn observe(model: &mut Model, command: &Command, applied: &Applied) {
                 }
                 let current = model.held(lock, *session) == Some((*fence, LockMode::Exclusive));
                 let size = model.files.get(file).copied().unwrap_or(0);
-                if current {
-                    let new_size = size + data.len() as u64;
+                let new_size = size + data.len() as u64;
+                let new_total = model.files.values().sum::<u64>() + data.len() as u64;
+                if !current {
+                    assert_eq!(
+                        *outcome,
+                        Outcome::StaleFence,
+                        "files: append with a stale fence"
+                    );
+                } else if let Some(q) = quota.filter(|q| new_size > q.max_file_bytes) {
+                    assert_eq!(
+                        *outcome,
+                        Outcome::FileQuotaExceeded {
+                            limit: q.max_file_bytes,
+                            size: new_size
+                        },
+                        "files: per-file quota"
+                    );
+                } else if let Some(q) = quota.filter(|q| new_total > q.max_total_bytes) {
+                    assert_eq!(
+                        *outcome,
+                        Outcome::TotalQuotaExceeded {
+                            limit: q.max_total_bytes,
+                            size: new_total
+                        },
+                        "files: total quota"
+                    );
+                } else {
                     assert_eq!(
                         *outcome,
                         Outcome::Appended {
                             offset: size,
                             size: new_size
-                        }
+                        },
+                        "files: append"
                     );
                     model.files.insert(file.clone(), new_size);
-                } else {
-                    assert_eq!(*outcome, Outcome::StaleFence, "append with a stale fence");
+                }
+            }
+        }
+        Command::Truncate {
+            session,
+            seq,
+            file,
+            lock,
+            fence,
+            size,
+        } => {
+            if session_request(*session, *seq, model) {
+                if model.revoked.contains(session) {
+                    assert_eq!(*outcome, Outcome::Revoked, "revoke: truncate");
+                    return;
+                }
+                let current = model.held(lock, *session) == Some((*fence, LockMode::Exclusive));
+                match model.files.get(file).copied() {
+                    _ if !current => {
+                        assert_eq!(*outcome, Outcome::StaleFence, "files: stale truncate")
+                    }
+                    None => assert_eq!(*outcome, Outcome::NotFound, "files: truncate of none"),
+                    Some(before) => {
+                        let after = before.min(*size);
+                        assert_eq!(
+                            *outcome,
+                            Outcome::Truncated { size: after },
+                            "files: truncate"
+                        );
+                        model.files.insert(file.clone(), after);
+                    }
+                }
+            }
+        }
+        Command::Delete {
+            session,
+            seq,
+            file,
+            lock,
+            fence,
+        } => {
+            if session_request(*session, *seq, model) {
+                if model.revoked.contains(session) {
+                    assert_eq!(*outcome, Outcome::Revoked, "revoke: delete");
+                    return;
+                }
+                let current = model.held(lock, *session) == Some((*fence, LockMode::Exclusive));
+                match model.files.get(file).copied() {
+                    _ if !current => {
+                        assert_eq!(*outcome, Outcome::StaleFence, "files: stale delete")
+                    }
+                    None => assert_eq!(*outcome, Outcome::NotFound, "files: delete of none"),
+                    Some(size) => {
+                        assert_eq!(*outcome, Outcome::Deleted { size }, "files: delete");
+                        model.files.remove(file);
+                    }
                 }
             }
         }
@@ -835,6 +985,17 @@ fn compare(model: &Model, space: &LockSpace) {
     }
     let ids: BTreeSet<SessionId> = space.sessions().iter().map(|s| s.id).collect();
     assert_eq!(ids, model.live, "live sessions");
+    let files: BTreeMap<String, u64> = space
+        .file_list(None)
+        .into_iter()
+        .map(|f| (f.name, f.size))
+        .collect();
+    assert_eq!(files, model.files, "files: sizes");
+    assert_eq!(
+        space.stats().file_bytes,
+        model.files.values().sum::<u64>(),
+        "files: total"
+    );
 }
 
 proptest! {

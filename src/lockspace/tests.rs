@@ -93,6 +93,7 @@ impl Harness {
             lock: lock.into(),
             fence,
             data: data.to_vec(),
+            quota: None,
         })
         .outcome
     }
@@ -679,6 +680,7 @@ fn mark_revoked_keeps_the_grants_until_the_session_ends() {
         lock: "l".into(),
         fence,
         data: b"x".to_vec(),
+        quota: None,
     };
     assert_eq!(h.apply(append).outcome, Outcome::Revoked);
     // Marking again changes nothing; an unknown session is SessionExpired.
@@ -876,6 +878,7 @@ fn dedup_replay_returns_original_and_changes_nothing() {
         lock: "l".into(),
         fence,
         data: b"x".to_vec(),
+        quota: None,
     };
     assert_eq!(
         h.apply(append.clone()).outcome,

@@ -29,6 +29,14 @@ pub const MAX_TTL_MS: u64 = 3_600_000;
 /// Longest `wait_ms` or `hold_ms`, in milliseconds (24 h); nil means unbounded instead. The cap
 /// keeps deadline arithmetic far from overflow.
 pub const MAX_WAIT_MS: u64 = 86_400_000;
+/// Default per-file size limit (16 MiB): an `Append` that would grow a file past it is
+/// refused with `QuotaExceeded`.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Default limit on the total size of all files (48 MiB). File bytes live in memory and in
+/// every snapshot, and a snapshot travels to a catching-up node in one peer frame of at most
+/// 64 MiB (`PEER_MAX_FRAME`): the default leaves room for the rest of the state, so that a node
+/// can always be replaced.
+pub const MAX_TOTAL_FILE_BYTES: u64 = 48 * 1024 * 1024;
 /// How many recent results the state machine remembers per session for exactly-once retries; a
 /// retry of an older `seq` gets `SequenceTooOld`.
 pub const SESSION_RESULTS_REMEMBERED: usize = 256;
@@ -56,6 +64,10 @@ pub struct Limits {
     pub max_ttl_ms: u64,
     /// Longest `wait_ms`/`hold_ms` in ms.
     pub max_wait_ms: u64,
+    /// The largest size one file may grow to by `Append` (the leader's per-file quota).
+    pub max_file_bytes: u64,
+    /// The largest total size of all files (the leader's total quota).
+    pub max_total_file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -71,6 +83,8 @@ impl Default for Limits {
             min_ttl_ms: MIN_TTL_MS,
             max_ttl_ms: MAX_TTL_MS,
             max_wait_ms: MAX_WAIT_MS,
+            max_file_bytes: MAX_FILE_BYTES,
+            max_total_file_bytes: MAX_TOTAL_FILE_BYTES,
         }
     }
 }
@@ -250,11 +264,30 @@ impl Limits {
                 }
                 Ok(())
             }
+            Request::Truncate {
+                id,
+                session,
+                file,
+                lock,
+                ..
+            }
+            | Request::Delete {
+                id,
+                session,
+                file,
+                lock,
+                ..
+            } => {
+                check_id(*id)?;
+                check_session(*session)?;
+                self.check_name("file", file)?;
+                self.check_name("lock", lock)
+            }
             Request::Read { id, file, .. } => {
                 check_id(*id)?;
                 self.check_name("file", file)
             }
-            Request::Locks { id, prefix, .. } => {
+            Request::Locks { id, prefix, .. } | Request::Files { id, prefix, .. } => {
                 check_id(*id)?;
                 match prefix {
                     Some(p) if p.len() > self.max_name_len => Err(Invalid::NameTooLong {
@@ -494,6 +527,43 @@ mod tests {
                 Invalid::DataTooLarge {
                     len: MAX_APPEND + 1,
                     max: MAX_APPEND,
+                },
+            ),
+            (
+                Request::Truncate {
+                    id: 1,
+                    session: 1,
+                    token: 1,
+                    seq: 1,
+                    file: String::new(),
+                    lock: "a".into(),
+                    fence: 3,
+                    size: 0,
+                },
+                Invalid::EmptyName { field: "file" },
+            ),
+            (
+                Request::Delete {
+                    id: 1,
+                    session: 0,
+                    token: 1,
+                    seq: 1,
+                    file: "f".into(),
+                    lock: "a".into(),
+                    fence: 3,
+                },
+                Invalid::ZeroSession,
+            ),
+            (
+                Request::Files {
+                    id: 1,
+                    prefix: Some("p".repeat(MAX_NAME_LEN + 1)),
+                    stale: false,
+                },
+                Invalid::NameTooLong {
+                    field: "prefix",
+                    len: MAX_NAME_LEN + 1,
+                    max: MAX_NAME_LEN,
                 },
             ),
             (

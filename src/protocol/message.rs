@@ -140,6 +140,38 @@ pub enum Request {
         #[serde(with = "super::bin")]
         data: Vec<u8>,
     },
+    /// Cuts a file to `size` bytes under the lock's current fence (as `Append`); a size at or
+    /// past the end changes nothing.
+    Truncate {
+        id: u64,
+        session: SessionId,
+        token: u64,
+        seq: Seq,
+        file: String,
+        lock: String,
+        fence: Fence,
+        size: u64,
+    },
+    /// Deletes a file under the lock's current fence (as `Append`); a later `Append` creates
+    /// it anew.
+    Delete {
+        id: u64,
+        session: SessionId,
+        token: u64,
+        seq: Seq,
+        file: String,
+        lock: String,
+        fence: Fence,
+    },
+    /// Lists files with their sizes and last writes.
+    Files {
+        id: u64,
+        /// Only files whose name starts with this prefix.
+        #[serde(default)]
+        prefix: Option<String>,
+        #[serde(default)]
+        stale: bool,
+    },
     /// Reads a range of a file.
     Read {
         id: u64,
@@ -251,6 +283,21 @@ pub enum Response {
         id: u64,
         offset: u64,
         size: u64,
+    },
+    /// Answers `Truncate`: the file's size now.
+    Truncated {
+        id: u64,
+        size: u64,
+    },
+    /// Answers `Delete`: the size the deleted file had.
+    Deleted {
+        id: u64,
+        size: u64,
+    },
+    /// Answers `Files`.
+    FileList {
+        id: u64,
+        files: Vec<FileEntry>,
     },
     /// Answers `Read`: the bytes read and the file's total size.
     Data {
@@ -395,6 +442,21 @@ pub struct WaiterState {
     pub waited_ms: Option<u64>,
 }
 
+/// One file in a `FileList`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The lock named by its last write (the lock that guards it by the clients' convention);
+    /// nil if unknown (a file not written since it was restored from an old snapshot).
+    #[serde(default)]
+    pub lock: Option<String>,
+    /// The fence of its last write; nil if unknown.
+    #[serde(default)]
+    pub fence: Option<Fence>,
+}
+
 /// One live session in a `SessionList`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSummary {
@@ -483,6 +545,9 @@ pub enum ErrorCode {
     SequenceReused,
     /// The file does not exist.
     NotFound,
+    /// An `Append` would grow a file, or all files together, past the daemon's size limit
+    /// (the message names the limit and the size it would reach). Nothing was written.
+    QuotaExceeded,
     /// The outcome is unknown (e.g. leadership was lost mid-request); retry with the same seq.
     Timeout,
     /// The node is shutting down; retry elsewhere.
@@ -516,6 +581,9 @@ impl Request {
             | Request::Cancel { id, .. }
             | Request::Extend { id, .. }
             | Request::Append { id, .. }
+            | Request::Truncate { id, .. }
+            | Request::Delete { id, .. }
+            | Request::Files { id, .. }
             | Request::Read { id, .. }
             | Request::Locks { id, .. }
             | Request::Status { id }
@@ -539,6 +607,9 @@ impl Request {
             Request::Cancel { .. } => "Cancel",
             Request::Extend { .. } => "Extend",
             Request::Append { .. } => "Append",
+            Request::Truncate { .. } => "Truncate",
+            Request::Delete { .. } => "Delete",
+            Request::Files { .. } => "Files",
             Request::Read { .. } => "Read",
             Request::Locks { .. } => "Locks",
             Request::Status { .. } => "Status",
@@ -577,6 +648,9 @@ impl Response {
             | Response::Cancelled { id }
             | Response::Extended { id, .. }
             | Response::Appended { id, .. }
+            | Response::Truncated { id, .. }
+            | Response::Deleted { id, .. }
+            | Response::FileList { id, .. }
             | Response::Data { id, .. }
             | Response::LockList { id, .. }
             | Response::SessionList { id, .. }
@@ -604,6 +678,9 @@ impl Response {
             Response::Cancelled { .. } => "Cancelled",
             Response::Extended { .. } => "Extended",
             Response::Appended { .. } => "Appended",
+            Response::Truncated { .. } => "Truncated",
+            Response::Deleted { .. } => "Deleted",
+            Response::FileList { .. } => "FileList",
             Response::Data { .. } => "Data",
             Response::LockList { .. } => "LockList",
             Response::SessionList { .. } => "SessionList",

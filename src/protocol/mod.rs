@@ -15,13 +15,13 @@ pub use codec::{
     HEADER_LEN, REQUEST_TYPES, RESPONSE_TYPES,
 };
 pub use limits::{
-    Invalid, Limits, HANDSHAKE_TIMEOUT, MAX_APPEND, MAX_CONNECTIONS, MAX_FRAME, MAX_IN_FLIGHT,
-    MAX_NAME_LEN, MAX_OWNER_LEN, MAX_READ, MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS,
-    SESSION_RESULTS_REMEMBERED,
+    Invalid, Limits, HANDSHAKE_TIMEOUT, MAX_APPEND, MAX_CONNECTIONS, MAX_FILE_BYTES, MAX_FRAME,
+    MAX_IN_FLIGHT, MAX_NAME_LEN, MAX_OWNER_LEN, MAX_READ, MAX_TOTAL_FILE_BYTES, MAX_TTL_MS,
+    MAX_WAIT_MS, MIN_TTL_MS, SESSION_RESULTS_REMEMBERED,
 };
 pub use message::{
-    ErrorCode, HolderState, LockMode, LockState, MemberStatus, PushReason, Request, Response, Role,
-    SessionSummary, StatusInfo, WaiterState,
+    ErrorCode, FileEntry, HolderState, LockMode, LockState, MemberStatus, PushReason, Request,
+    Response, Role, SessionSummary, StatusInfo, WaiterState,
 };
 pub use peer::{
     mac, verify_mac, PeerCodec, PeerMessage, Side, WireEntry, WireEntryData, WireEnvelope,

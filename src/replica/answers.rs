@@ -7,8 +7,8 @@ use super::deadlines::{Key, What};
 use super::Replica;
 use crate::lockspace::{LockInfo, LockSpace, Outcome};
 use crate::protocol::{
-    ErrorCode, HolderState, LockState, MemberStatus, Request, Response, SessionSummary, StatusInfo,
-    WaiterState,
+    ErrorCode, FileEntry, HolderState, LockState, MemberStatus, Request, Response, SessionSummary,
+    StatusInfo, WaiterState,
 };
 use crate::raft::{Index, MembershipError, NodeId, Role};
 
@@ -46,6 +46,20 @@ impl Replica {
                     None => Response::error(id, ErrorCode::NotFound, format!("no file {file:?}")),
                 }
             }
+            Request::Files { prefix, .. } => Response::FileList {
+                id,
+                files: self
+                    .lockspace
+                    .file_list(prefix.as_deref())
+                    .into_iter()
+                    .map(|f| FileEntry {
+                        name: f.name,
+                        size: f.size,
+                        lock: f.lock,
+                        fence: f.fence,
+                    })
+                    .collect(),
+            },
             Request::Locks { prefix, .. } => Response::LockList {
                 id,
                 locks: self
@@ -305,6 +319,25 @@ pub fn outcome_response(id: u64, outcome: &Outcome) -> Response {
             "the session holds or waits for the lock in another mode, or already waits for it",
         ),
         Outcome::Appended { offset, size } => Response::Appended { id, offset, size },
+        Outcome::Truncated { size } => Response::Truncated { id, size },
+        Outcome::Deleted { size } => Response::Deleted { id, size },
+        Outcome::NotFound => error(ErrorCode::NotFound, "no such file"),
+        Outcome::FileQuotaExceeded { limit, size } => Response::error(
+            id,
+            ErrorCode::QuotaExceeded,
+            format!(
+                "the append would make the file {size} bytes, over the per-file limit of \
+                 {limit} bytes (--max-file-bytes); nothing was written"
+            ),
+        ),
+        Outcome::TotalQuotaExceeded { limit, size } => Response::error(
+            id,
+            ErrorCode::QuotaExceeded,
+            format!(
+                "the append would make all files together {size} bytes, over the total limit \
+                 of {limit} bytes (--max-total-file-bytes); nothing was written"
+            ),
+        ),
         Outcome::StaleFence => error(
             ErrorCode::StaleFence,
             "the fence is not the session's current exclusive grant of the lock",
@@ -357,6 +390,34 @@ mod tests {
         );
         assert_eq!(code(Outcome::Conflict), Some(ErrorCode::Conflict));
         assert_eq!(code(Outcome::StaleFence), Some(ErrorCode::StaleFence));
+        assert_eq!(code(Outcome::NotFound), Some(ErrorCode::NotFound));
+        assert_eq!(
+            outcome_response(7, &Outcome::Truncated { size: 3 }),
+            Response::Truncated { id: 7, size: 3 }
+        );
+        assert_eq!(
+            outcome_response(7, &Outcome::Deleted { size: 3 }),
+            Response::Deleted { id: 7, size: 3 }
+        );
+        for over in [
+            Outcome::FileQuotaExceeded {
+                limit: 10,
+                size: 12,
+            },
+            Outcome::TotalQuotaExceeded {
+                limit: 10,
+                size: 12,
+            },
+        ] {
+            let Response::Error { code, message, .. } = outcome_response(7, &over) else {
+                panic!("{over:?} is an error");
+            };
+            assert_eq!(code, ErrorCode::QuotaExceeded);
+            assert!(
+                message.contains("12 bytes") && message.contains("limit of 10 bytes"),
+                "{message}"
+            );
+        }
         assert_eq!(code(Outcome::Revoked), Some(ErrorCode::Revoked));
         assert_eq!(
             code(Outcome::SessionExpired),

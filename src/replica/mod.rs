@@ -59,6 +59,8 @@ mod answers;
 mod apply;
 mod deadlines;
 mod error;
+#[cfg(test)]
+mod file_tests;
 mod pipeline;
 #[cfg(test)]
 mod push_tests;

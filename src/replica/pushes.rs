@@ -101,7 +101,9 @@ impl Replica {
             Command::OpenSession { .. }
             | Command::Acquire { .. }
             | Command::Extend { .. }
-            | Command::Append { .. } => Vec::new(),
+            | Command::Append { .. }
+            | Command::Truncate { .. }
+            | Command::Delete { .. } => Vec::new(),
         };
         scan.queues = locks
             .into_iter()

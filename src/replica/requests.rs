@@ -8,13 +8,19 @@
 //! has not applied an entry of its own term, or the session's id is beyond its applied index),
 //! in which case it answers the retryable `NotReady`. A revoked session's `KeepAlive` is
 //! refused with `Revoked` and does not move its lease.
+//!
+//! An `Append` carries this leader's file size limits ([`Quota`], from `--max-file-bytes` and
+//! `--max-total-file-bytes`) in its command, and the state machine checks them when the entry
+//! applies. Nothing is checked here against local flags: every replica applies the same entry
+//! the same way whatever its own flags, and the check at apply sees every earlier entry, which a
+//! check before proposing could not (appends still in the log ahead of this one).
 
 use rand::Rng;
 
 use super::answers::{not_ready, revoked, session_expired};
 use super::{Caller, Pending, Replica, Ticket};
 use crate::auth::Principal;
-use crate::lockspace::{Command, SessionId};
+use crate::lockspace::{Command, Quota, SessionId};
 use crate::protocol::{ErrorCode, Request, Response};
 
 /// A request that acts on an existing session: the session, the token it presents, and the
@@ -27,8 +33,9 @@ pub(crate) struct SessionCommand {
 }
 
 /// Converts a session request into its log command, or hands the request back if it is not
-/// one. (`KeepAlive` is answered by the leader without the log, so it is not one.)
-pub(crate) fn session_command(request: Request) -> Result<SessionCommand, Request> {
+/// one. (`KeepAlive` is answered by the leader without the log, so it is not one.) An
+/// `Append` carries `quota`, the limits it is checked against when it applies.
+pub(crate) fn session_command(request: Request, quota: Quota) -> Result<SessionCommand, Request> {
     let (session, token, command) = match request {
         Request::CloseSession {
             session,
@@ -119,6 +126,47 @@ pub(crate) fn session_command(request: Request) -> Result<SessionCommand, Reques
                 lock,
                 fence,
                 data,
+                quota: Some(quota),
+            },
+        ),
+        Request::Truncate {
+            session,
+            token,
+            seq,
+            file,
+            lock,
+            fence,
+            size,
+            ..
+        } => (
+            session,
+            token,
+            Command::Truncate {
+                session,
+                seq,
+                file,
+                lock,
+                fence,
+                size,
+            },
+        ),
+        Request::Delete {
+            session,
+            token,
+            seq,
+            file,
+            lock,
+            fence,
+            ..
+        } => (
+            session,
+            token,
+            Command::Delete {
+                session,
+                seq,
+                file,
+                lock,
+                fence,
             },
         ),
         other => return Err(other),
@@ -169,11 +217,13 @@ impl Replica {
                 let response = self.status(id);
                 return self.answer(caller, response);
             }
-            Request::Read { stale: true, .. } | Request::Locks { stale: true, .. } => {
+            Request::Read { stale: true, .. }
+            | Request::Locks { stale: true, .. }
+            | Request::Files { stale: true, .. } => {
                 let response = self.answer_read(&request, id);
                 return self.answer(caller, response);
             }
-            Request::Read { .. } | Request::Locks { .. } => {
+            Request::Read { .. } | Request::Locks { .. } | Request::Files { .. } => {
                 let read_id = self.next_read_id;
                 self.next_read_id += 1;
                 match self.node.read_index(read_id) {
@@ -239,7 +289,11 @@ impl Replica {
             }
             other => other,
         };
-        match session_command(request) {
+        let quota = Quota {
+            max_file_bytes: self.config.limits.max_file_bytes,
+            max_total_bytes: self.config.limits.max_total_file_bytes,
+        };
+        match session_command(request, quota) {
             Ok(SessionCommand {
                 session,
                 token,

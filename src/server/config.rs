@@ -194,6 +194,16 @@ pub struct Args {
     /// Largest frame body in bytes; a larger length prefix closes the connection.
     #[arg(long, env = "RAFTLOCKD_MAX_FRAME_BYTES", default_value_t = crate::protocol::MAX_FRAME)]
     pub max_frame_bytes: usize,
+    /// The largest size in bytes one file may grow to: an append past it is refused with
+    /// `QuotaExceeded` and writes nothing. The leader puts its limits in each append's log
+    /// entry, so they rule wherever it applies; give every node the same value.
+    #[arg(long, env = "RAFTLOCKD_MAX_FILE_BYTES", default_value_t = crate::protocol::MAX_FILE_BYTES)]
+    pub max_file_bytes: u64,
+    /// The largest total size in bytes of all files together (checked like --max-file-bytes).
+    /// File bytes live in memory and in every snapshot; the default keeps a snapshot within
+    /// the 64 MiB a peer frame carries.
+    #[arg(long, env = "RAFTLOCKD_MAX_TOTAL_FILE_BYTES", default_value_t = crate::protocol::MAX_TOTAL_FILE_BYTES)]
+    pub max_total_file_bytes: u64,
     /// Unanswered requests per connection before `TooManyRequests`.
     #[arg(long, env = "RAFTLOCKD_MAX_INFLIGHT", default_value_t = crate::protocol::MAX_IN_FLIGHT)]
     pub max_inflight: usize,
@@ -358,6 +368,8 @@ impl Args {
         positive("max-connections", self.max_connections as u64)?;
         positive("max-frame-bytes", self.max_frame_bytes as u64)?;
         positive("max-inflight", self.max_inflight as u64)?;
+        positive("max-file-bytes", self.max_file_bytes)?;
+        positive("max-total-file-bytes", self.max_total_file_bytes)?;
         positive("handshake-timeout-ms", self.handshake_timeout_ms)?;
         positive("tick-ms", self.tick_ms)?;
         positive("heartbeat-ticks", u64::from(self.heartbeat_ticks))?;
@@ -411,6 +423,8 @@ impl Args {
             max_connections: self.max_connections,
             max_in_flight: self.max_inflight,
             handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            max_file_bytes: self.max_file_bytes,
+            max_total_file_bytes: self.max_total_file_bytes,
             ..Limits::default()
         };
         Ok(ServerConfig {
@@ -565,6 +579,21 @@ mod tests {
             parse(&["--max-connections", "7", "--handshake-timeout-ms", "250"]).expect("valid");
         assert_eq!(config.limits.max_connections, 7);
         assert_eq!(config.limits.handshake_timeout, Duration::from_millis(250));
+        let config =
+            parse(&["--max-file-bytes", "10", "--max-total-file-bytes", "20"]).expect("valid");
+        assert_eq!(
+            (
+                config.limits.max_file_bytes,
+                config.limits.max_total_file_bytes
+            ),
+            (10, 20)
+        );
+        assert!(matches!(
+            parse(&["--max-total-file-bytes", "0"]),
+            Err(ConfigError::Zero {
+                flag: "max-total-file-bytes"
+            })
+        ));
         assert!(matches!(
             parse(&["--peer", "2=a:1", "--peer", "2=b:1", "--insecure-peers"]),
             Err(ConfigError::DuplicatePeer { id: 2 })

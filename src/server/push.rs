@@ -120,7 +120,9 @@ pub(crate) fn request_session(request: &Request) -> Option<SessionId> {
         | Request::Release { session, .. }
         | Request::Cancel { session, .. }
         | Request::Extend { session, .. }
-        | Request::Append { session, .. } => Some(*session),
+        | Request::Append { session, .. }
+        | Request::Truncate { session, .. }
+        | Request::Delete { session, .. } => Some(*session),
         _ => None,
     }
 }

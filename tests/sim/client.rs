@@ -86,6 +86,13 @@ enum Kind {
         foreign: bool,
     },
     Extend,
+    /// A `Truncate` to `u64::MAX` (which cuts nothing, so the acknowledged appends stay where
+    /// they were acknowledged) or a `Delete` of a file nobody appends to (`NotFound`): both
+    /// exercise the fence check, the exactly-once table and their replication under faults.
+    /// `stale`: the fence is deliberately not the grant's, so a success is a violation.
+    FileOp {
+        stale: bool,
+    },
     Release,
     Close,
 }
@@ -133,6 +140,7 @@ pub struct Client {
     held: Option<Held>,
     /// The append of the current grant was done (or tried).
     op_done_append: bool,
+    op_done_file: bool,
     /// An append to retry under a new session with the fence of an expired one.
     foreign_append: Option<(String, Fence)>,
     next_keepalive: u64,
@@ -172,6 +180,7 @@ impl Client {
             op: None,
             held: None,
             op_done_append: false,
+            op_done_file: false,
             foreign_append: None,
             next_keepalive: u64::MAX,
             next_action: 0,
@@ -340,6 +349,7 @@ impl Client {
                 lock,
                 fence,
                 data,
+                quota: None,
             };
             self.start(
                 now,
@@ -394,6 +404,7 @@ impl Client {
                     lock: held.lock.clone(),
                     fence,
                     data,
+                    quota: None,
                 };
                 self.start(
                     now,
@@ -403,6 +414,37 @@ impl Client {
                     },
                     Request::Cmd(cmd),
                 );
+            } else if held.mode == LockMode::Exclusive
+                && !self.op_done_file
+                && self.rng.gen_bool(0.3)
+            {
+                self.op_done_file = true;
+                let seq = self.seq();
+                let stale = self.rng.gen_bool(self.params.stale_fence);
+                let fence = if stale {
+                    held.fence.saturating_sub(1)
+                } else {
+                    held.fence
+                };
+                let cmd = if self.rng.gen_bool(0.5) {
+                    Command::Truncate {
+                        session,
+                        seq,
+                        file: format!("f-{}", held.lock),
+                        lock: held.lock.clone(),
+                        fence,
+                        size: u64::MAX,
+                    }
+                } else {
+                    Command::Delete {
+                        session,
+                        seq,
+                        file: format!("gone-{}", held.lock),
+                        lock: held.lock.clone(),
+                        fence,
+                    }
+                };
+                self.start(now, Kind::FileOp { stale }, Request::Cmd(cmd));
             } else {
                 let seq = self.seq();
                 let cmd = Command::Release {
@@ -445,6 +487,7 @@ impl Client {
             hold_ms,
         };
         self.op_done_append = false;
+        self.op_done_file = false;
         self.start(now, Kind::Acquire { lock, mode }, Request::Cmd(cmd));
     }
 
@@ -580,6 +623,26 @@ impl Client {
             (Kind::Append { .. }, Outcome::StaleFence) => {
                 self.finish(now);
             }
+            (Kind::FileOp { stale }, outcome) => {
+                let wrong = match outcome {
+                    // Nobody ever appends to the file a Delete names.
+                    Outcome::Deleted { .. } => true,
+                    // The fence is checked before the file: a stale one never gets this far.
+                    Outcome::Truncated { .. } | Outcome::NotFound => stale,
+                    _ => false,
+                };
+                if wrong {
+                    self.violations.push(format!(
+                        "client {}: {req:?} (stale fence: {stale}) answered {outcome:?}",
+                        self.id
+                    ));
+                }
+                if outcome == Outcome::SessionExpired && self.session == Some(self.session_of(&req))
+                {
+                    self.lose_session();
+                }
+                self.finish(now);
+            }
             (_, Outcome::SessionExpired) => {
                 if self.session == Some(self.session_of(&req)) {
                     self.lose_session();
@@ -615,6 +678,8 @@ impl Client {
                 | Command::Append { session, .. }
                 | Command::Release { session, .. }
                 | Command::Extend { session, .. }
+                | Command::Truncate { session, .. }
+                | Command::Delete { session, .. }
                 | Command::CloseSession { session, .. },
             ) => *session,
             _ => 0,

@@ -594,6 +594,8 @@ impl Host {
                 lock,
                 fence,
                 data,
+                // The replica stamps its own limits on the command it proposes.
+                quota: _,
             }) => protocol::Request::Append {
                 id,
                 session,
@@ -603,6 +605,38 @@ impl Host {
                 lock,
                 fence,
                 data,
+            },
+            Request::Cmd(Command::Truncate {
+                session,
+                seq,
+                file,
+                lock,
+                fence,
+                size,
+            }) => protocol::Request::Truncate {
+                id,
+                session,
+                token: token(session),
+                seq,
+                file,
+                lock,
+                fence,
+                size,
+            },
+            Request::Cmd(Command::Delete {
+                session,
+                seq,
+                file,
+                lock,
+                fence,
+            }) => protocol::Request::Delete {
+                id,
+                session,
+                token: token(session),
+                seq,
+                file,
+                lock,
+                fence,
             },
             Request::Cmd(other) => {
                 panic!("simulated clients never send {other:?}");
@@ -944,7 +978,9 @@ fn command_session(command: &Command) -> Option<SessionId> {
         | Command::Acquire { session, .. }
         | Command::Release { session, .. }
         | Command::Extend { session, .. }
-        | Command::Append { session, .. } => Some(*session),
+        | Command::Append { session, .. }
+        | Command::Truncate { session, .. }
+        | Command::Delete { session, .. } => Some(*session),
         _ => None,
     }
 }
@@ -976,6 +1012,8 @@ fn sim_response(asked: Asked, response: protocol::Response) -> Option<Response> 
         W::Released { .. } => Outcome::Released,
         W::Extended { hold_ms, .. } => Outcome::Extended { hold_ms },
         W::Appended { offset, size, .. } => Outcome::Appended { offset, size },
+        W::Truncated { size, .. } => Outcome::Truncated { size },
+        W::Deleted { size, .. } => Outcome::Deleted { size },
         W::Error { code, leader, .. } => match code {
             ErrorCode::NotLeader | ErrorCode::ShuttingDown => {
                 return Some(Response::NotLeader(leader))
@@ -996,6 +1034,7 @@ fn sim_response(asked: Asked, response: protocol::Response) -> Option<Response> 
             ErrorCode::NotHolder => Outcome::NotHolder,
             ErrorCode::Conflict => Outcome::Conflict,
             ErrorCode::StaleFence => Outcome::StaleFence,
+            ErrorCode::NotFound => Outcome::NotFound,
             ErrorCode::SequenceTooOld => Outcome::SequenceTooOld,
             ErrorCode::Internal => Outcome::Ignored,
             other => panic!("a session request answered {other:?}"),
