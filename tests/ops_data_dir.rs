@@ -115,6 +115,11 @@ fn start_up_errors_name_the_data_directory_and_the_listen_address() {
         )),
         "{stderr}"
     );
+    assert_eq!(
+        stderr.matches("(os error 20)").count(),
+        1,
+        "the operating system's cause (ENOTDIR) is printed once: {stderr}"
+    );
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("local addr").to_string();

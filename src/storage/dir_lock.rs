@@ -33,7 +33,7 @@ pub enum LockError {
         pid: Option<u32>,
     },
     /// Creating, opening, locking or writing the lock file failed.
-    #[error("cannot {op} {path}: {source}")]
+    #[error("cannot {op} {path}")]
     Io {
         /// What was being done.
         op: &'static str,

@@ -97,7 +97,7 @@ const LOG_DIR: &str = "log";
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file system operation failed.
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {path}")]
     Io {
         /// What was being done (`"open"`, `"write"`, `"fsync"`, ...).
         op: &'static str,
