@@ -80,8 +80,10 @@
 //! # Exactly once
 //!
 //! Each session remembers the outcomes of its last [`DEDUP_WINDOW`] requests by sequence number
-//! (`dedup.rs`). A request whose seq is remembered answers the stored outcome and changes nothing,
-//! so a retry after a timeout or failover is never applied twice; a queued acquire's entry is
+//! (`dedup.rs`), each with a digest of the request that produced it (`digest.rs`). A request
+//! whose seq is remembered answers the stored outcome and changes nothing, so a retry after a
+//! timeout or failover is never applied twice; a *different* request on a remembered seq (a
+//! client bug) answers `SequenceReused` and changes nothing either; a queued acquire's entry is
 //! rewritten when it resolves, and while it still waits a retry answers its current queue
 //! position (a reconnecting waiter is re-attached to its place). The lowest seqs are evicted
 //! first; a seq at or below the highest evicted one answers `SequenceTooOld`, because its result

@@ -7,11 +7,15 @@
 //!
 //! 1. The 4-byte header is checked against the maximum before the body is buffered or any
 //!    space is reserved for it: a larger length is a fatal [`Error::FrameTooLarge`].
-//! 2. The complete body must be a MessagePack map whose `type` is a string; its `type` is
-//!    compared with [`Message::TYPES`]. Failures are *items*: `Err(FrameError::BadRequest)` or
-//!    `Err(FrameError::UnknownType)`. The frame boundary is known, so the stream stays usable.
+//! 2. The complete body must be a MessagePack map whose `type` is a str (not bin, which serde
+//!    would take: `scan.rs` checks the marker); its `type` is compared with [`Message::TYPES`].
+//!    Failures are *items*: `Err(FrameError::BadRequest)` or `Err(FrameError::UnknownType)`.
+//!    The frame boundary is known, so the stream stays usable.
 //! 3. The body is decoded as the full message; a missing or ill-typed field, or trailing bytes
-//!    after the map, is again a recoverable `Err(FrameError::BadRequest)` item.
+//!    after the map, is again a recoverable `Err(FrameError::BadRequest)` item, whose message
+//!    names the field (found on the error path only, see `blame`).
+//!
+//! Every error item carries the frame's `id` when it could be read, else 0 (protocol.md §3).
 
 use std::io;
 use std::marker::PhantomData;
