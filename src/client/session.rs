@@ -355,6 +355,31 @@ impl Session {
         }
     }
 
+    /// Sends one fenced, exactly-once file write (`Append`, `Truncate`, `Delete`): settles
+    /// orphaned calls first, takes the next seq, and runs the call to completion even if the
+    /// caller drops the future (its retries keep the seq). `answer` picks the success out of
+    /// the response, or hands back anything else, which is reported as unexpected.
+    async fn fenced_write<T, M, A>(&self, what: &'static str, make: M, answer: A) -> Result<T>
+    where
+        T: Send + 'static,
+        M: Fn(u64, SessionId, u64, Seq) -> Request + Send + Sync + 'static,
+        A: FnOnce(Response) -> std::result::Result<T, Response> + Send + 'static,
+    {
+        self.settle_orphans(None).await;
+        let seq = self.next_seq();
+        let SessionCredentials {
+            id: session, token, ..
+        } = self.inner.credentials;
+        let this = self.clone();
+        self.run_to_completion(None, async move {
+            let response = this
+                .call(|id| make(id, session, token, seq), Patience::Normal)
+                .await?;
+            answer(response).map_err(|other| unexpected(what, &other))
+        })
+        .await
+    }
+
     /// Runs `work` in its own task and returns its result. If the caller drops this future,
     /// `work` still runs to completion (retrying with its original seq), and the next release,
     /// append or acquire of the session waits for it first.
@@ -776,34 +801,24 @@ impl Session {
                 data.len()
             )));
         }
-        self.settle_orphans(None).await;
-        let seq = self.next_seq();
-        let SessionCredentials {
-            id: session, token, ..
-        } = self.inner.credentials;
         let (file, lock, fence) = (file.to_string(), under.lock.to_string(), under.fence);
-        let this = self.clone();
-        self.run_to_completion(None, async move {
-            let response = this
-                .call(
-                    |id| Request::Append {
-                        id,
-                        session,
-                        token,
-                        seq,
-                        file: file.clone(),
-                        lock: lock.clone(),
-                        fence,
-                        data: data.clone(),
-                    },
-                    Patience::Normal,
-                )
-                .await?;
-            match response {
+        self.fenced_write(
+            "Append",
+            move |id, session, token, seq| Request::Append {
+                id,
+                session,
+                token,
+                seq,
+                file: file.clone(),
+                lock: lock.clone(),
+                fence,
+                data: data.clone(),
+            },
+            |response| match response {
                 Response::Appended { offset, size, .. } => Ok((offset, size)),
-                other => Err(unexpected("Append", &other)),
-            }
-        })
+                other => Err(other),
+            },
+        )
         .await
     }
 
@@ -819,34 +834,24 @@ impl Session {
         size: u64,
     ) -> Result<u64> {
         let under = under.into();
-        self.settle_orphans(None).await;
-        let seq = self.next_seq();
-        let SessionCredentials {
-            id: session, token, ..
-        } = self.inner.credentials;
         let (file, lock, fence) = (file.to_string(), under.lock.to_string(), under.fence);
-        let this = self.clone();
-        self.run_to_completion(None, async move {
-            let response = this
-                .call(
-                    |id| Request::Truncate {
-                        id,
-                        session,
-                        token,
-                        seq,
-                        file: file.clone(),
-                        lock: lock.clone(),
-                        fence,
-                        size,
-                    },
-                    Patience::Normal,
-                )
-                .await?;
-            match response {
+        self.fenced_write(
+            "Truncate",
+            move |id, session, token, seq| Request::Truncate {
+                id,
+                session,
+                token,
+                seq,
+                file: file.clone(),
+                lock: lock.clone(),
+                fence,
+                size,
+            },
+            |response| match response {
                 Response::Truncated { size, .. } => Ok(size),
-                other => Err(unexpected("Truncate", &other)),
-            }
-        })
+                other => Err(other),
+            },
+        )
         .await
     }
 
@@ -857,33 +862,23 @@ impl Session {
     /// answers its first result.
     pub async fn delete<'a>(&self, file: &str, under: impl Into<LockRef<'a>>) -> Result<u64> {
         let under = under.into();
-        self.settle_orphans(None).await;
-        let seq = self.next_seq();
-        let SessionCredentials {
-            id: session, token, ..
-        } = self.inner.credentials;
         let (file, lock, fence) = (file.to_string(), under.lock.to_string(), under.fence);
-        let this = self.clone();
-        self.run_to_completion(None, async move {
-            let response = this
-                .call(
-                    |id| Request::Delete {
-                        id,
-                        session,
-                        token,
-                        seq,
-                        file: file.clone(),
-                        lock: lock.clone(),
-                        fence,
-                    },
-                    Patience::Normal,
-                )
-                .await?;
-            match response {
+        self.fenced_write(
+            "Delete",
+            move |id, session, token, seq| Request::Delete {
+                id,
+                session,
+                token,
+                seq,
+                file: file.clone(),
+                lock: lock.clone(),
+                fence,
+            },
+            |response| match response {
                 Response::Deleted { size, .. } => Ok(size),
-                other => Err(unexpected("Delete", &other)),
-            }
-        })
+                other => Err(other),
+            },
+        )
         .await
     }
 
