@@ -138,3 +138,38 @@ fn start_up_errors_name_the_data_directory_and_the_listen_address() {
     );
     assert!(stderr.contains("in use"), "{stderr}");
 }
+
+/// The data directory carries its format version (`FORMAT`): written on creation, checked at
+/// start. An unknown version stops start-up naming the file and the versions this build
+/// knows; a directory from before the file (a log, no `FORMAT`) is version 1 and gets it.
+#[tokio::test]
+async fn the_format_version_is_written_checked_and_added_to_an_old_directory() {
+    let mut node = Daemon::start(&[]);
+    Client::hello(node.addr).await.wait_leader().await;
+    assert_served(node.addr, "before").await;
+    assert!(node.terminate().success());
+    let format = node.data_dir().join("FORMAT");
+    assert_eq!(std::fs::read_to_string(&format).expect("FORMAT"), "1\n");
+
+    std::fs::write(&format, "9\n").expect("write FORMAT");
+    let (stdout, stderr) = start_failure(&[
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--data-dir".as_ref(),
+        node.data_dir().as_os_str(),
+    ]);
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format.display().to_string()), "{stderr}");
+    assert!(
+        stderr.contains("format version \"9\"") && stderr.contains("knows version(s) 1"),
+        "{stderr}"
+    );
+
+    // A directory written before the file existed: accepted as version 1, and given the file.
+    std::fs::remove_file(&format).expect("remove FORMAT");
+    node.start_again();
+    Client::hello(node.addr).await.wait_leader().await;
+    assert_served(node.addr, "after").await;
+    assert_eq!(std::fs::read_to_string(&format).expect("FORMAT"), "1\n");
+}

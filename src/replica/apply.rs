@@ -22,6 +22,9 @@ impl Replica {
         }
         self.last_applied_term = entry.term;
         self.applied_since_snapshot += 1;
+        if let EntryData::Command(bytes) = &entry.data {
+            self.applied_bytes_since_snapshot += bytes.len() as u64;
+        }
         let pending = self.pending.remove(&index);
         self.config_committed(index, &entry);
         let EntryData::Command(bytes) = &entry.data else {
@@ -92,6 +95,7 @@ impl Replica {
         self.lockspace = LockSpace::restore(&snapshot.data).map_err(Error::Restore)?;
         self.last_applied_term = snapshot.meta.term;
         self.applied_since_snapshot = 0;
+        self.applied_bytes_since_snapshot = 0;
         observer.installed(snapshot, &self.lockspace);
         tracing::info!(
             index = snapshot.meta.index,

@@ -114,3 +114,44 @@ fn appends_carry_the_proposing_leaders_quota() {
         "a retry of seq 4 answers its first result"
     );
 }
+
+/// Big appends trigger a snapshot by bytes long before `snapshot_threshold` entries pass: a
+/// burst of them cannot fill the disk with log.
+#[test]
+fn applied_log_bytes_trigger_a_snapshot() {
+    let mut replica = replica(&[1]);
+    replica.config.snapshot_threshold = 1_000_000;
+    replica.config.snapshot_threshold_bytes = 2_000;
+    let now = elect(&mut replica);
+    let session = open(&mut replica, now, 1, 10_000);
+    let acquire = Request::Acquire {
+        id: 2,
+        session: session.0,
+        token: session.1,
+        seq: 2,
+        lock: "l".into(),
+        mode: LockMode::Exclusive,
+        wait_ms: Some(0),
+        hold_ms: None,
+    };
+    let Response::Granted { fence, .. } = request(&mut replica, now, 2, acquire) else {
+        panic!("the lock is free");
+    };
+    for id in 3..5 {
+        let answer = request(&mut replica, now, id, append(id, session, fence, &[7; 600]));
+        assert!(matches!(answer, Response::Appended { .. }), "{answer:?}");
+    }
+    assert_eq!(
+        replica.node().snapshot_meta(),
+        None,
+        "about 1.6 kB of log applied: below the threshold"
+    );
+    let answer = request(&mut replica, now, 5, append(5, session, fence, &[7; 600]));
+    assert!(matches!(answer, Response::Appended { .. }), "{answer:?}");
+    let meta = replica
+        .node()
+        .snapshot_meta()
+        .expect("past 2,000 bytes of applied log a snapshot is taken");
+    assert_eq!(meta.index, replica.lockspace().applied_index());
+    assert_eq!(replica.applied_bytes_since_snapshot, 0);
+}

@@ -107,6 +107,9 @@ pub struct Config {
     pub election_ticks_max: u32,
     /// Applied entries between two snapshots of the lock space.
     pub snapshot_threshold: u64,
+    /// Bytes of applied log entries (their commands) that also trigger a snapshot, so that a
+    /// burst of big appends cannot fill the disk before `snapshot_threshold` entries pass.
+    pub snapshot_threshold_bytes: u64,
     /// How long a graceful shutdown lets in-flight requests finish.
     pub shutdown_timeout_ms: u64,
     /// How long `AddMember` waits for the new node to acknowledge and catch up before it fails.
@@ -119,6 +122,9 @@ pub struct Config {
 
 /// Default for [`Config::add_timeout_ms`].
 pub const ADD_TIMEOUT_MS: u64 = 10_000;
+
+/// Default for [`Config::snapshot_threshold_bytes`]: 64 MiB of applied log.
+pub const SNAPSHOT_THRESHOLD_BYTES: u64 = 64 << 20;
 
 /// One input to the replica.
 #[derive(Debug)]
@@ -281,6 +287,8 @@ pub struct Replica {
     was_leader: bool,
     last_applied_term: Term,
     applied_since_snapshot: u64,
+    /// Bytes of entry data applied since the last snapshot (see `snapshot_threshold_bytes`).
+    applied_bytes_since_snapshot: u64,
     token_rng: StdRng,
     admin: admin::Admin,
     shutdown: shutdown::Shutdown,
@@ -324,6 +332,7 @@ impl Replica {
             was_leader: false,
             last_applied_term,
             applied_since_snapshot: 0,
+            applied_bytes_since_snapshot: 0,
             token_rng,
             admin: admin::Admin::default(),
             shutdown: shutdown::Shutdown::default(),

@@ -220,8 +220,9 @@ impl Replica {
         }
     }
 
-    /// Takes a snapshot of the lock space every `snapshot_threshold` applied entries, one at a
-    /// time: the core compacts its log once the snapshot is durable.
+    /// Takes a snapshot of the lock space every `snapshot_threshold` applied entries, or once
+    /// the entries applied since the last one carry `snapshot_threshold_bytes` of data, one at
+    /// a time: the core compacts its log once the snapshot is durable.
     pub(super) fn maybe_snapshot(&mut self, observer: &mut dyn Observer) {
         let in_flight = &self.pipeline.in_flight;
         let snapshot_in_flight = in_flight
@@ -229,7 +230,8 @@ impl Replica {
             .any(|f| matches!(f.after, AfterWrite::Snapshot(_)));
         if in_flight.len() >= MAX_IN_FLIGHT
             || snapshot_in_flight
-            || self.applied_since_snapshot < self.config.snapshot_threshold
+            || (self.applied_since_snapshot < self.config.snapshot_threshold
+                && self.applied_bytes_since_snapshot < self.config.snapshot_threshold_bytes)
         {
             return;
         }
@@ -252,6 +254,7 @@ impl Replica {
         };
         tracing::info!(index, bytes = snapshot.data.len(), "taking a snapshot");
         self.applied_since_snapshot = 0;
+        self.applied_bytes_since_snapshot = 0;
         let id = self.pipeline.next_id();
         let write = Write::SaveSnapshot(snapshot.clone());
         observer.persist(id, &write);

@@ -21,6 +21,7 @@ pub(super) fn replica(voters: &[NodeId]) -> Replica {
         tick_ms: 10,
         election_ticks_max: raft.election_ticks_max,
         snapshot_threshold: 1_000,
+        snapshot_threshold_bytes: SNAPSHOT_THRESHOLD_BYTES,
         shutdown_timeout_ms: 1_000,
         add_timeout_ms: 2_000,
         limits: Limits::default(),

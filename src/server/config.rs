@@ -225,6 +225,10 @@ pub struct Args {
     /// Applied entries between two snapshots of the state machine (which compact the log).
     #[arg(long, env = "RAFTLOCKD_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
     pub snapshot_threshold: u64,
+    /// Bytes of applied log (entry commands, file appends included) that also trigger a
+    /// snapshot, so that a burst of big appends cannot fill the disk with log first.
+    #[arg(long, env = "RAFTLOCKD_SNAPSHOT_THRESHOLD_BYTES", default_value_t = crate::replica::SNAPSHOT_THRESHOLD_BYTES)]
+    pub snapshot_threshold_bytes: u64,
     /// Milliseconds a graceful shutdown waits for in-flight proposals before it stops anyway.
     #[arg(long, env = "RAFTLOCKD_SHUTDOWN_TIMEOUT_MS", default_value_t = 5_000)]
     pub shutdown_timeout_ms: u64,
@@ -374,6 +378,7 @@ impl Args {
         positive("tick-ms", self.tick_ms)?;
         positive("heartbeat-ticks", u64::from(self.heartbeat_ticks))?;
         positive("snapshot-threshold", self.snapshot_threshold)?;
+        positive("snapshot-threshold-bytes", self.snapshot_threshold_bytes)?;
         if !(self.heartbeat_ticks < self.election_ticks_min
             && self.election_ticks_min < self.election_ticks_max)
         {
@@ -436,6 +441,7 @@ impl Args {
             election_ticks_min: self.election_ticks_min,
             election_ticks_max: self.election_ticks_max,
             snapshot_threshold: self.snapshot_threshold,
+            snapshot_threshold_bytes: self.snapshot_threshold_bytes,
             shutdown_timeout: Duration::from_millis(self.shutdown_timeout_ms),
             cluster_id: self.cluster_id.clone(),
             peers,
@@ -470,6 +476,8 @@ pub struct ServerConfig {
     pub election_ticks_max: u32,
     /// Applied entries between snapshots.
     pub snapshot_threshold: u64,
+    /// Applied log bytes that also trigger a snapshot.
+    pub snapshot_threshold_bytes: u64,
     /// How long a graceful shutdown waits for in-flight proposals.
     pub shutdown_timeout: Duration,
     /// The cluster's name (stored in the data directory, stated to peers).

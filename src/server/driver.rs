@@ -109,6 +109,7 @@ impl Driver {
             tick_ms: config.tick.as_millis() as u64,
             election_ticks_max: config.election_ticks_max,
             snapshot_threshold: config.snapshot_threshold,
+            snapshot_threshold_bytes: config.snapshot_threshold_bytes,
             shutdown_timeout_ms: config.shutdown_timeout.as_millis() as u64,
             add_timeout_ms: replica::ADD_TIMEOUT_MS,
             limits: config.limits.clone(),

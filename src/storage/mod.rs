@@ -4,6 +4,7 @@
 //! # File layout
 //!
 //! ```text
+//! <dir>/FORMAT                      the layout's version number (`format.rs`)
 //! <dir>/lock                        held (flock) by the daemon using the directory
 //! <dir>/snapshot                    the current snapshot (absent until the first one)
 //! <dir>/snapshot.tmp                a snapshot being written (deleted at start-up)
@@ -66,6 +67,7 @@
 //! position, which would stop start-up with `Corrupt` (never silently lose data).
 
 mod dir_lock;
+mod format;
 mod replay;
 pub(crate) mod segment;
 mod snapshot_file;
@@ -81,6 +83,7 @@ use std::path::{Path, PathBuf};
 
 use crate::raft::{Entry, HardState, Index, Recovered, Snapshot};
 pub use dir_lock::{DataDirLock, LockError, LOCK_FILE};
+pub use format::{FORMAT_FILE, KNOWN_VERSIONS, VERSION as FORMAT_VERSION};
 use segment::RecordRef;
 
 /// The default size past which a new segment is started.
@@ -115,6 +118,16 @@ pub enum Error {
         offset: u64,
         /// What is wrong.
         reason: String,
+    },
+    /// The data directory's `FORMAT` file names a version this build cannot read.
+    #[error("{path} says format version {found:?}; this build knows version(s) {known}")]
+    UnknownFormat {
+        /// The `FORMAT` file.
+        path: PathBuf,
+        /// What it holds (trimmed, at most 40 characters).
+        found: String,
+        /// The versions this build knows, comma-separated.
+        known: String,
     },
     /// A record too large to write (far beyond any frame the protocol accepts).
     #[error("log record of {len} bytes exceeds the limit of {max}")]
@@ -252,6 +265,8 @@ impl Storage {
     /// Like [`Storage::open`], with explicit tuning (tests use tiny segments).
     pub fn open_with(dir: &Path, options: Options) -> Result<(Storage, Recovered), Error> {
         create_dir(dir)?;
+        // Before anything else is read: a layout this build does not know is never misread.
+        format::check_or_create(dir)?;
         let log_dir = dir.join(LOG_DIR);
         create_dir(&log_dir)?;
         let snapshot = snapshot_file::read(dir)?;

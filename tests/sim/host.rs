@@ -238,6 +238,7 @@ impl Host {
             tick_ms: 10,
             election_ticks_max: raft.election_ticks_max,
             snapshot_threshold: self.params.snapshot_every,
+            snapshot_threshold_bytes: replica::SNAPSHOT_THRESHOLD_BYTES,
             shutdown_timeout_ms: 5_000,
             // Shorter than the daemon's 10 s, so that a seed sees adds give up.
             add_timeout_ms: 2_000,
