@@ -10,6 +10,7 @@
 //! - [`lockspace`]: the replicated state machine: sessions, locks with FIFO queues, fencing
 //!   tokens, lock-guarded files and the exactly-once table. Also pure.
 //! - [`storage`]: the durable log: checksummed segments, hard state, snapshots, recovery.
+//! - [`backup`]: verifying and describing backup files (copies of a node's snapshot file).
 //! - [`replica`]: every decision of a node (admission, the write pipeline, apply and answers,
 //!   deadlines, membership, shutdown) as a pure state machine around the Raft node and the lock
 //!   space; the daemon and the simulation both run it.
@@ -29,6 +30,8 @@
 
 #[cfg(feature = "server")]
 pub mod auth;
+#[cfg(any(feature = "server", feature = "cli"))]
+pub mod backup;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod client;

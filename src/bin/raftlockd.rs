@@ -1,16 +1,19 @@
 //! `raftlockd`: the raftlock daemon. Flags (or `RAFTLOCKD_*` variables) → log → listener →
 //! `Server`; SIGTERM/SIGINT shut it down gracefully, SIGHUP reloads the log filter and the TLS
 //! files (and never stops it). Exits non-zero on any failure. `raftlockd dev-cluster`
-//! supervises a local cluster of child processes instead (`raftlock::server::dev_cluster`).
+//! supervises a local cluster of child processes instead (`raftlock::server::dev_cluster`);
+//! `raftlockd restore FILE --data-dir DIR --peer ...` creates a new cluster's data directory
+//! from a backup (`raftlock::storage::restore`) and exits.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use raftlock::backup;
 use raftlock::server::logging::{self, LogControl, LogSettings};
-use raftlock::server::{dev_cluster, signals, Args, DaemonCommand, Server};
-use raftlock::storage::DataDirLock;
+use raftlock::server::{dev_cluster, signals, Args, DaemonCommand, RestoreArgs, Server};
+use raftlock::storage::{self, DataDirLock};
 use tokio::net::{lookup_host, TcpListener, TcpSocket};
 
 /// Pending connections the kernel queues before `accept` (a burst of connects must not stall).
@@ -29,6 +32,9 @@ fn main() -> ExitCode {
 
 /// Sets up the log and the runtime, then runs the node (or the dev cluster) until it stops.
 fn start(args: Args) -> anyhow::Result<()> {
+    if let Some(DaemonCommand::Restore(restore)) = &args.command {
+        return restore_backup(restore);
+    }
     let supervisor = args.command.is_some();
     let settings = LogSettings {
         // The dev-cluster supervisor is no node: its own lines carry no node id.
@@ -59,6 +65,7 @@ fn start(args: Args) -> anyhow::Result<()> {
             Some(DaemonCommand::DevCluster(dev)) => dev_cluster::run(&args, dev)
                 .await
                 .map_err(anyhow::Error::msg),
+            Some(DaemonCommand::Restore(_)) => Ok(()),
             None => run(args, log).await,
         }
     })
@@ -93,6 +100,33 @@ async fn run(args: Args, log: LogControl) -> anyhow::Result<()> {
         .serve(signals::shutdown())
         .await
         .with_context(|| format!("node {} stopped", args.id))
+}
+
+/// `raftlockd restore`: verifies the backup, then creates the new data directory from it.
+fn restore_backup(args: &RestoreArgs) -> anyhow::Result<()> {
+    let membership = args.membership().map_err(anyhow::Error::msg)?;
+    let verified = backup::verify(&args.file)?;
+    let meta = &verified.snapshot.meta;
+    let index = storage::restore(&verified.snapshot, membership.clone(), &args.data_dir)
+        .with_context(|| format!("cannot restore into {}", args.data_dir.display()))?;
+    let stats = verified.space.stats();
+    println!(
+        "restored {} into {}: index {index}, term {}, {} sessions, {} locks, {} files ({} bytes); members {}",
+        args.file.display(),
+        args.data_dir.display(),
+        meta.term,
+        stats.sessions,
+        stats.locks,
+        stats.files,
+        stats.file_bytes,
+        membership
+            .voters
+            .iter()
+            .map(|(id, addr)| format!("{id}={addr}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    Ok(())
 }
 
 /// Binds with address reuse (a restarted daemon gets its port back at once) and a deep backlog.

@@ -18,6 +18,7 @@ mod exec;
 mod health;
 mod output;
 mod shapes;
+mod snapshot;
 pub mod supervisor;
 
 use std::ffi::OsString;
@@ -298,6 +299,9 @@ Example:
     Status,
     /// Measure throughput and latency of a cluster (or of local daemons it starts).
     Bench(bench::BenchArgs),
+    /// Backups: what a backup file holds.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Cluster administration: status of every member, add, remove, transfer leadership.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -317,6 +321,24 @@ Examples:
     /// Internal: the supervisor `lock` starts between itself and CMD.
     #[command(name = "__supervise", hide = true)]
     Supervise(supervisor::SuperviseArgs),
+}
+
+/// `raftlock snapshot` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Verify a backup file offline and print what it holds: index, term, membership, size,
+    /// checksum, and the counts of sessions, locks and files.
+    #[command(after_help = "\
+Reads FILE only (no server is asked). A file whose length, checksum or contents are wrong is
+an error (exit 1) naming the file and what is wrong. `raftlockd restore FILE --data-dir DIR`
+creates a new cluster's data directory from it.
+
+Example:
+  raftlock snapshot status backup.snap")]
+    Status {
+        /// The backup file.
+        file: PathBuf,
+    },
 }
 
 /// `raftlock cluster` subcommands.
@@ -659,6 +681,17 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Command::Snapshot(SnapshotCommand::Status { file }) = &cli.command {
+        let result = snapshot::status(file, cli.json)
+            .and_then(|code| output::finish().map(|()| code).map_err(Failure::stdout));
+        return match result {
+            Ok(code) => ExitCode::from(code),
+            Err(failure) => {
+                report(&failure, cli.json);
+                ExitCode::from(failure.code)
+            }
+        };
+    }
     if let Command::Bench(args) = &cli.command {
         let tls = match cli.tls() {
             Ok(tls) => tls,
@@ -799,6 +832,7 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Revoke(args) => commands::revoke(&client, args, json).await,
         Command::Status => commands::status(&client, json).await,
         Command::Bench(_) => unreachable!("bench is dispatched before connecting"),
+        Command::Snapshot(_) => unreachable!("snapshot status is dispatched before connecting"),
         Command::Completions { .. } | Command::Man => {
             unreachable!("completions and man are generated before connecting")
         }

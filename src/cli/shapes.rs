@@ -344,3 +344,30 @@ pub(super) struct MemberHealth {
     /// Why it is unhealthy; null when healthy.
     pub error: Option<String>,
 }
+
+/// `snapshot status`: what a backup file holds.
+#[derive(Debug, Serialize)]
+pub(super) struct SnapshotStatus<'a> {
+    pub index: u64,
+    pub term: u64,
+    /// The file's length in bytes.
+    pub size: u64,
+    /// crc32 of the whole file, 8 lowercase hex digits.
+    pub checksum: &'a str,
+    /// Always true: a file that fails verification is an error instead.
+    pub checksum_ok: bool,
+    pub sessions: u64,
+    pub locks: u64,
+    pub files: u64,
+    pub file_bytes: u64,
+    /// Voters first, then learners, each by id.
+    pub members: Vec<SnapshotMember<'a>>,
+}
+
+/// One member of a snapshot's membership.
+#[derive(Debug, Serialize)]
+pub(super) struct SnapshotMember<'a> {
+    pub id: u64,
+    pub addr: &'a str,
+    pub voter: bool,
+}

@@ -133,6 +133,60 @@ Example:
   raftlockd dev-cluster --nodes 3
   RAFTLOCK_SERVERS=127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403 raftlock cluster status")]
     DevCluster(DevClusterArgs),
+    /// Create a data directory for a NEW cluster from a backup (`raftlock snapshot save`).
+    #[command(after_help = "\
+Like `etcdutl snapshot restore`: the backup is verified (length, checksum, lock space), then
+installed into DIR, which must be empty or absent, with the membership --peer gives (every
+member of the new cluster, this node included); the old cluster's membership is dropped. The
+log starts after the snapshot. Start the node on DIR with the same --id and --peer list and
+no --bootstrap: it serves every session, lock and file the backup holds. For a new
+multi-node cluster, restore the same file on every member with its own --id.
+
+Example:
+  raftlockd restore backup.snap --data-dir /var/lib/raftlock --id 1 --peer 1=10.0.0.1:7400
+  raftlockd --id 1 --listen 10.0.0.1:7400 --data-dir /var/lib/raftlock --peer 1=10.0.0.1:7400")]
+    Restore(RestoreArgs),
+}
+
+/// Arguments of `raftlockd restore`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    pub file: PathBuf,
+    /// The new data directory (must be empty or absent).
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// This node's id in the new cluster.
+    #[arg(long, default_value_t = 1)]
+    pub id: NodeId,
+    /// A member of the new cluster, `ID=HOST:PORT` (repeat, or comma-separate); the list
+    /// must name --id.
+    #[arg(long = "peer", value_delimiter = ',', required = true)]
+    pub peers: Vec<PeerArg>,
+}
+
+impl RestoreArgs {
+    /// The new cluster's membership: every --peer a voter. Errors name what is wrong.
+    pub fn membership(&self) -> Result<raft::Membership, String> {
+        let mut membership = raft::Membership::default();
+        for peer in &self.peers {
+            if let Some(old) = membership.voters.insert(peer.id, peer.addr.clone()) {
+                if old != peer.addr {
+                    return Err(format!(
+                        "--peer lists node {} twice with different addresses",
+                        peer.id
+                    ));
+                }
+            }
+        }
+        if !membership.voters.contains_key(&self.id) {
+            return Err(format!(
+                "--peer must name this node (--id {}) with its address",
+                self.id
+            ));
+        }
+        Ok(membership)
+    }
 }
 
 /// Arguments of `raftlockd dev-cluster`.

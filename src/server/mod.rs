@@ -45,7 +45,9 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{Args, ConfigError, DaemonCommand, DevClusterArgs, PeerArg, ServerConfig};
+pub use config::{
+    Args, ConfigError, DaemonCommand, DevClusterArgs, PeerArg, RestoreArgs, ServerConfig,
+};
 
 pub use crate::error_chain;
 use crate::lockspace::{self, LockSpace};

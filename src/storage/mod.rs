@@ -69,6 +69,7 @@
 mod dir_lock;
 mod format;
 mod replay;
+mod restore;
 pub(crate) mod segment;
 mod snapshot_file;
 
@@ -84,6 +85,7 @@ use std::path::{Path, PathBuf};
 use crate::raft::{Entry, HardState, Index, Recovered, Snapshot};
 pub use dir_lock::{DataDirLock, LockError, LOCK_FILE};
 pub use format::{FORMAT_FILE, KNOWN_VERSIONS, VERSION as FORMAT_VERSION};
+pub use restore::{restore, RestoreError};
 use segment::RecordRef;
 
 /// The default size past which a new segment is started.
