@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::Daemon;
+use common::{Cluster, Daemon};
 use serde_json::Value;
 
 const RAFTLOCK: &str = env!("CARGO_BIN_EXE_raftlock");
@@ -58,12 +58,17 @@ fn status(file: &Path) -> Output {
 
 /// `raftlockd restore FILE --data-dir DIR --id 1 --peer 1=ADDR`.
 fn restore(file: &Path, dir: &Path, addr: &str) -> Output {
+    restore_as(file, dir, 1, &format!("1={addr}"))
+}
+
+/// `raftlockd restore FILE --data-dir DIR --id ID --peer PEERS`.
+fn restore_as(file: &Path, dir: &Path, id: u64, peers: &str) -> Output {
     Command::new(RAFTLOCKD)
         .arg("restore")
         .arg(file)
         .arg("--data-dir")
         .arg(dir)
-        .args(["--id", "1", "--peer", &format!("1={addr}")])
+        .args(["--id", &id.to_string(), "--peer", peers])
         .output()
         .expect("run raftlockd restore")
 }
@@ -220,4 +225,68 @@ fn a_restored_backup_serves_every_session_lock_and_file() {
     args.push("!");
     let appended = answer(raftlock(&restored, &args));
     assert_eq!(appended["size"], 6);
+}
+
+/// The same backup restored on every member of a new 3-node cluster (each with its own --id
+/// and the same --peer list, as README says): the members elect a leader among themselves and
+/// serve what the backup holds.
+#[tokio::test]
+async fn one_backup_restored_on_three_nodes_makes_a_new_cluster() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let mut source = Daemon::start(&["--snapshot-threshold", "3"]);
+    let held = answer(raftlock(&source, &["acquire", "kept", "--ttl", "120s"]));
+    let session = held["session"].as_u64().expect("session").to_string();
+    let token = held["token"].as_u64().expect("token").to_string();
+    let fence = held["fence"].as_u64().expect("fence").to_string();
+    for _ in 0..6 {
+        let args = [
+            "append",
+            "log",
+            "--lock",
+            "kept",
+            "--fence",
+            &fence,
+            "--session",
+            &session,
+            "--token",
+            &token,
+            "x",
+        ];
+        answer(raftlock(&source, &args));
+    }
+    assert!(source.terminate().success());
+    let backup = scratch.path().join("backup.snap");
+    std::fs::copy(source.data_dir().join("snapshot"), &backup).expect("copy the snapshot");
+    let described = answer(status(&backup));
+    let size = described["file_bytes"].as_u64().expect("file_bytes");
+    assert!(size >= 1, "{described}");
+
+    let mut cluster = Cluster::start(3, &[]);
+    let peers: Vec<String> = (1..=3)
+        .map(|id| format!("{id}={}", cluster.addr(id)))
+        .collect();
+    let peers = peers.join(",");
+    for id in 1..=3 {
+        let node = cluster.node(id);
+        assert!(node.terminate().success());
+        node.wipe();
+        let done = restore_as(&backup, node.data_dir(), id, &peers);
+        assert!(
+            done.status.success(),
+            "restore node {id}: {}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+    }
+    for id in 1..=3 {
+        cluster.node(id).start_again();
+    }
+    let leader = cluster.wait_leader().await;
+    let read = answer(raftlock(cluster.node(leader), &["read", "log"]));
+    assert_eq!(read["size"], size);
+    assert_eq!(read["data"], "x".repeat(size as usize));
+    let locks = answer(raftlock(cluster.node(leader), &["locks"]));
+    assert_eq!(locks[0]["name"], "kept", "{locks}");
+    assert_eq!(locks[0]["holders"][0]["session"].to_string(), session);
+    let statuses = cluster.statuses().await;
+    assert_eq!(statuses.len(), 3, "every restored member answers");
 }
