@@ -290,3 +290,136 @@ async fn one_backup_restored_on_three_nodes_makes_a_new_cluster() {
     let statuses = cluster.statuses().await;
     assert_eq!(statuses.len(), 3, "every restored member answers");
 }
+
+/// Runs `raftlock --json ARGS` against `servers`, off the async runtime.
+async fn raftlock_at(servers: String, args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(RAFTLOCK)
+            .arg("--json")
+            .args(["--servers", &servers, "--timeout", "20s"])
+            .args(&args)
+            .env_remove("RAFTLOCK_SERVERS")
+            .env_remove("RAFTLOCK_SESSION")
+            .env_remove("RAFTLOCK_TOKEN")
+            .output()
+            .expect("run raftlock")
+    })
+    .await
+    .expect("join")
+}
+
+/// `SnapshotSave` against a 3-node cluster under a write load: a follower redirects to the
+/// leader; the leader streams a header and chunks whose bytes match the header's size and
+/// checksum, and the file covers every append acknowledged before the request.
+#[tokio::test]
+async fn the_leader_streams_a_backup_covering_every_acknowledged_write() {
+    use raftlock::protocol::{ErrorCode, Request, Response};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_leader().await;
+    let servers = cluster.servers().join(",");
+    let held = answer(
+        raftlock_at(
+            servers.clone(),
+            vec!["acquire".into(), "w".into(), "--ttl".into(), "120s".into()],
+        )
+        .await,
+    );
+    let creds: Vec<String> = [
+        "--lock".to_string(),
+        "w".to_string(),
+        "--fence".to_string(),
+        held["fence"].to_string(),
+        "--session".to_string(),
+        held["session"].to_string(),
+        "--token".to_string(),
+        held["token"].to_string(),
+    ]
+    .to_vec();
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop, servers, creds) =
+            (acked.clone(), stop.clone(), servers.clone(), creds.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let mut args = vec!["append".to_string(), "load".to_string()];
+                args.extend(creds.iter().cloned());
+                args.push("x".into());
+                answer(raftlock_at(servers.clone(), args).await);
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    // Some writes land before the backup is asked for.
+    let start = std::time::Instant::now();
+    while acked.load(Ordering::SeqCst) < 3 {
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "the write load makes no progress"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut client = common::Client::hello(cluster.addr(follower)).await;
+    let id = client.id();
+    match client.call(Request::SnapshotSave { id }).await {
+        Response::Error {
+            code: ErrorCode::NotLeader,
+            leader_addr,
+            ..
+        } => assert_eq!(leader_addr, Some(cluster.addr(leader).to_string())),
+        other => panic!("a follower redirects: {other:?}"),
+    }
+
+    let mut client = common::Client::hello(cluster.addr(leader)).await;
+    let id = client.id();
+    let before = acked.load(Ordering::SeqCst);
+    client.send(Request::SnapshotSave { id }).await;
+    let Response::SnapshotHeader {
+        index,
+        size,
+        checksum,
+        ..
+    } = client.recv().await
+    else {
+        panic!("a header first");
+    };
+    let mut file = Vec::new();
+    loop {
+        match client.recv().await {
+            Response::SnapshotChunk {
+                id: chunk_id,
+                offset,
+                data,
+                last,
+            } => {
+                assert_eq!(chunk_id, id);
+                assert_eq!(offset, file.len() as u64, "chunks in order");
+                file.extend_from_slice(&data);
+                if last {
+                    break;
+                }
+            }
+            other => panic!("a chunk: {other:?}"),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("writer");
+    assert_eq!(file.len() as u64, size);
+    assert_eq!(raftlock::backup::file_checksum(&file), checksum);
+    let snapshot = raftlock::backup::decode(&file).expect("a valid snapshot");
+    assert_eq!(snapshot.meta.index, index);
+    let space = raftlock::lockspace::LockSpace::restore(&snapshot.data).expect("restores");
+    let (_, load_size) = space
+        .read("load", 0, 0)
+        .expect("the load file is in the backup");
+    assert!(
+        load_size >= before,
+        "{load_size} bytes in the backup, {before} appends acknowledged before the save"
+    );
+}

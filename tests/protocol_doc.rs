@@ -281,6 +281,29 @@ fn examples() -> Vec<(&'static str, Example)> {
             }),
         ),
         (
+            "SnapshotSave",
+            Example::Request(Request::SnapshotSave { id: 6 }),
+        ),
+        (
+            "SnapshotHeader",
+            Example::Response(Response::SnapshotHeader {
+                id: 6,
+                index: 1200,
+                term: 3,
+                size: 4096,
+                checksum: 0x1c29_1ca3,
+            }),
+        ),
+        (
+            "SnapshotChunk",
+            Example::Response(Response::SnapshotChunk {
+                id: 6,
+                offset: 0,
+                data: vec![0x00, 0x00, 0x0f, 0xf8],
+                last: false,
+            }),
+        ),
+        (
             "LockList with the leader's times",
             Example::Response(Response::LockList {
                 id: 12,

@@ -44,7 +44,8 @@ fn needs(request: &Request) -> Needs<'_> {
         Request::RevokeSession { .. }
         | Request::AddMember { .. }
         | Request::RemoveMember { .. }
-        | Request::TransferLeader { .. } => (Role::Admin, None, None),
+        | Request::TransferLeader { .. }
+        | Request::SnapshotSave { .. } => (Role::Admin, None, None),
     };
     Needs { role, lock, file }
 }
@@ -208,6 +209,7 @@ mod tests {
                 id: 1,
                 node_id: None,
             },
+            Request::SnapshotSave { id: 1 },
         ]
     }
 
@@ -234,6 +236,7 @@ mod tests {
             ("AddMember", Role::Admin),
             ("RemoveMember", Role::Admin),
             ("TransferLeader", Role::Admin),
+            ("SnapshotSave", Role::Admin),
         ];
         let requests = every_request("a", "f");
         assert_eq!(requests.len(), table.len());

@@ -141,6 +141,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "AddMember",
     "RemoveMember",
     "TransferLeader",
+    "SnapshotSave",
 ];
 
 /// Every `type` of a daemon [`Response`], in declaration order.
@@ -162,6 +163,8 @@ pub const RESPONSE_TYPES: &[&str] = &[
     "LockList",
     "SessionList",
     "Status",
+    "SnapshotHeader",
+    "SnapshotChunk",
     "MembershipChanged",
     "LeaderTransferred",
     "Revoked",
@@ -631,6 +634,7 @@ mod tests {
                 id: 15,
                 node_id: None,
             },
+            Request::SnapshotSave { id: 16 },
         ]
     }
 
@@ -795,6 +799,19 @@ mod tests {
                 id: 14,
                 leader: 2,
                 leader_addr: Some("10.0.0.2:7400".into()),
+            },
+            Response::SnapshotHeader {
+                id: 16,
+                index: 9,
+                term: 2,
+                size: 3,
+                checksum: 7,
+            },
+            Response::SnapshotChunk {
+                id: 16,
+                offset: 0,
+                data: vec![1, 2, 3],
+                last: true,
             },
             Response::error(10, ErrorCode::StaleFence, "fence 3 is not current"),
             Response::Error {

@@ -298,7 +298,9 @@ impl Limits {
                     _ => Ok(()),
                 }
             }
-            Request::Status { id } | Request::Sessions { id } => check_id(*id),
+            Request::Status { id } | Request::Sessions { id } | Request::SnapshotSave { id } => {
+                check_id(*id)
+            }
             Request::RevokeSession { id, session_id, .. } => {
                 check_id(*id)?;
                 check_session(*session_id)

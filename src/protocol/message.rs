@@ -228,6 +228,10 @@ pub enum Request {
         #[serde(default)]
         node_id: Option<u64>,
     },
+    /// Admin (leader only): a backup. The leader waits until it has applied its commit index
+    /// as of the request and a snapshot covering it is durable, then streams its snapshot file:
+    /// `SnapshotHeader`, then `SnapshotChunk`s in order, the last one with `last: true`.
+    SnapshotSave { id: u64 },
 }
 
 /// A message from the daemon to a client.
@@ -316,6 +320,29 @@ pub enum Response {
         sessions: Vec<SessionSummary>,
     },
     Status(Box<StatusInfo>),
+    /// The first answer to `SnapshotSave` (interim): what the streamed file holds and its
+    /// whole-file crc32; `SnapshotChunk`s follow.
+    SnapshotHeader {
+        id: u64,
+        /// The snapshot's last included index.
+        index: u64,
+        /// The term of that entry.
+        term: u64,
+        /// The file's length in bytes (the chunks' lengths add up to it).
+        size: u64,
+        /// crc32 (IEEE) of the whole file.
+        checksum: u32,
+    },
+    /// A piece of the snapshot file, in order from offset 0; `last` marks the final answer.
+    SnapshotChunk {
+        id: u64,
+        /// Where `data` starts in the file.
+        offset: u64,
+        #[serde(with = "super::bin")]
+        data: Vec<u8>,
+        /// True on the final chunk, which ends the request.
+        last: bool,
+    },
     /// Answers `AddMember` and `RemoveMember`: the membership now committed.
     MembershipChanged {
         id: u64,
@@ -591,7 +618,8 @@ impl Request {
             | Request::RevokeSession { id, .. }
             | Request::AddMember { id, .. }
             | Request::RemoveMember { id, .. }
-            | Request::TransferLeader { id, .. } => *id,
+            | Request::TransferLeader { id, .. }
+            | Request::SnapshotSave { id } => *id,
         }
     }
 
@@ -618,6 +646,7 @@ impl Request {
             Request::AddMember { .. } => "AddMember",
             Request::RemoveMember { .. } => "RemoveMember",
             Request::TransferLeader { .. } => "TransferLeader",
+            Request::SnapshotSave { .. } => "SnapshotSave",
         }
     }
 }
@@ -654,6 +683,8 @@ impl Response {
             | Response::Data { id, .. }
             | Response::LockList { id, .. }
             | Response::SessionList { id, .. }
+            | Response::SnapshotHeader { id, .. }
+            | Response::SnapshotChunk { id, .. }
             | Response::MembershipChanged { id, .. }
             | Response::LeaderTransferred { id, .. }
             | Response::Revoked { id, .. }
@@ -685,6 +716,8 @@ impl Response {
             Response::LockList { .. } => "LockList",
             Response::SessionList { .. } => "SessionList",
             Response::Status(_) => "Status",
+            Response::SnapshotHeader { .. } => "SnapshotHeader",
+            Response::SnapshotChunk { .. } => "SnapshotChunk",
             Response::MembershipChanged { .. } => "MembershipChanged",
             Response::LeaderTransferred { .. } => "LeaderTransferred",
             Response::Revoked { .. } => "Revoked",

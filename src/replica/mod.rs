@@ -57,6 +57,7 @@
 mod admin;
 mod answers;
 mod apply;
+mod backup;
 mod deadlines;
 mod error;
 #[cfg(test)]
@@ -208,6 +209,15 @@ pub enum Effect {
     Peers(BTreeMap<NodeId, String>),
     /// The leader as this node sees it changed.
     Leader(LeaderInfo),
+    /// Leader only: stream the durable snapshot file to the `SnapshotSave` of `ticket` (wire
+    /// id `id`): `SnapshotHeader`, then `SnapshotChunk`s, the last one final. The snapshot
+    /// file covers everything committed before the request.
+    StreamSnapshot {
+        /// The request's ticket.
+        ticket: Ticket,
+        /// The request's wire id.
+        id: u64,
+    },
     /// Leader only: write this push event (a [`Response`] with `id` 0, see
     /// [`Response::push_session`]) to the connections that sent a request for `session` with
     /// its token. A hint: the shell drops it rather than wait for a full connection.
@@ -296,6 +306,8 @@ pub struct Replica {
     published_leader: Option<LeaderInfo>,
     /// The membership the transport was last configured from.
     transport_membership: Option<Membership>,
+    /// Leader only: `SnapshotSave` requests waiting, with the commit index at their arrival.
+    backups: Vec<(Caller, Index)>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -338,6 +350,7 @@ impl Replica {
             shutdown: shutdown::Shutdown::default(),
             published_leader: None,
             transport_membership: None,
+            backups: Vec::new(),
         }
     }
 
@@ -383,6 +396,7 @@ impl Replica {
         self.cluster_upkeep();
         self.drain_ready(observer)?;
         self.maybe_snapshot(observer);
+        self.serve_backups();
         self.check_shutdown();
         Ok(())
     }
@@ -481,6 +495,7 @@ impl Replica {
                 .chain(reads.map(|(_, c)| c))
                 .chain(waiters)
                 .chain(self.admin.take_all())
+                .chain(self.take_backups())
                 .collect();
             for caller in callers {
                 let response = self.not_leader(caller.id);

@@ -231,7 +231,8 @@ impl Replica {
         if in_flight.len() >= MAX_IN_FLIGHT
             || snapshot_in_flight
             || (self.applied_since_snapshot < self.config.snapshot_threshold
-                && self.applied_bytes_since_snapshot < self.config.snapshot_threshold_bytes)
+                && self.applied_bytes_since_snapshot < self.config.snapshot_threshold_bytes
+                && !self.backup_needs_snapshot())
         {
             return;
         }

@@ -245,6 +245,7 @@ impl Replica {
                 return self.add_member(node_id, addr, caller);
             }
             Request::RemoveMember { node_id, .. } => return self.remove_member(node_id, caller),
+            Request::SnapshotSave { .. } => return self.snapshot_save(caller),
             Request::TransferLeader { node_id, .. } => {
                 return self.transfer_leader(node_id, caller);
             }

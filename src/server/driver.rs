@@ -87,6 +87,8 @@ pub(crate) struct Driver {
     lag_peers: Vec<NodeId>,
     /// This node's id.
     id: NodeId,
+    /// The durable snapshot file, streamed to `SnapshotSave` callers.
+    snapshot_path: std::path::PathBuf,
 }
 
 impl Driver {
@@ -137,6 +139,7 @@ impl Driver {
             counted_leader: None,
             lag_peers: Vec::new(),
             id: config.id,
+            snapshot_path: config.data_dir.join(crate::storage::SNAPSHOT_FILE),
         }
     }
 
@@ -289,6 +292,12 @@ impl Driver {
                     self.transport.set_peers(peers);
                 }
                 Effect::Push { session, event } => self.subscribers.push(session, event),
+                Effect::StreamSnapshot { ticket, id } => {
+                    if let Some((reply, _)) = self.replies.remove(&ticket) {
+                        let path = self.snapshot_path.clone();
+                        tokio::task::spawn_blocking(move || super::backup::stream(path, id, reply));
+                    }
+                }
                 Effect::Leader(info) => {
                     if let Some(leader) = info.leader {
                         let seen = Some((self.replica.node().term(), leader));

@@ -18,6 +18,7 @@
 //! `--shutdown-timeout-ms`), syncs once more and returns. A storage or apply error is returned
 //! from [`Server::serve`]: the process must exit non-zero (systemd restarts it; recovery replays).
 
+mod backup;
 mod config;
 mod connection;
 pub mod dev_cluster;

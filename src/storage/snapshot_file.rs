@@ -10,7 +10,7 @@ use super::{fsync, io_err, sync_dir, Error};
 use crate::raft::Snapshot;
 
 /// The name of the current snapshot in the data directory.
-pub(crate) const SNAPSHOT_FILE: &str = "snapshot";
+pub const SNAPSHOT_FILE: &str = "snapshot";
 /// The name of a snapshot being written; a leftover one is deleted at start-up.
 pub(crate) const SNAPSHOT_TMP_FILE: &str = "snapshot.tmp";
 

@@ -780,7 +780,10 @@ impl Host {
                     last,
                 } => self.answer(ctx, ticket, response, last)?,
                 // The simulated network routes by node id; nobody reads the published leader.
-                Effect::Peers(_) | Effect::Leader(_) | Effect::Push { .. } => {}
+                Effect::Peers(_)
+                | Effect::Leader(_)
+                | Effect::Push { .. }
+                | Effect::StreamSnapshot { .. } => {}
             }
         }
         Ok(writes)
