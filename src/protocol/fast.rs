@@ -326,4 +326,42 @@ mod tests {
             assert_eq!(decode_request(&body[..cut]), None);
         }
     }
+
+    /// Equivalence: on canonical bodies and on mutations of them (a byte flipped, the body
+    /// cut short), the fast path plus fallback gives exactly the general decoder's result.
+    #[test]
+    fn fast_path_plus_fallback_equals_the_general_decoder() {
+        use proptest::prelude::*;
+        let release = Request::Release {
+            id: 6,
+            session: 3,
+            token: 4,
+            seq: 12,
+            lock: "a".into(),
+        };
+        let append = Request::Append {
+            id: 7,
+            session: 3,
+            token: 4,
+            seq: 300,
+            file: "f".into(),
+            lock: "a".into(),
+            fence: 1 << 40,
+            data: vec![1, 2, 3],
+        };
+        let bodies: Vec<Vec<u8>> = [release, append]
+            .iter()
+            .map(|r| rmp_serde::to_vec_named(r).unwrap())
+            .collect();
+        proptest!(|(which in 0..2usize, at in any::<prop::sample::Index>(),
+                    byte in any::<u8>(), cut in any::<bool>())| {
+            let mut body = bodies[which].clone();
+            let i = at.index(body.len());
+            if cut { body.truncate(i); } else { body[i] = byte; }
+            prop_assert_eq!(
+                crate::protocol::decode_body::<Request>(&body),
+                decode_general::<Request>(&body)
+            );
+        });
+    }
 }
