@@ -117,6 +117,13 @@ impl FrameError {
 pub trait Message: Serialize + DeserializeOwned {
     /// Every `type` value the enum accepts, so an unknown one is told apart from a bad body.
     const TYPES: &'static [&'static str];
+
+    /// The message in `body` if a shape-specific fast path recognises it, else `None` (the
+    /// general decoder then runs). It must never accept a body the general decoder would
+    /// decode differently or refuse; the default has no fast path.
+    fn decode_fast(_body: &[u8]) -> Option<Self> {
+        None
+    }
 }
 
 /// Every `type` of a client [`Request`], in declaration order.
@@ -177,6 +184,10 @@ pub const RESPONSE_TYPES: &[&str] = &[
 
 impl Message for Request {
     const TYPES: &'static [&'static str] = REQUEST_TYPES;
+
+    fn decode_fast(body: &[u8]) -> Option<Self> {
+        super::fast::decode_request(body)
+    }
 }
 
 impl Message for Response {
@@ -342,7 +353,20 @@ fn blame<T: DeserializeOwned>(body: &[u8], error: &str) -> Option<String> {
 }
 
 /// Classifies and decodes one complete frame body.
+///
+/// A body in the canonical shape our encoder writes (`type` first, fields in declaration
+/// order) is read by the message's fast path ([`Message::decode_fast`], `fast.rs`) without
+/// serde's buffering; any other body goes to the general decoder, which gives the same result
+/// for canonical bodies and every error answer.
 pub fn decode_body<T: Message>(body: &[u8]) -> Result<T, FrameError> {
+    if let Some(message) = T::decode_fast(body) {
+        return Ok(message);
+    }
+    decode_general(body)
+}
+
+/// The general decoder: any field order, every error answer (protocol.md §3).
+pub(crate) fn decode_general<T: Message>(body: &[u8]) -> Result<T, FrameError> {
     let bad = |id, message: String| FrameError::BadRequest { id, message };
     match body.first() {
         None => return Err(bad(0, "empty frame body".into())),

@@ -5,6 +5,7 @@
 
 mod bin;
 mod codec;
+mod fast;
 mod limits;
 mod message;
 mod peer;
