@@ -254,9 +254,11 @@ async fn envelopes_flow_both_ways_between_three_nodes() {
 }
 
 /// A larger message (an InstallSnapshot of 2 MiB, over the client frame limit) and a burst of
-/// small ones arrive in order on one connection.
+/// small ones all arrive intact, the small ones in order. They travel in separate lanes (bulk
+/// and urgent), so the heartbeats may overtake the snapshot, which Raft tolerates; what must
+/// hold is that nothing is lost or reordered within a lane.
 #[tokio::test]
-async fn a_burst_and_a_large_snapshot_arrive_in_order() {
+async fn a_burst_and_a_large_snapshot_all_arrive_and_the_burst_in_order() {
     let mut nodes = cluster(vec![config(1, CLUSTER, None), config(2, CLUSTER, None)]).await;
     let snapshot = Envelope {
         from: 1,
@@ -273,10 +275,19 @@ async fn a_burst_and_a_large_snapshot_arrive_in_order() {
     for i in 0..500 {
         nodes[0].transport.send(heartbeat(1, 2, i));
     }
-    assert_eq!(nodes[1].recv().await, snapshot);
-    for i in 0..500 {
-        assert_eq!(mark(&nodes[1].recv().await), i);
+    let mut snapshots = 0;
+    let mut next_mark = 0;
+    for _ in 0..501 {
+        let envelope = nodes[1].recv().await;
+        if matches!(envelope.message, Message::InstallSnapshot { .. }) {
+            assert_eq!(envelope, snapshot);
+            snapshots += 1;
+        } else {
+            assert_eq!(mark(&envelope), next_mark);
+            next_mark += 1;
+        }
     }
+    assert_eq!((snapshots, next_mark), (1, 500));
 }
 
 /// A peer that goes away (listener and connections dropped) and comes back on the same port is

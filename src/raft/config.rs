@@ -21,8 +21,15 @@ pub struct Config {
     pub check_quorum: bool,
     /// Most entries in one AppendEntries message.
     pub max_entries_per_append: usize,
+    /// Most payload bytes in one AppendEntries message (an entry larger than this still
+    /// travels, alone). Bounds how long one message holds the peer link, so a heartbeat or a
+    /// vote queued behind it waits for one batch at most, and keeps a batch within a frame.
+    pub max_append_bytes: usize,
     /// Most unacknowledged AppendEntries in flight per follower.
     pub max_inflight_appends: usize,
+    /// Most payload bytes in unacknowledged AppendEntries per follower: with big entries, the
+    /// message count alone would let many MiB queue on the link ahead of the next heartbeat.
+    pub max_inflight_bytes: usize,
     /// The membership to start from when the log and snapshot are empty (a new cluster).
     /// A node with an empty disk and no bootstrap waits to be added by a leader.
     pub bootstrap: Option<Membership>,
@@ -45,7 +52,9 @@ impl Config {
             pre_vote: true,
             check_quorum: true,
             max_entries_per_append: 512,
+            max_append_bytes: 1 << 20,
             max_inflight_appends: 16,
+            max_inflight_bytes: 4 << 20,
             bootstrap: None,
             eager_commit: true,
         }

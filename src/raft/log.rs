@@ -90,8 +90,9 @@ impl Log {
         self.term_at(index) == Some(term)
     }
 
-    /// Entries in `from ..= to`, at most `max` of them (all must be held).
-    pub fn slice(&self, from: Index, to: Index, max: usize) -> Vec<Entry> {
+    /// Entries in `from ..= to`, at most `max` of them and, past the first, at most
+    /// `max_bytes` of payload in all (all must be held).
+    pub fn slice(&self, from: Index, to: Index, max: usize, max_bytes: usize) -> Vec<Entry> {
         if from > to {
             return Vec::new();
         }
@@ -103,7 +104,17 @@ impl Log {
         let start = (from - self.snap_index - 1) as usize;
         let end = ((to - self.snap_index) as usize).min(self.entries.len());
         let end = end.min(start.saturating_add(max.max(1)));
-        self.entries[start..end].to_vec()
+        // The first entry always goes, however large; the rest while they fit `max_bytes`.
+        let mut bytes = 0usize;
+        let mut taken = start;
+        for entry in &self.entries[start..end] {
+            bytes = bytes.saturating_add(entry.payload_len());
+            if taken > start && bytes > max_bytes {
+                break;
+            }
+            taken += 1;
+        }
+        self.entries[start..taken].to_vec()
     }
 
     /// The last index holding an entry of `term`, if any.
@@ -152,7 +163,7 @@ impl Log {
     pub fn take_unstable(&mut self) -> (Option<Index>, Vec<Entry>) {
         let truncate = self.pending_truncate.take();
         let from = self.unstable_from.max(self.snap_index + 1);
-        let entries = self.slice(from, self.last_index(), usize::MAX);
+        let entries = self.slice(from, self.last_index(), usize::MAX, usize::MAX);
         self.unstable_from = self.last_index() + 1;
         (truncate, entries)
     }
@@ -210,6 +221,32 @@ mod tests {
             term,
             data: EntryData::Noop,
         }
+    }
+
+    fn command(index: Index, bytes: usize) -> Entry {
+        Entry {
+            index,
+            term: 1,
+            data: EntryData::Command(vec![0; bytes]),
+        }
+    }
+
+    #[test]
+    fn slices_stop_at_the_byte_budget_but_always_take_one_entry() {
+        let log = Log::new(None, (1..=5).map(|i| command(i, 400)).collect());
+        let indexes = |entries: Vec<Entry>| entries.iter().map(|e| e.index).collect::<Vec<_>>();
+        assert_eq!(indexes(log.slice(1, 5, 100, 1000)), vec![1, 2]);
+        assert_eq!(indexes(log.slice(1, 5, 100, 1200)), vec![1, 2, 3]);
+        assert_eq!(
+            indexes(log.slice(3, 5, 100, 10)),
+            vec![3],
+            "one entry over budget still goes"
+        );
+        assert_eq!(
+            indexes(log.slice(1, 5, 2, usize::MAX)),
+            vec![1, 2],
+            "the count bounds too"
+        );
     }
 
     #[test]

@@ -164,6 +164,8 @@ impl Node {
         config.election_ticks_max = config.election_ticks_max.max(config.election_ticks_min + 1);
         config.max_entries_per_append = config.max_entries_per_append.max(1);
         config.max_inflight_appends = config.max_inflight_appends.max(1);
+        config.max_append_bytes = config.max_append_bytes.max(1);
+        config.max_inflight_bytes = config.max_inflight_bytes.max(1);
         let Recovered {
             hard_state,
             snapshot,
@@ -547,7 +549,9 @@ impl Node {
         // Everything up to the last index was handed out for persistence by now (step 2 of the
         // contract runs before step 4), so the commit index bounds what may be applied.
         let committed = if self.commit > self.applied {
-            let c = self.log.slice(self.applied + 1, self.commit, usize::MAX);
+            let c = self
+                .log
+                .slice(self.applied + 1, self.commit, usize::MAX, usize::MAX);
             self.applied = self.commit;
             c
         } else {
@@ -1074,14 +1078,16 @@ impl Node {
     /// `allow_empty` sends an empty append to carry the commit index.
     fn send_append(&mut self, to: NodeId, allow_empty: bool) {
         let max_inflight = self.config.max_inflight_appends;
+        let max_inflight_bytes = self.config.max_inflight_bytes;
         let max_entries = self.config.max_entries_per_append;
+        let max_bytes = self.config.max_append_bytes;
         let RoleState::Leader(ls) = &mut self.role else {
             return;
         };
         let Some(pr) = ls.progress.get_mut(&to) else {
             return;
         };
-        if pr.is_paused(max_inflight) {
+        if pr.is_paused(max_inflight, max_inflight_bytes) {
             return;
         }
         let message = if pr.next <= self.log.snap_index() {
@@ -1097,12 +1103,14 @@ impl Node {
             let Some(prev_term) = self.log.term_at(prev_index) else {
                 return;
             };
-            let entries = self.log.slice(pr.next, self.log.last_index(), max_entries);
+            let entries = self
+                .log
+                .slice(pr.next, self.log.last_index(), max_entries, max_bytes);
             if entries.is_empty() && !allow_empty {
                 return;
             }
             if let Some(last) = entries.last() {
-                pr.sent(last.index);
+                pr.sent(last.index, entries.iter().map(Entry::payload_len).sum());
             }
             Message::Append {
                 prev_index,

@@ -23,6 +23,17 @@ pub struct Entry {
     pub data: EntryData,
 }
 
+impl Entry {
+    /// The command bytes the entry carries (0 for a Noop or a membership change, which are
+    /// small): what the byte limits on appends count.
+    pub fn payload_len(&self) -> usize {
+        match &self.data {
+            EntryData::Command(bytes) => bytes.len(),
+            EntryData::Noop | EntryData::Config(_) => 0,
+        }
+    }
+}
+
 /// The payload of a log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryData {

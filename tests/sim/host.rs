@@ -61,6 +61,9 @@ pub struct HostParams {
     /// Most entries per AppendEntries (small values make leaders count old-term entries
     /// one by one, the figure-8 shape).
     pub max_entries: usize,
+    /// The core's `max_append_bytes` and `max_inflight_bytes`.
+    pub max_append_bytes: usize,
+    pub max_inflight_bytes: usize,
     pub torn_writes: bool,
     /// The core's `eager_commit` (the daemon runs with it off).
     pub eager_commit: bool,
@@ -226,6 +229,8 @@ impl Host {
         let mut c = Config::new(self.id);
         c.bootstrap = Some(self.membership.clone());
         c.max_entries_per_append = self.params.max_entries;
+        c.max_append_bytes = self.params.max_append_bytes;
+        c.max_inflight_bytes = self.params.max_inflight_bytes;
         c.eager_commit = self.params.eager_commit;
         c
     }
@@ -754,7 +759,7 @@ impl Host {
         let mut writes = Vec::new();
         for effect in effects {
             match effect {
-                Effect::Send(m) => self.send(ctx, m),
+                Effect::Send(m) => self.send(ctx, m)?,
                 Effect::Persist { id, write } => {
                     if let Write::Persist {
                         snapshot,
@@ -952,9 +957,21 @@ impl Host {
         Ok(())
     }
 
-    fn send(&self, ctx: &mut Ctx<'_>, m: raftlock::raft::Envelope) {
+    fn send(&self, ctx: &mut Ctx<'_>, m: raftlock::raft::Envelope) -> Result<(), String> {
         ctx.trace
             .log(ctx.now, || format!("n{} -> {:?}", self.id, m));
+        if let raftlock::raft::Message::Append { entries, .. } = &m.message {
+            let bytes: usize = entries.iter().map(Entry::payload_len).sum();
+            if entries.len() > 1 && bytes > self.params.max_append_bytes {
+                return Err(format!(
+                    "n{}: an append of {} entries carries {bytes} payload bytes, over the \
+                     {}-byte limit",
+                    self.id,
+                    entries.len(),
+                    self.params.max_append_bytes
+                ));
+            }
+        }
         ctx.net.send(
             ctx.now,
             Packet {
@@ -963,6 +980,7 @@ impl Host {
                 payload: Payload::Raft(m),
             },
         );
+        Ok(())
     }
 
     fn armed(&self, point: CrashPoint) -> bool {

@@ -93,6 +93,8 @@ impl Params {
                     64
                 },
                 torn_writes: rng.gen_bool(0.5),
+                max_append_bytes: raftlock::raft::Config::new(1).max_append_bytes,
+                max_inflight_bytes: raftlock::raft::Config::new(1).max_inflight_bytes,
                 eager_commit: true,
                 fsync_us: None,
             },
@@ -162,6 +164,19 @@ impl Params {
     }
 }
 
+impl Params {
+    /// Draws the byte limits on appends, added after the crash hints, from a stream of their
+    /// own, so every seed that keeps the defaults replays exactly as before. Small budgets (a
+    /// few commands) make leaders split batches and pause followers on bytes in flight.
+    fn draw_byte_limits(&mut self, seed: u64) {
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x6279_7465_7321);
+        if rng.gen_bool(0.5) {
+            self.host.max_append_bytes = rng.gen_range(1..=300);
+            self.host.max_inflight_bytes = rng.gen_range(1..=1_000);
+        }
+    }
+}
+
 /// What a run yields.
 #[derive(Debug)]
 pub struct Outcome {
@@ -221,6 +236,7 @@ impl World {
         let mut params = Params::draw(&mut rng);
         params.draw_late(seed);
         params.draw_hints(seed);
+        params.draw_byte_limits(seed);
         let mut hint_rng = SmallRng::seed_from_u64(seed ^ 0x6869_6e74_7321);
         let next_spurious = match params.hints.as_ref().and_then(|h| h.spurious_every_ms) {
             Some(every) => hint_rng.gen_range(0..=every) * MS,

@@ -26,7 +26,9 @@
 //!    answer shows no progress), while a blocked driver would stall every client.
 //! 2. That peer's outbound task (`outbound.rs`) wakes. Connections are made on demand: with none
 //!    up, it connects and runs the dialer's half of the handshake (`handshake.rs`). It then
-//!    writes everything queued, up to `max_batch` envelopes, as one batch with one flush. Each
+//!    writes everything queued, up to `max_batch` envelopes, as one batch with one flush:
+//!    heartbeats, votes and answers first, then appends up to a byte budget (`lanes.rs`), so a
+//!    leader busy shipping data never delays its own heartbeats. Each
 //!    envelope becomes a [`WireEnvelope`](crate::protocol::WireEnvelope) as it is written
 //!    (`wire.rs`), so what other nodes read is the protocol's type, not the core's.
 //! 3. On the acceptor, the daemon's listener reads the first frame; a `Hello` with
@@ -94,6 +96,7 @@
 mod handshake;
 mod inbound;
 mod key;
+mod lanes;
 mod outbound;
 mod wire;
 

@@ -1,9 +1,10 @@
-//! The outbound direction: [`Transport`], one queue and one task per peer.
+//! The outbound direction: [`Transport`], two queues (`lanes.rs`) and one task per peer.
 //!
-//! [`Transport::send`] only queues. Each peer's task (`run_outbound`) sleeps until its queue
-//! has something, dials (`dial`: TCP connect, then the dialer's half of the handshake), and
-//! then `pump`s: it writes every queued envelope, up to `max_batch`, before one flush, so a
-//! burst of appends costs one syscall rather than one each. When the connection fails, the
+//! [`Transport::send`] only queues. Each peer's task (`run_outbound`) sleeps until its queues
+//! have something, dials (`dial`: TCP connect, then the dialer's half of the handshake), and
+//! then `pump`s: it writes every queued envelope, up to `max_batch` (and a byte budget of
+//! appends), before one flush, so a burst of appends costs one syscall rather than one each,
+//! and heartbeats and votes go ahead of queued appends. When the connection fails, the
 //! envelopes in hand are dropped and counted and the task backs off before it dials again.
 //!
 //! # Crash detection
@@ -35,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::handshake::dial_handshake;
+use super::lanes::{self, Batch, Queues, Senders};
 use super::{
     bump, or_cancel, read, ConfigError, InboundStats, PeerAcceptor, PeerError, TransportConfig,
 };
@@ -123,7 +125,7 @@ impl<E> DownReport<E> {
 /// The handle of one peer's outbound task.
 struct Outbound {
     addr: String,
-    queue: mpsc::Sender<Envelope>,
+    queue: Senders,
     cancel: CancellationToken,
     counters: Arc<PeerCounters>,
 }
@@ -187,16 +189,10 @@ impl<E: Send + 'static> Transport<E> {
             tracing::debug!(to = envelope.to, "dropping a message to an unknown peer");
             return;
         };
-        match peer.queue.try_send(envelope) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(envelope)) => {
-                bump(&peer.counters.dropped_queue_full, 1);
-                tracing::trace!(to = envelope.to, "peer queue full, dropping a message");
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                // The task is gone only after cancellation; count it like a full queue.
-                bump(&peer.counters.dropped_queue_full, 1);
-            }
+        // A closed queue (the task is gone only after cancellation) counts like a full one.
+        if let Err(envelope) = peer.queue.try_send(envelope) {
+            bump(&peer.counters.dropped_queue_full, 1);
+            tracing::trace!(to = envelope.to, "peer queue full, dropping a message");
         }
     }
 
@@ -226,7 +222,7 @@ impl<E: Send + 'static> Transport<E> {
             if self.peers.contains_key(&id) {
                 continue;
             }
-            let (queue, receiver) = mpsc::channel(self.config.queue_capacity);
+            let (queue, receiver) = lanes::queues(self.config.queue_capacity);
             let cancel = self.cancel.child_token();
             let counters = Arc::new(PeerCounters::default());
             let span =
@@ -335,13 +331,13 @@ async fn run_outbound<E>(
     config: Arc<TransportConfig>,
     peer: NodeId,
     addr: String,
-    mut queue: mpsc::Receiver<Envelope>,
+    mut queue: Queues,
     cancel: CancellationToken,
     counters: Arc<PeerCounters>,
     down: DownReport<E>,
 ) {
     let mut backoff = config.backoff_min;
-    let mut batch: Vec<Envelope> = Vec::new();
+    let mut batch = Batch::default();
     let mut failures_in_row = 0u64;
     // Immediate redials left since the last connection was lost.
     let mut probes = 0u32;
@@ -452,8 +448,8 @@ async fn run_outbound<E>(
 async fn pump(
     framed: Framed<Stream, PeerCodec>,
     config: &TransportConfig,
-    queue: &mut mpsc::Receiver<Envelope>,
-    batch: &mut Vec<Envelope>,
+    queue: &mut Queues,
+    batch: &mut Batch,
     cancel: &CancellationToken,
     counters: &PeerCounters,
 ) -> Result<(), PeerError> {
@@ -481,17 +477,12 @@ async fn pump(
                 },
             }
         }
-        while batch.len() < config.max_batch {
-            match queue.try_recv() {
-                Ok(envelope) => batch.push(envelope),
-                Err(_) => break,
-            }
-        }
+        queue.fill(batch, config.max_batch);
         let total = batch.len() as u64;
         let too_large_before = read(&counters.dropped_too_large);
         let write = async {
             let mut written = 0u64;
-            for envelope in batch.drain(..) {
+            for envelope in batch.drain() {
                 match sink
                     .feed(PeerMessage::Raft {
                         envelope: envelope.into(),
