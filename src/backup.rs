@@ -5,7 +5,7 @@
 //! [`Snapshot`] `{meta, data}`, `data` the lock space's own snapshot. A backup is verified
 //! three ways before anything trusts it: the header's length must match the file, the crc32
 //! must match the payload, and the payload must decode into a lock space that passes its own
-//! consistency check. `raftlock snapshot status` prints what [`inspect`] finds;
+//! consistency check. `raftlock snapshot status` prints what [`verify`] finds;
 //! `raftlockd restore` installs a verified backup into a new data directory.
 //!
 //! The whole-file checksum ([`file_checksum`]: crc32 over every byte, header included) is the

@@ -299,7 +299,7 @@ Example:
     Status,
     /// Measure throughput and latency of a cluster (or of local daemons it starts).
     Bench(bench::BenchArgs),
-    /// Backups: what a backup file holds.
+    /// Backups: save one from the leader, and see what a backup file holds.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
     /// Cluster administration: status of every member, add, remove, transfer leadership.
@@ -337,6 +337,20 @@ Example:
   raftlock snapshot status backup.snap")]
     Status {
         /// The backup file.
+        file: PathBuf,
+    },
+    /// Admin: save a consistent snapshot of the cluster (every write acknowledged before the
+    /// command started) from the leader into FILE.
+    #[command(after_help = "\
+The leader streams its durable snapshot; the bytes are checked against the size and checksum
+it announced, written to FILE.part beside FILE, flushed to disk and only then renamed over FILE,
+so FILE is either the whole new backup or what it was before. `raftlock snapshot status FILE`
+verifies it offline; `raftlockd restore FILE --data-dir DIR` makes a new cluster from it.
+
+Example:
+  raftlock --servers 10.0.0.1:7400 snapshot save backup.snap")]
+    Save {
+        /// Where to write the backup.
         file: PathBuf,
     },
 }
@@ -832,7 +846,12 @@ async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Revoke(args) => commands::revoke(&client, args, json).await,
         Command::Status => commands::status(&client, json).await,
         Command::Bench(_) => unreachable!("bench is dispatched before connecting"),
-        Command::Snapshot(_) => unreachable!("snapshot status is dispatched before connecting"),
+        Command::Snapshot(SnapshotCommand::Save { file }) => {
+            snapshot::save(&client, &file, json).await
+        }
+        Command::Snapshot(SnapshotCommand::Status { .. }) => {
+            unreachable!("snapshot status is dispatched before connecting")
+        }
         Command::Completions { .. } | Command::Man => {
             unreachable!("completions and man are generated before connecting")
         }

@@ -345,6 +345,19 @@ pub(super) struct MemberHealth {
     pub error: Option<String>,
 }
 
+/// `snapshot save`: the backup written, as the leader described it.
+#[derive(Debug, Serialize)]
+pub(super) struct SnapshotSaved<'a> {
+    /// The backup file's path, as given.
+    pub file: &'a str,
+    pub index: u64,
+    pub term: u64,
+    /// The file's length in bytes.
+    pub size: u64,
+    /// crc32 of the whole file, 8 lowercase hex digits.
+    pub checksum: &'a str,
+}
+
 /// `snapshot status`: what a backup file holds.
 #[derive(Debug, Serialize)]
 pub(super) struct SnapshotStatus<'a> {

@@ -252,7 +252,14 @@ impl Conn {
                     tracing::debug!(addr = %reader_addr, ?reply, "frame with id 0");
                     continue;
                 }
-                let interim = matches!(reply, Ok(Response::Queued { .. }));
+                // Answers that more answers to the same request follow: an acquire's `Queued`,
+                // and a `SnapshotSave`'s header and every chunk but the last.
+                let interim = matches!(
+                    reply,
+                    Ok(Response::Queued { .. }
+                        | Response::SnapshotHeader { .. }
+                        | Response::SnapshotChunk { last: false, .. })
+                );
                 let mut pending = reader_shared.lock();
                 let route = if interim {
                     pending.routes.get(&id).cloned()

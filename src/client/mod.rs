@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backup;
 mod conn;
 mod error;
 pub mod lease;
@@ -62,7 +63,8 @@ use std::time::Duration;
 use rand::Rng;
 use tokio::time::Instant;
 
-use self::conn::{Conn, Reply};
+pub use self::backup::SavedSnapshot;
+use self::conn::{Conn, PendingReply, Reply};
 pub use self::error::{Error, Result};
 pub use self::lease::{Lease, LeaseState, LostReason};
 pub use self::session::{LockGuard, LockRef, Session, SessionCredentials, SessionState, Wait};
@@ -609,6 +611,21 @@ impl Client {
     where
         F: Fn(u64) -> Request,
     {
+        let (response, _rest) = self.call_keeping_reply(make, patience, on_queued).await?;
+        Ok(response)
+    }
+
+    /// [`Client::call_noting_queued`], returning with the first answer the request's route, on
+    /// which the answers that follow it arrive (the chunks of a `SnapshotSave`).
+    async fn call_keeping_reply<F>(
+        &self,
+        make: F,
+        patience: Patience,
+        on_queued: &(dyn Fn() + Sync),
+    ) -> Result<(Response, PendingReply)>
+    where
+        F: Fn(u64) -> Request,
+    {
         let retry = self.inner.options.retry_timeout;
         let mut deadline = Instant::now() + retry;
         let mut attempt = 0u32;
@@ -730,7 +747,7 @@ impl Client {
                         }
                         _ => return Err(Error::from_code(code, message)),
                     },
-                    Some(Ok(response)) => return Ok(response),
+                    Some(Ok(response)) => return Ok((response, reply)),
                 }
             }
         }
