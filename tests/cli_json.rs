@@ -269,6 +269,13 @@ fn failures_under_json_are_objects_on_stderr() {
         error["error"].as_str().unwrap().contains("expired"),
         "{error}"
     );
+    // Revoking a session that does not live names it, in the terms of the command.
+    let out = raftlock(&daemon, &["revoke", "987654"]);
+    let error = failure(out, 4);
+    assert_eq!(
+        error["error"],
+        "no live session 987654: it expired, was closed, or never existed"
+    );
     // A usage error, found by the flag's parser.
     let out = raftlock(&daemon, &["acquire", "x", "--ttl", "500ms"]);
     let error = failure(out, 2);

@@ -9,9 +9,10 @@ use super::output::{kind, mode_name, print_table, say, say_json, shell_quote};
 use super::shapes;
 use super::{
     mode, wait, AcquireArgs, AppendArgs, ClusterCommand, Failure, FilesArgs, LocksArgs, ReadArgs,
-    ReleaseArgs, RevokeArgs, RmArgs, SessionArgs, TruncateArgs, EXIT_ERROR, EXIT_OK, EXIT_USAGE,
+    ReleaseArgs, RevokeArgs, RmArgs, SessionArgs, TruncateArgs, EXIT_ERROR, EXIT_OK,
+    EXIT_SESSION_LOST, EXIT_USAGE,
 };
-use crate::client::{error_chain, Client, ClientOptions, Session, SessionCredentials};
+use crate::client::{error_chain, Client, ClientOptions, Error, Session, SessionCredentials};
 use crate::lockspace::Fence;
 use crate::protocol::{MemberStatus, StatusInfo, MAX_APPEND, MAX_READ};
 
@@ -393,10 +394,25 @@ pub(super) async fn sessions(client: &Client, json: bool) -> Result<u8, Failure>
 }
 
 pub(super) async fn revoke(client: &Client, args: RevokeArgs, json: bool) -> Result<u8, Failure> {
-    if args.force {
-        client.force_revoke_session(args.session).await?;
+    let revoked = if args.force {
+        client.force_revoke_session(args.session).await
     } else {
-        client.revoke_session(args.session).await?;
+        client.revoke_session(args.session).await
+    };
+    match revoked {
+        Ok(()) => {}
+        // The daemon answers `SessionExpired` for any id with no live session: say so in the
+        // terms of this command (the exit status stays the session-lost one).
+        Err(Error::SessionExpired) => {
+            return Err(Failure {
+                code: EXIT_SESSION_LOST,
+                message: format!(
+                    "no live session {}: it expired, was closed, or never existed",
+                    args.session
+                ),
+            })
+        }
+        Err(error) => return Err(error.into()),
     }
     if json {
         say_json(&shapes::Revoked {
