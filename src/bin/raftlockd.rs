@@ -65,7 +65,7 @@ fn start(args: Args) -> anyhow::Result<()> {
             Some(DaemonCommand::DevCluster(dev)) => dev_cluster::run(&args, dev)
                 .await
                 .map_err(anyhow::Error::msg),
-            Some(DaemonCommand::Restore(_)) => Ok(()),
+            Some(DaemonCommand::Restore(_)) => unreachable!("restore returns before the runtime"),
             None => run(args, log).await,
         }
     })
