@@ -13,6 +13,8 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use common::{Cluster, Daemon};
 use serde_json::Value;
@@ -309,15 +311,43 @@ async fn raftlock_at(servers: String, args: Vec<String>) -> Output {
     .expect("join")
 }
 
+/// A write load: appends of "x" to file `load` under `creds` (`--lock L --fence F --session S
+/// --token T`), one at a time, until `stop`; counts the acknowledged ones. Returns once 3 are.
+async fn start_load(
+    servers: String,
+    creds: Vec<String>,
+) -> (Arc<AtomicU64>, Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let mut args = vec!["append".to_string(), "load".to_string()];
+                args.extend(creds.iter().cloned());
+                args.push("x".into());
+                answer(raftlock_at(servers.clone(), args).await);
+                acked.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let start = std::time::Instant::now();
+    while acked.load(Ordering::SeqCst) < 3 {
+        assert!(
+            start.elapsed() < common::DEADLINE,
+            "the write load makes no progress"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    (acked, stop, writer)
+}
+
 /// `SnapshotSave` against a 3-node cluster under a write load: a follower redirects to the
 /// leader; the leader streams a header and chunks whose bytes match the header's size and
 /// checksum, and the file covers every append acknowledged before the request.
 #[tokio::test]
 async fn the_leader_streams_a_backup_covering_every_acknowledged_write() {
     use raftlock::protocol::{ErrorCode, Request, Response};
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
-
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader().await;
     let servers = cluster.servers().join(",");
@@ -339,31 +369,8 @@ async fn the_leader_streams_a_backup_covering_every_acknowledged_write() {
         held["token"].to_string(),
     ]
     .to_vec();
-    let acked = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (acked, stop, servers, creds) =
-            (acked.clone(), stop.clone(), servers.clone(), creds.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let mut args = vec!["append".to_string(), "load".to_string()];
-                args.extend(creds.iter().cloned());
-                args.push("x".into());
-                answer(raftlock_at(servers.clone(), args).await);
-                acked.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-    };
     // Some writes land before the backup is asked for.
-    let start = std::time::Instant::now();
-    while acked.load(Ordering::SeqCst) < 3 {
-        assert!(
-            start.elapsed() < common::DEADLINE,
-            "the write load makes no progress"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let (acked, stop, writer) = start_load(servers.clone(), creds.clone()).await;
 
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     let mut client = common::Client::hello(cluster.addr(follower)).await;
@@ -431,9 +438,6 @@ async fn the_leader_streams_a_backup_covering_every_acknowledged_write() {
 /// save started, byte for byte, and no scratch file is left behind.
 #[tokio::test]
 async fn a_saved_backup_restores_every_file_and_lock_acknowledged_before_the_save() {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Arc;
-
     let scratch = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_leader().await;
@@ -479,29 +483,7 @@ async fn a_saved_backup_restores_every_file_and_lock_acknowledged_before_the_sav
         answer(raftlock_at(servers.clone(), args).await);
         files.push((name, data));
     }
-    let acked = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (acked, stop, servers, creds) =
-            (acked.clone(), stop.clone(), servers.clone(), creds.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let mut args = vec!["append".to_string(), "load".to_string()];
-                args.extend(creds.iter().cloned());
-                args.push("x".into());
-                answer(raftlock_at(servers.clone(), args).await);
-                acked.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-    };
-    let start = std::time::Instant::now();
-    while acked.load(Ordering::SeqCst) < 3 {
-        assert!(
-            start.elapsed() < common::DEADLINE,
-            "the write load makes no progress"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let (acked, stop, writer) = start_load(servers.clone(), creds.clone()).await;
 
     let backup = scratch.path().join("backup.snap");
     let before = acked.load(Ordering::SeqCst);
