@@ -116,7 +116,7 @@ fn suite_reports_every_row_of_the_table() {
         get(&report, "suite"),
         serde_json::json!({"local": 3, "bound": "1s", "runs": 1, "kills": 1, "quick": true})
     );
-    assert!(get(&get(&report, "floor"), "floor_ms").is_number());
+    assert!(get(&get(&report, "floor_ms"), "median").is_number());
     assert!(get(&report, "load_average").get("cores").is_some());
     assert_eq!(get(&report, "errors"), 0);
     assert!(
@@ -143,6 +143,7 @@ fn suite_reports_every_row_of_the_table() {
     );
     for row in rows {
         let key = get(row, "row");
+        assert!(get(row, "floor_ms").is_number(), "{key}: floor measured");
         assert_eq!(get(row, "error"), serde_json::Value::Null, "{key} failed");
         assert_eq!(get(row, "errors"), 0, "{key}");
         let throughput = get(&get(row, "throughput"), "median");

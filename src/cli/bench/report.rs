@@ -515,21 +515,22 @@ impl Spread {
 }
 
 /// What `raftlock bench suite` measured: one [`SuiteRow`] per row of [`super::suite::ROWS`],
-/// each with the whole [`Report`] of its scenario, and the floor measured once for all.
+/// each with the whole [`Report`] of its scenario (which holds the floor measured before it).
 ///
 /// Its JSON (`--json`, one object on one line):
 ///
 /// ```text
 /// {"suite": {"local": 3, "bound": "10s", "runs": 3, "kills": 10, "quick": false},
-///  "floor": FLOOR or null,                       (as in a scenario's report)
+///  "floor_ms": SPREAD or null,                   (over the rows' floors)
 ///  "load_average": {"start": 1.4, "rows": [1.4, ...], "end": 2.1, "cores": 2},
 ///  "elapsed_s": 231.5,
 ///  "rows": [{"row": "uncontended@64",            (the key the goals name)
 ///            "scenario": "uncontended", "unit": "pairs/s", "workers": 64,
 ///            "leader": 2 or null,                (at the row's end; null for failover)
+///            "floor_ms": 0.27 or null,           (measured before the row)
 ///            "throughput": SPREAD or null,
 ///            "latency": {"name": "acquire p99", "ms": SPREAD or null,
-///                        "x_floor": 12.3 or null},   (the median over the floor)
+///                        "x_floor": 12.3 or null},   (the median over the row's floor)
 ///            "cpu_us_per_op": {"nodes": [{"id": 1, "median": .., "min": .., "max": ..}],
 ///                              "nodes_sum": SPREAD or null, "client": SPREAD or null},
 ///            "goals": [GOAL, ...],               (this row's, in GOALS order)
@@ -559,8 +560,6 @@ pub struct SuiteReport {
     pub kills: usize,
     /// `--quick`: smaller worker counts, goals not judged.
     pub quick: bool,
-    /// The machine's floor, measured once before the first row.
-    pub floor: Option<Floor>,
     /// The rows, in the order they ran.
     pub rows: Vec<SuiteRow>,
     /// The 1-minute load average when the suite started.
@@ -584,9 +583,13 @@ impl SuiteReport {
         judge(&self.rows, self.nodes, self.quick)
     }
 
-    fn x_floor(&self, latency: Option<Spread>) -> Option<f64> {
-        let floor = ms(self.floor.as_ref()?.total());
-        (floor > 0.0).then(|| latency.map(|l| l.median / floor))?
+    /// The rows' floors, in milliseconds.
+    pub fn floors(&self) -> Option<Spread> {
+        Spread::of(
+            self.rows
+                .iter()
+                .filter_map(|r| Some(ms(r.floor()?.total()))),
+        )
     }
 
     /// The report as one JSON object (schema above).
@@ -637,13 +640,17 @@ impl SuiteReport {
                     ("unit", Json::String(row.spec.scenario.unit().into())),
                     ("workers", Json::from(row.workers as u64)),
                     ("leader", row.leader.map_or(Json::Null, Json::from)),
+                    (
+                        "floor_ms",
+                        row.floor().map_or(Json::Null, |f| num(ms(f.total()))),
+                    ),
                     ("throughput", spread(row.throughput())),
                     (
                         "latency",
                         object([
                             ("name", Json::String(row.spec.headline.label())),
                             ("ms", spread(latency)),
-                            ("x_floor", self.x_floor(latency).map_or(Json::Null, num)),
+                            ("x_floor", row.x_floor().map_or(Json::Null, num)),
                         ]),
                     ),
                     (
@@ -688,10 +695,7 @@ impl SuiteReport {
                     ("quick", Json::Bool(self.quick)),
                 ]),
             ),
-            (
-                "floor",
-                self.floor.as_ref().map_or(Json::Null, Floor::to_json),
-            ),
+            ("floor_ms", spread(self.floors())),
             (
                 "load_average",
                 object([
@@ -738,13 +742,27 @@ impl SuiteReport {
             },
             elapsed_text(self.elapsed)
         );
-        match &self.floor {
-            Some(floor) => {
-                let _ = writeln!(out, "floor: {floor}");
-            }
-            None => {
-                let _ = writeln!(out, "floor: not measured");
-            }
+        let floors: Vec<String> = self
+            .rows
+            .iter()
+            .filter_map(|r| {
+                let f = r.floor()?;
+                Some(format!(
+                    "{} ({} + {})",
+                    ms_text(ms(f.total())),
+                    ms_text(ms(f.fsync)),
+                    ms_text(ms(f.rtt))
+                ))
+            })
+            .collect();
+        if floors.is_empty() {
+            let _ = writeln!(out, "floor: not measured");
+        } else {
+            let _ = writeln!(
+                out,
+                "floor before each row (ms; fdatasync of a 4 KiB overwrite + loopback RTT): {}",
+                floors.join(" / ")
+            );
         }
         let load = |l: Option<f64>| l.map_or("?".to_string(), |l| format!("{l:.2}"));
         let _ = writeln!(
@@ -810,8 +828,7 @@ impl SuiteReport {
                     row.spec.headline.label(),
                     spread_text(l, ms_text)
                 )),
-                self.x_floor(latency)
-                    .map_or("–".into(), |x| format!("{x:.1}")),
+                row.x_floor().map_or("–".into(), |x| format!("{x:.1}")),
                 if mine.is_empty() {
                     "–".to_string()
                 } else {
