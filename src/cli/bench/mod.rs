@@ -21,12 +21,19 @@
 //!
 //! Scenarios: see [`Scenario`]. Runs are bounded by `--duration` or `--ops`; `--runs R` repeats
 //! the measurement and reports each run and the median and spread.
+//!
+//! **The suite.** `raftlock bench suite --local 3` runs the performance table of issue 15 in one
+//! invocation (see [`suite`]): uncontended at 1, 16 and 64 workers, contended at 16, append at 1
+//! and failover, each row printed beside its goal, its latency as a multiple of the floor and
+//! the CPU per operation of every node and of the client, so that comparing two builds is one
+//! command per build.
 
 pub mod floor;
 pub mod json;
 pub mod local;
 pub mod report;
 mod scenarios;
+pub mod suite;
 #[cfg(test)]
 mod tests;
 
@@ -35,12 +42,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::PossibleValue;
 use clap::{Args, ValueEnum};
 
 use crate::cli::duration;
 use crate::client::{error_chain, Client, ClientOptions};
 use crate::tls::ClientTls;
-pub use report::{Json, LatencyStats, Report, RunReport};
+pub use report::{Json, LatencyStats, Report, RunReport, SuiteReport};
 
 /// A workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -91,6 +99,39 @@ impl Scenario {
     }
 }
 
+/// What `raftlock bench` runs: one scenario, or the whole table of issue 15 (`suite`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// One scenario, `--runs` times.
+    Scenario(Scenario),
+    /// Every row of [`suite::ROWS`], each against a fresh local cluster.
+    Suite,
+}
+
+/// The command line's names: the scenarios' own, then `suite`.
+impl ValueEnum for Workload {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            Workload::Scenario(Scenario::Uncontended),
+            Workload::Scenario(Scenario::Contended),
+            Workload::Scenario(Scenario::Append),
+            Workload::Scenario(Scenario::Sessions),
+            Workload::Scenario(Scenario::Failover),
+            Workload::Suite,
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            Workload::Scenario(scenario) => scenario.to_possible_value(),
+            Workload::Suite => Some(PossibleValue::new("suite").help(
+                "Issue 15's table in one run (--local 3): uncontended at 1, 16 and 64 workers, \
+                 contended at 16, append at 1 and failover, each beside its goal",
+            )),
+        }
+    }
+}
+
 /// How long a run lasts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bound {
@@ -107,13 +148,14 @@ Examples:
   raftlock bench uncontended --local 1 --workers 64 --duration 10s --runs 3
   raftlock bench contended --servers 10.0.0.1:7400,10.0.0.2:7400 --workers 16
   raftlock bench sessions --local 1 --sessions 100000 --json
-  raftlock bench failover --local 3 --kills 5")]
+  raftlock bench failover --local 3 --kills 5
+  raftlock bench suite --local 3 --duration 10s --runs 3 --kills 10")]
 pub struct BenchArgs {
-    /// The workload.
+    /// The workload: one scenario, or `suite` for all of issue 15's table.
     #[arg(value_enum)]
-    pub scenario: Scenario,
+    pub workload: Workload,
     /// Concurrent workers, each with its own session (default: 16 for contended, 4 for
-    /// failover, else 1).
+    /// failover, else 1; the suite sets its own).
     #[arg(long)]
     pub workers: Option<usize>,
     /// Length of each run, e.g. 10s (default 10s unless --ops is given).
@@ -133,18 +175,23 @@ pub struct BenchArgs {
     /// Client connections the workers' sessions share (worker i uses connection i % C).
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
-    /// Repeat the measurement this many times and report the median and spread.
-    #[arg(long, default_value_t = 1)]
-    pub runs: usize,
+    /// Repeat the measurement this many times and report the median and spread (default 1;
+    /// 3 for the suite, whose failover row always makes one run of --kills kills).
+    #[arg(long)]
+    pub runs: Option<usize>,
     /// Sessions to open in the `sessions` scenario (default: --ops, else 10000).
     #[arg(long)]
     pub sessions: Option<u64>,
     /// How long the `sessions` scenario keeps its sessions alive before measuring memory again.
     #[arg(long, default_value = "5s", value_parser = duration::parse_finite)]
     pub hold: Duration,
-    /// Leader kills in the `failover` scenario.
-    #[arg(long, default_value_t = 3)]
-    pub kills: usize,
+    /// Leader kills in the `failover` scenario (default 3; 10 for the suite).
+    #[arg(long)]
+    pub kills: Option<usize>,
+    /// With `suite`: a short version for tests and smoke checks, with smaller worker counts
+    /// (its figures do not compare with the goals).
+    #[arg(long)]
+    pub quick: bool,
     /// Bytes per append in the `append` scenario.
     #[arg(long, default_value_t = 1024)]
     pub append_size: usize,
@@ -241,18 +288,40 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Checks `args` and fills in the defaults.
+    /// Checks `args` (a single scenario; the suite's is [`suite::SuitePlan::new`]) and fills
+    /// in the defaults.
     pub fn new(args: &BenchArgs, servers: &[String]) -> Result<Plan, BenchError> {
+        match args.workload {
+            Workload::Scenario(scenario) => {
+                if args.quick {
+                    return Err(BenchError::Usage("--quick is for `bench suite`".into()));
+                }
+                Plan::for_scenario(args, servers, scenario)
+            }
+            Workload::Suite => Err(BenchError::Usage(
+                "`suite` is several scenarios: plan it with SuitePlan".into(),
+            )),
+        }
+    }
+
+    /// [`Plan::new`] for `scenario`, whatever `args` names (the suite plans each of its rows
+    /// from the same arguments).
+    pub(crate) fn for_scenario(
+        args: &BenchArgs,
+        servers: &[String],
+        scenario: Scenario,
+    ) -> Result<Plan, BenchError> {
         let usage = |m: &str| Err(BenchError::Usage(m.to_string()));
-        let scenario = args.scenario;
         let workers = args.workers.unwrap_or(scenario.default_workers());
+        let runs = args.runs.unwrap_or(1);
+        let kills = args.kills.unwrap_or(3);
         if workers == 0 {
             return usage("--workers must be at least 1");
         }
         if args.connections == 0 {
             return usage("--connections must be at least 1");
         }
-        if args.runs == 0 {
+        if runs == 0 {
             return usage("--runs must be at least 1");
         }
         if args.client_threads == 0 {
@@ -273,7 +342,7 @@ impl Plan {
         if scenario == Scenario::Failover && !matches!(args.local, Some(n) if n >= 3) {
             return usage("failover needs --local 3 (or more): it kills and restarts the leader");
         }
-        if scenario == Scenario::Failover && args.kills == 0 {
+        if kills == 0 {
             return usage("--kills must be at least 1");
         }
         if args.append_size == 0 || args.append_size > crate::protocol::MAX_APPEND {
@@ -302,14 +371,14 @@ impl Plan {
                 _ => workers.min(args.connections),
             },
             bound,
-            runs: args.runs,
+            runs,
             local: args.local,
             local_tls: args.tls,
             tls: None,
             servers,
             sessions,
             hold: args.hold,
-            kills: args.kills,
+            kills,
             append_size: args.append_size,
             ttl: args.ttl,
             client_threads: args.client_threads,
@@ -358,22 +427,36 @@ pub async fn run(plan: &Plan) -> Result<Report, BenchError> {
 /// `raftlock bench`: runs the bench described by `args` against `servers` (unless `--local`)
 /// and prints the report, as text or (`json`) one JSON object on stdout. Exit status 0 when
 /// every operation succeeded, 1 when some failed or the bench could not run, 2 for bad usage.
-/// `tls` is how to reach `servers` over TLS (the CLI's `--ca`).
+/// `tls` is how to reach `servers` over TLS (the CLI's `--ca`). Missed goals of the suite are
+/// figures, not failures: they do not change the exit status.
 pub fn main(args: &BenchArgs, servers: &[String], tls: Option<ClientTls>, json: bool) -> ExitCode {
-    let plan = match Plan::new(args, servers) {
-        Ok(plan) => Plan { tls, ..plan },
+    let planned = match args.workload {
+        Workload::Scenario(_) => Plan::new(args, servers).map(|plan| {
+            Planned::Scenario(Plan {
+                tls: tls.clone(),
+                ..plan
+            })
+        }),
+        Workload::Suite => suite::SuitePlan::new(args, servers).map(Planned::Suite),
+    };
+    let planned = match planned {
+        Ok(planned) => planned,
         Err(error) => {
             eprintln!("raftlock bench: {error}");
             return ExitCode::from(2);
         }
     };
-    let runtime = if plan.client_threads == 1 {
+    let client_threads = match &planned {
+        Planned::Scenario(plan) => plan.client_threads,
+        Planned::Suite(suite) => suite.base.client_threads,
+    };
+    let runtime = if client_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(plan.client_threads)
+            .worker_threads(client_threads)
             .enable_all()
             .build()
     };
@@ -384,23 +467,36 @@ pub fn main(args: &BenchArgs, servers: &[String], tls: Option<ClientTls>, json: 
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(&plan)) {
-        Ok(report) => {
+    let outcome = match &planned {
+        Planned::Scenario(plan) => runtime.block_on(run(plan)).map(|report| {
             let text = if json {
                 format!("{}\n", report.to_json())
             } else {
                 report.to_text()
             };
+            (text, report.errors())
+        }),
+        Planned::Suite(plan) => runtime.block_on(suite::run(plan)).map(|report| {
+            let text = if json {
+                format!("{}\n", report.to_json())
+            } else {
+                report.to_text()
+            };
+            (text, report.errors())
+        }),
+    };
+    match outcome {
+        Ok((text, errors)) => {
             // Not print!, which panics on a full stdout.
             let mut out = std::io::stdout().lock();
             if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
                 eprintln!("raftlock bench: cannot write to stdout: {error}");
                 return ExitCode::from(1);
             }
-            if report.errors() == 0 {
+            if errors == 0 {
                 ExitCode::SUCCESS
             } else {
-                eprintln!("raftlock bench: {} operations failed", report.errors());
+                eprintln!("raftlock bench: {errors} operations failed");
                 ExitCode::from(1)
             }
         }
@@ -409,4 +505,10 @@ pub fn main(args: &BenchArgs, servers: &[String], tls: Option<ClientTls>, json: 
             ExitCode::from(1)
         }
     }
+}
+
+/// A validated `raftlock bench` invocation.
+enum Planned {
+    Scenario(Plan),
+    Suite(suite::SuitePlan),
 }

@@ -1,5 +1,7 @@
 //! What a bench measured and how it is shown: latency percentiles from an HDR histogram, the
-//! per-run report, medians and spread over runs, text for people and JSON for machines.
+//! per-run report, medians and spread over runs, text for people and JSON for machines; and
+//! the suite's report ([`SuiteReport`], whose JSON schema its doc comment gives), which holds
+//! one scenario report per row.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -10,6 +12,7 @@ pub use super::json::{num, object, Json};
 pub use crate::cli::duration::ms;
 
 use super::floor::Floor;
+use super::suite::{bound_text, elapsed_text, grouped, judge, Cmp, GoalResult, Metric, SuiteRow};
 use super::Scenario;
 
 /// A new latency histogram in nanoseconds: 1 ns to 1 hour with 3 significant digits.
@@ -508,5 +511,430 @@ impl Spread {
         } else {
             0.0
         }
+    }
+}
+
+/// What `raftlock bench suite` measured: one [`SuiteRow`] per row of [`super::suite::ROWS`],
+/// each with the whole [`Report`] of its scenario (which holds the floor measured before it).
+///
+/// Its JSON (`--json`, one object on one line):
+///
+/// ```text
+/// {"suite": {"local": 3, "bound": "10s", "runs": 3, "kills": 10, "quick": false},
+///  "floor_ms": SPREAD or null,                   (over the rows' floors)
+///  "load_average": {"start": 1.4, "rows": [1.4, ...], "end": 2.1, "cores": 2},
+///  "elapsed_s": 231.5,
+///  "rows": [{"row": "uncontended@64",            (the key the goals name)
+///            "scenario": "uncontended", "unit": "pairs/s", "workers": 64,
+///            "leader": 2 or null,                (at the row's end; null for failover)
+///            "floor_ms": 0.27 or null,           (measured before the row)
+///            "throughput": SPREAD or null,
+///            "latency": {"name": "acquire p99", "ms": SPREAD or null,
+///                        "x_floor": 12.3 or null},   (the median over the row's floor)
+///            "cpu_us_per_op": {"nodes": [{"id": 1, "median": .., "min": .., "max": ..}],
+///                              "nodes_sum": SPREAD or null, "client": SPREAD or null},
+///            "goals": [GOAL, ...],               (this row's, in GOALS order)
+///            "errors": 0,
+///            "error": null or "why the row could not run",
+///            "report": REPORT or null},          (the scenario's whole report)
+///           ...],
+///  "goals": [GOAL, ...],                         (every goal, in GOALS order)
+///  "goals_met": 2 or null,                       (null under --quick)
+///  "errors": 0}
+/// ```
+///
+/// where SPREAD is `{"median": .., "min": .., "max": ..}` over the row's runs (over the kills
+/// for failover's gap) and GOAL is `{"issue": 15, "row": "uncontended@64", "metric":
+/// "throughput" | "latency_ms" | "nodes_cpu_us_per_op", "goal": "≥ 20,000 pairs/s", "cmp":
+/// "at_least" | "at_most", "target": 20000, "measured": SPREAD or null, "met": true, false or
+/// null}`.
+#[derive(Clone, Debug)]
+pub struct SuiteReport {
+    /// Local nodes per cluster.
+    pub nodes: usize,
+    /// Each run's bound.
+    pub bound: super::Bound,
+    /// Runs per row (failover makes one).
+    pub runs: usize,
+    /// Leader kills of the failover row.
+    pub kills: usize,
+    /// `--quick`: smaller worker counts, goals not judged.
+    pub quick: bool,
+    /// The rows, in the order they ran.
+    pub rows: Vec<SuiteRow>,
+    /// The 1-minute load average when the suite started.
+    pub load_start: Option<f64>,
+    /// And when it ended.
+    pub load_end: Option<f64>,
+    /// The machine's cores.
+    pub cores: usize,
+    /// How long the whole suite took.
+    pub elapsed: Duration,
+}
+
+impl SuiteReport {
+    /// Failed operations over all rows (a row that could not run counts as one).
+    pub fn errors(&self) -> u64 {
+        self.rows.iter().map(SuiteRow::errors).sum()
+    }
+
+    /// Every goal beside its figure.
+    pub fn goals(&self) -> Vec<GoalResult> {
+        judge(&self.rows, self.nodes, self.quick)
+    }
+
+    /// The rows' floors, in milliseconds.
+    pub fn floors(&self) -> Option<Spread> {
+        Spread::of(
+            self.rows
+                .iter()
+                .filter_map(|r| Some(ms(r.floor()?.total()))),
+        )
+    }
+
+    /// The report as one JSON object (schema above).
+    pub fn to_json(&self) -> Json {
+        let spread = |s: Option<Spread>| s.map_or(Json::Null, Spread::to_json);
+        let goals = self.goals();
+        let goal_json = |g: &GoalResult| {
+            object([
+                ("issue", Json::from(g.goal.issue)),
+                ("row", Json::String(g.goal.row.into())),
+                ("metric", Json::String(g.goal.metric.name().into())),
+                ("goal", Json::String(g.goal.describe())),
+                (
+                    "cmp",
+                    Json::String(
+                        match g.goal.cmp {
+                            Cmp::AtLeast => "at_least",
+                            Cmp::AtMost => "at_most",
+                        }
+                        .into(),
+                    ),
+                ),
+                ("target", num(g.goal.target)),
+                ("measured", spread(g.measured)),
+                ("met", g.met.map_or(Json::Null, Json::Bool)),
+            ])
+        };
+        let rows = self
+            .rows
+            .iter()
+            .map(|row| {
+                let latency = row.latency();
+                let nodes = row
+                    .node_cpu()
+                    .into_iter()
+                    .map(|(id, s)| {
+                        object([
+                            ("id", Json::from(id)),
+                            ("median", num(s.median)),
+                            ("min", num(s.min)),
+                            ("max", num(s.max)),
+                        ])
+                    })
+                    .collect();
+                object([
+                    ("row", Json::String(row.spec.key.into())),
+                    ("scenario", Json::String(row.spec.scenario.name().into())),
+                    ("unit", Json::String(row.spec.scenario.unit().into())),
+                    ("workers", Json::from(row.workers as u64)),
+                    ("leader", row.leader.map_or(Json::Null, Json::from)),
+                    (
+                        "floor_ms",
+                        row.floor().map_or(Json::Null, |f| num(ms(f.total()))),
+                    ),
+                    ("throughput", spread(row.throughput())),
+                    (
+                        "latency",
+                        object([
+                            ("name", Json::String(row.spec.headline.label())),
+                            ("ms", spread(latency)),
+                            ("x_floor", row.x_floor().map_or(Json::Null, num)),
+                        ]),
+                    ),
+                    (
+                        "cpu_us_per_op",
+                        object([
+                            ("nodes", Json::Array(nodes)),
+                            ("nodes_sum", spread(row.nodes_cpu_sum(self.nodes))),
+                            ("client", spread(row.client_cpu())),
+                        ]),
+                    ),
+                    (
+                        "goals",
+                        Json::Array(
+                            goals
+                                .iter()
+                                .filter(|g| g.goal.row == row.spec.key)
+                                .map(goal_json)
+                                .collect(),
+                        ),
+                    ),
+                    ("errors", Json::from(row.errors())),
+                    (
+                        "error",
+                        row.outcome
+                            .as_ref()
+                            .err()
+                            .map_or(Json::Null, |e| Json::String(e.clone())),
+                    ),
+                    ("report", row.report().map_or(Json::Null, Report::to_json)),
+                ])
+            })
+            .collect();
+        let load = |l: Option<f64>| l.map_or(Json::Null, num);
+        object([
+            (
+                "suite",
+                object([
+                    ("local", Json::from(self.nodes as u64)),
+                    ("bound", Json::String(bound_text(self.bound))),
+                    ("runs", Json::from(self.runs as u64)),
+                    ("kills", Json::from(self.kills as u64)),
+                    ("quick", Json::Bool(self.quick)),
+                ]),
+            ),
+            ("floor_ms", spread(self.floors())),
+            (
+                "load_average",
+                object([
+                    ("start", load(self.load_start)),
+                    (
+                        "rows",
+                        Json::Array(self.rows.iter().map(|r| load(r.load)).collect()),
+                    ),
+                    ("end", load(self.load_end)),
+                    ("cores", Json::from(self.cores as u64)),
+                ]),
+            ),
+            ("elapsed_s", num(self.elapsed.as_secs_f64())),
+            ("rows", Json::Array(rows)),
+            ("goals", Json::Array(goals.iter().map(goal_json).collect())),
+            (
+                "goals_met",
+                if self.quick {
+                    Json::Null
+                } else {
+                    Json::from(goals.iter().filter(|g| g.met == Some(true)).count() as u64)
+                },
+            ),
+            ("errors", Json::from(self.errors())),
+        ])
+    }
+
+    /// The report as text: a header, then one Markdown table (rows beside their goals, ready
+    /// to paste into docs/performance.md), then the failover gaps and the rows' notes.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "raftlock bench suite: --local {}, a fresh cluster per row, {} per run, {} run(s) per row \
+             (failover: one run of {} leader kills){}; took {}",
+            self.nodes,
+            bound_text(self.bound),
+            self.runs,
+            self.kills,
+            if self.quick {
+                ", --quick: fewer workers, goals not judged"
+            } else {
+                ""
+            },
+            elapsed_text(self.elapsed)
+        );
+        let floors: Vec<String> = self
+            .rows
+            .iter()
+            .filter_map(|r| {
+                let f = r.floor()?;
+                Some(format!(
+                    "{} ({} + {})",
+                    ms_text(ms(f.total())),
+                    ms_text(ms(f.fsync)),
+                    ms_text(ms(f.rtt))
+                ))
+            })
+            .collect();
+        if floors.is_empty() {
+            let _ = writeln!(out, "floor: not measured");
+        } else {
+            let _ = writeln!(
+                out,
+                "floor before each row (ms; fdatasync of a 4 KiB overwrite + loopback RTT): {}",
+                floors.join(" / ")
+            );
+        }
+        let load = |l: Option<f64>| l.map_or("?".to_string(), |l| format!("{l:.2}"));
+        let _ = writeln!(
+            out,
+            "machine load average (1 min): {} at the start, {} at each row's start, {} at the end; {} cores",
+            load(self.load_start),
+            self.rows
+                .iter()
+                .map(|r| load(r.load))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            load(self.load_end),
+            self.cores
+        );
+        let goals = self.goals();
+        let _ = writeln!(out);
+        let node_ids: Vec<String> = (1..=self.nodes).map(|i| format!("n{i}")).collect();
+        let _ = writeln!(
+            out,
+            "| row | throughput, median (min–max) | latency (ms), median (min–max) | × floor | goal (issue) | met | CPU µs/op {} (* leader) | nodes Σ | client |",
+            node_ids.join(" / ")
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        let met_text = |m: Option<bool>| match m {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "–",
+        };
+        for row in &self.rows {
+            let label = if self.quick {
+                format!("{}@{} (quick)", row.spec.scenario.name(), row.workers)
+            } else {
+                row.spec.key.to_string()
+            };
+            if let Err(error) = &row.outcome {
+                let _ = writeln!(out, "| {label} | failed: {error} | | | | | | | |");
+                continue;
+            }
+            // The nodes' sum has a row of its own below, as in the issue's table.
+            let mine: Vec<&GoalResult> = goals
+                .iter()
+                .filter(|g| g.goal.row == row.spec.key && g.goal.metric != Metric::NodesCpu)
+                .collect();
+            let latency = row.latency();
+            let cpu = row
+                .node_cpu()
+                .into_iter()
+                .map(|(id, s)| {
+                    let star = if row.leader == Some(id) { "*" } else { "" };
+                    format!("{}{star}", us_text(s.median))
+                })
+                .collect::<Vec<_>>();
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.throughput().map_or("–".into(), |t| format!(
+                    "{} {}",
+                    spread_text(t, grouped),
+                    row.spec.scenario.unit()
+                )),
+                latency.map_or("–".into(), |l| format!(
+                    "{} {}",
+                    row.spec.headline.label(),
+                    spread_text(l, ms_text)
+                )),
+                row.x_floor().map_or("–".into(), |x| format!("{x:.1}")),
+                if mine.is_empty() {
+                    "–".to_string()
+                } else {
+                    mine.iter()
+                        .map(|g| format!("{} (#{})", g.goal.describe(), g.goal.issue))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+                if mine.is_empty() {
+                    "–".to_string()
+                } else {
+                    mine.iter()
+                        .map(|g| met_text(g.met))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                },
+                if cpu.is_empty() {
+                    "–".to_string()
+                } else {
+                    cpu.join(" / ")
+                },
+                row.nodes_cpu_sum(self.nodes)
+                    .map_or("–".into(), |s| spread_text(s, us_text)),
+                row.client_cpu().map_or("–".into(), |s| us_text(s.median)),
+            );
+        }
+        for g in goals.iter().filter(|g| g.goal.metric == Metric::NodesCpu) {
+            let _ = writeln!(
+                out,
+                "| server CPU per op at {} ({} nodes summed) | | | | {} (#{}) | {} | | {} | |",
+                g.goal.row,
+                self.nodes,
+                g.goal.describe(),
+                g.goal.issue,
+                met_text(g.met),
+                g.measured.map_or("–".into(), |s| spread_text(s, us_text)),
+            );
+        }
+        if !self.quick {
+            let _ = writeln!(
+                out,
+                "\ngoals met: {} of {}",
+                goals.iter().filter(|g| g.met == Some(true)).count(),
+                goals.len()
+            );
+        }
+        for row in &self.rows {
+            let Some(report) = row.report() else { continue };
+            let gaps: Vec<String> = report
+                .runs
+                .iter()
+                .flat_map(|r| r.gaps.iter().map(|g| format!("{:.0}", ms(*g))))
+                .collect();
+            if !gaps.is_empty() {
+                let _ = writeln!(out, "{}: gaps (ms) {}", row.spec.key, gaps.join(", "));
+            }
+            for (i, run) in report.runs.iter().enumerate() {
+                for note in run.notes.iter().filter(|n| !n.starts_with(LOAD_NOTE)) {
+                    let _ = writeln!(out, "{} run {}: note: {note}", row.spec.key, i + 1);
+                }
+                if run.errors > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{} run {}: {} of {} operations failed",
+                        row.spec.key,
+                        i + 1,
+                        run.errors,
+                        run.ops
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// How each run's note on the machine's load begins (the suite prints the load once, itself).
+pub const LOAD_NOTE: &str = "machine load average (1 min):";
+
+/// `s` as `median (min–max)`, or just the median when every run gave the same figure.
+fn spread_text(s: Spread, f: impl Fn(f64) -> String) -> String {
+    if s.min == s.max {
+        f(s.median)
+    } else {
+        format!("{} ({}–{})", f(s.median), f(s.min), f(s.max))
+    }
+}
+
+/// Milliseconds with three significant figures or so.
+fn ms_text(x: f64) -> String {
+    if x < 1.0 {
+        format!("{x:.3}")
+    } else if x < 10.0 {
+        format!("{x:.2}")
+    } else if x < 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// Microseconds: whole from 100 up, one decimal below.
+fn us_text(x: f64) -> String {
+    if x >= 100.0 {
+        grouped(x)
+    } else {
+        format!("{x:.1}")
     }
 }

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 
 use super::floor::{self, Floor};
 use super::local::{self, LocalCluster};
-use super::report::{histogram, record, LatencyStats, NodeSample, Report, RunReport};
+use super::report::{histogram, record, LatencyStats, NodeSample, Report, RunReport, LOAD_NOTE};
 use super::{connect_clients, BenchError, Bound, Plan, Scenario};
 use crate::client::{error_chain, Client, Error, Session, Wait};
 use crate::lockspace::Fence;
@@ -33,38 +33,72 @@ fn lock_cluster(cluster: &Cluster) -> std::sync::MutexGuard<'_, LocalCluster> {
 
 /// Starts local nodes if asked, measures the floor, waits for a leader and makes the runs.
 pub(super) async fn run(plan: &Plan) -> Result<Report, BenchError> {
-    let cluster: Option<Cluster> = match plan.local {
-        Some(n) => {
-            let binary = match &plan.raftlockd {
-                Some(path) => path.clone(),
-                None => local::find_raftlockd()?,
-            };
-            let root = plan.data_root.clone();
-            let tls = plan.local_tls;
-            let started =
-                tokio::task::spawn_blocking(move || LocalCluster::start(binary, &root, n, tls))
-                    .await
-                    .map_err(|e| BenchError::Local(format!("start task failed: {e}")))??;
-            Some(Arc::new(Mutex::new(started)))
-        }
-        None => None,
-    };
-    let (servers, tls) = match &cluster {
-        Some(c) => {
-            let c = lock_cluster(c);
-            (c.addrs(), c.tls.clone())
-        }
-        None => (plan.servers.clone(), plan.tls.clone()),
-    };
+    let target = Target::start(plan).await?;
     let floor = measure_floor(plan).await?;
-    wait_for_leader(&servers, tls.as_ref()).await?;
+    run_on(plan, &target, floor).await
+}
+
+/// What a bench drives: the local cluster it started (if any), and how clients reach it.
+pub(super) struct Target {
+    cluster: Option<Cluster>,
+    servers: Vec<String>,
+    tls: Option<ClientTls>,
+}
+
+impl Target {
+    /// Starts `plan.local` nodes (their data under a fresh directory), or names `plan.servers`.
+    /// Dropping the target kills the local nodes and removes their data.
+    pub(super) async fn start(plan: &Plan) -> Result<Target, BenchError> {
+        let Some(n) = plan.local else {
+            return Ok(Target {
+                cluster: None,
+                servers: plan.servers.clone(),
+                tls: plan.tls.clone(),
+            });
+        };
+        let binary = match &plan.raftlockd {
+            Some(path) => path.clone(),
+            None => local::find_raftlockd()?,
+        };
+        let root = plan.data_root.clone();
+        let tls = plan.local_tls;
+        let started =
+            tokio::task::spawn_blocking(move || LocalCluster::start(binary, &root, n, tls))
+                .await
+                .map_err(|e| BenchError::Local(format!("start task failed: {e}")))??;
+        Ok(Target {
+            servers: started.addrs(),
+            tls: started.tls.clone(),
+            cluster: Some(Arc::new(Mutex::new(started))),
+        })
+    }
+
+    /// The local node that is leader now, if this is a local cluster and one is.
+    pub(super) async fn leader(&self) -> Option<u64> {
+        find_leader(self.cluster.as_ref()?).await
+    }
+}
+
+/// Waits for a leader on `target` and makes `plan.runs` runs of `plan.scenario`; `floor` is
+/// the machine's, measured beforehand (or not at all).
+pub(super) async fn run_on(
+    plan: &Plan,
+    target: &Target,
+    floor: Option<Floor>,
+) -> Result<Report, BenchError> {
+    let (servers, tls, cluster) = (
+        &target.servers,
+        target.tls.as_ref(),
+        target.cluster.as_ref(),
+    );
+    wait_for_leader(servers, tls).await?;
     let mut runs = Vec::with_capacity(plan.runs);
     for index in 0..plan.runs {
         let ctx = RunContext {
             plan,
-            servers: &servers,
-            tls: tls.as_ref(),
-            cluster: cluster.as_ref(),
+            servers,
+            tls,
+            cluster,
             tag: format!("bench-{}-{index}", std::process::id()),
             label: format!("{} run {}/{}", plan.scenario.name(), index + 1, plan.runs),
         };
@@ -98,7 +132,8 @@ pub(super) async fn run(plan: &Plan) -> Result<Report, BenchError> {
     })
 }
 
-async fn measure_floor(plan: &Plan) -> Result<Option<Floor>, BenchError> {
+/// Measures the machine's floor as `plan` asks (`None` with `--fsync-samples 0`).
+pub(super) async fn measure_floor(plan: &Plan) -> Result<Option<Floor>, BenchError> {
     if plan.fsync_samples == 0 {
         return Ok(None);
     }
@@ -316,7 +351,7 @@ impl Meter {
         if let (Some(start), Some(end)) = (self.load, local::load_average()) {
             let cores = std::thread::available_parallelism().map_or(0, usize::from);
             notes.push(format!(
-                "machine load average (1 min): {start:.2} at the start, {end:.2} at the end, {cores} cores"
+                "{LOAD_NOTE} {start:.2} at the start, {end:.2} at the end, {cores} cores"
             ));
         }
         RunReport {

@@ -9,7 +9,8 @@ use super::floor::Floor;
 use super::local::{parse_stat_cpu, parse_vm_rss};
 use super::report::{histogram, record, LatencyStats, NodeSample, Report, RunReport, Spread};
 use super::scenarios::{gaps, handoffs, Grant, Release};
-use super::{BenchError, Bound, Plan, Scenario};
+use super::suite::{self, judge, row_spec, SuitePlan, SuiteRow, GOALS, ROWS};
+use super::{BenchError, Bound, Plan, Scenario, SuiteReport};
 use crate::cli::{Cli, Command};
 
 fn plan(args: &[&str]) -> Result<Plan, BenchError> {
@@ -88,6 +89,8 @@ fn unrunnable_arguments_are_refused() {
         &["bench", "append", "--append-size", "2000000"],
         &["bench", "nosuchscenario"],
         &["bench", "uncontended", "--duration", "soon"],
+        &["bench", "uncontended", "--quick"],
+        &["bench", "suite", "--local", "3"],
     ] {
         assert!(plan(bad).is_err(), "{bad:?} was accepted");
     }
@@ -346,4 +349,273 @@ fn text_report_names_every_run_and_the_median() {
         text.contains("floor: fdatasync of a 4 KiB write 0.900 ms"),
         "{text}"
     );
+}
+
+fn suite_plan(args: &[&str]) -> Result<SuitePlan, BenchError> {
+    let mut argv = vec!["raftlock", "bench", "suite"];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).map_err(|e| BenchError::Usage(e.to_string()))?;
+    match cli.command {
+        Command::Bench(args) => SuitePlan::new(&args, &cli.servers),
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+#[test]
+fn suite_arguments_parse_with_the_suites_defaults() {
+    let s = suite_plan(&["--local", "3"]).expect("valid");
+    assert_eq!(s.base.runs, 3);
+    assert_eq!(s.base.kills, 10);
+    assert_eq!(s.base.bound, Bound::Duration(Duration::from_secs(10)));
+    assert_eq!(s.base.local, Some(3));
+    assert!(!s.quick);
+    let workers: Vec<(Scenario, usize, usize)> = ROWS
+        .iter()
+        .map(|r| {
+            let p = s.row_plan(r);
+            (p.scenario, p.workers, p.runs)
+        })
+        .collect();
+    assert_eq!(
+        workers,
+        vec![
+            (Scenario::Uncontended, 1, 3),
+            (Scenario::Uncontended, 16, 3),
+            (Scenario::Uncontended, 64, 3),
+            (Scenario::Contended, 16, 3),
+            (Scenario::Append, 1, 3),
+            (Scenario::Failover, 4, 1),
+        ],
+        "failover makes one run of --kills kills"
+    );
+    assert_eq!(
+        s.row_plan(&ROWS[2]).clients,
+        8,
+        "64 workers over 8 connections"
+    );
+
+    let s = suite_plan(&[
+        "--local",
+        "3",
+        "--duration",
+        "1s",
+        "--runs",
+        "1",
+        "--kills",
+        "1",
+        "--quick",
+    ])
+    .expect("valid");
+    assert_eq!((s.base.runs, s.base.kills, s.quick), (1, 1, true));
+    assert_eq!(s.row_plan(&ROWS[2]).workers, 4);
+    assert_eq!(s.row_plan(&ROWS[3]).workers, 4);
+
+    for bad in [
+        &[][..],
+        &["--local", "1"],
+        &["--servers", "a:1", "--local", "2"],
+        &["--local", "3", "--workers", "8"],
+        &["--local", "3", "--runs", "0"],
+        &["--local", "3", "--kills", "0"],
+        &["--local", "3", "--duration", "0s"],
+    ] {
+        assert!(suite_plan(bad).is_err(), "suite {bad:?} was accepted");
+    }
+}
+
+#[test]
+fn every_goal_names_a_row_of_the_suite() {
+    assert_eq!(GOALS.len(), 9, "issue 15's table: 8 goals and append's");
+    for goal in GOALS {
+        assert_eq!(goal.issue, 15);
+        assert!(row_spec(goal.row).is_some(), "{goal:?} names no row");
+    }
+    let keys: Vec<&str> = ROWS.iter().map(|r| r.key).collect();
+    let mut unique = keys.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(keys.len(), unique.len(), "row keys are unique: {keys:?}");
+    let described: Vec<String> = GOALS.iter().map(|g| g.describe()).collect();
+    assert_eq!(described[2], "≥ 20,000 pairs/s");
+    assert_eq!(described[3], "acquire p99 ≤ 3 ms");
+    assert_eq!(described[6], "hand-off p50 ≤ 0.5 ms");
+    assert_eq!(described[8], "failover gap ≤ 100 ms");
+    assert_eq!(suite::grouped(1_234_567.4), "1,234,567");
+    assert_eq!(suite::grouped(999.6), "1,000");
+    assert_eq!(suite::grouped(12.0), "12");
+}
+
+/// A suite report whose every row is `sample_report()` (4 latencies of 0.1-0.4 ms, 1000 to
+/// 3000 ops/s over 3 runs, one node at 500 ms of CPU), the failover row with gaps.
+fn sample_suite(quick: bool) -> SuiteReport {
+    let rows = ROWS
+        .iter()
+        .map(|spec| {
+            let mut report = sample_report();
+            report.scenario = spec.scenario;
+            if spec.scenario == Scenario::Failover {
+                report.runs.truncate(1);
+                report.runs[0].gaps = vec![Duration::from_millis(80), Duration::from_millis(120)];
+                report.runs[0].nodes.clear();
+            }
+            for run in &mut report.runs {
+                run.latencies = ["acquire", "handoff_from_send", "cycle"]
+                    .iter()
+                    .map(|name| LatencyStats {
+                        name: (*name).into(),
+                        ..run.latencies[0].clone()
+                    })
+                    .collect();
+            }
+            SuiteRow {
+                spec,
+                workers: spec.workers,
+                outcome: Ok(report),
+                leader: Some(1),
+                load: Some(1.5),
+            }
+        })
+        .collect();
+    SuiteReport {
+        nodes: 1,
+        bound: Bound::Duration(Duration::from_secs(1)),
+        runs: 3,
+        kills: 2,
+        quick,
+        rows,
+        load_start: Some(1.0),
+        load_end: Some(2.0),
+        cores: 2,
+        elapsed: Duration::from_secs(75),
+    }
+}
+
+#[test]
+fn goals_are_judged_on_the_rows_medians() {
+    let report = sample_suite(false);
+    let results = judge(&report.rows, 1, false);
+    let met: Vec<Option<bool>> = results.iter().map(|g| g.met).collect();
+    // Throughput median 2000/s: meets 800, 1500 and 500, misses 10,000 and 20,000. Acquire
+    // p99 0.4 ms meets 3 ms; hand-off p50 0.2 ms meets 0.5 ms; 500 us of one node's CPU per op
+    // misses 50 us; the failover gaps' median (80, 120) is 100 ms, which meets <= 100.
+    assert_eq!(
+        met,
+        [true, false, false, true, false, true, true, true, true].map(Some)
+    );
+    let gap = results[8].measured.expect("gaps");
+    assert_eq!((gap.median, gap.min, gap.max), (100.0, 80.0, 120.0));
+    assert!(judge(&report.rows, 1, true).iter().all(|g| g.met.is_none()));
+    assert!(
+        judge(&report.rows, 3, false)[4].measured.is_none(),
+        "no run measured 3 nodes"
+    );
+}
+
+#[test]
+fn suite_json_has_the_documented_shape() {
+    let report = sample_suite(false);
+    let json = report.to_json();
+    let text = json.to_string();
+    assert!(text.starts_with("{\"suite\":{\"local\":1,\"bound\":\"1s\",\"runs\":3,"));
+    for key in [
+        "suite",
+        "floor_ms",
+        "load_average",
+        "elapsed_s",
+        "rows",
+        "goals",
+        "goals_met",
+        "errors",
+    ] {
+        assert!(json.get(key).is_some(), "no {key} in {text}");
+    }
+    assert_eq!(json.get("goals_met"), Some(&super::Json::from(6)));
+    let super::Json::Array(rows) = json.get("rows").expect("rows") else {
+        panic!("rows is not an array");
+    };
+    assert_eq!(rows.len(), ROWS.len());
+    let row = &rows[2];
+    for key in [
+        "row",
+        "scenario",
+        "unit",
+        "workers",
+        "leader",
+        "floor_ms",
+        "throughput",
+        "latency",
+        "cpu_us_per_op",
+        "goals",
+        "errors",
+        "error",
+        "report",
+    ] {
+        assert!(row.get(key).is_some(), "no {key} in a row");
+    }
+    assert_eq!(row.get("row"), Some(&super::Json::from("uncontended@64")));
+    // acquire p99 0.4 ms over a 1 ms floor.
+    assert_eq!(
+        row.get("latency").map(ToString::to_string).as_deref(),
+        Some("{\"name\":\"acquire p99\",\"ms\":{\"median\":0.4,\"min\":0.4,\"max\":0.4},\"x_floor\":0.4}")
+    );
+    let cpu = row.get("cpu_us_per_op").expect("cpu");
+    // 500 ms of CPU over 1000, 3000 and 2000 ops: 500, 166.667 and 250 us per op.
+    assert_eq!(
+        cpu.get("nodes").map(ToString::to_string).as_deref(),
+        Some("[{\"id\":1,\"median\":250,\"min\":166.667,\"max\":500}]")
+    );
+    assert!(cpu.get("nodes_sum").is_some() && cpu.get("client").is_some());
+    let super::Json::Array(goals) = row.get("goals").expect("goals") else {
+        panic!("goals is not an array");
+    };
+    assert_eq!(
+        goals.len(),
+        3,
+        "throughput, p99 and the nodes' CPU at 64 workers"
+    );
+    for key in [
+        "issue", "row", "metric", "goal", "cmp", "target", "measured", "met",
+    ] {
+        assert!(goals[0].get(key).is_some(), "no {key} in a goal");
+    }
+    assert_eq!(
+        row.get("report")
+            .and_then(|r| r.get("scenario"))
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("\"uncontended\"")
+    );
+}
+
+#[test]
+fn suite_text_is_one_table_with_every_row_and_goal() {
+    let text = sample_suite(false).to_text();
+    assert!(
+        text.contains("+ loopback RTT): 1.00 (0.900 + 0.100) / 1.00 (0.900 + 0.100) / "),
+        "{text}"
+    );
+    assert!(
+        text.contains("1.00 at the start, 1.50 / 1.50 / 1.50 / 1.50 / 1.50 / 1.50 at each row's start, 2.00 at the end; 2 cores"),
+        "{text}"
+    );
+    for row in ROWS {
+        assert!(
+            text.contains(&format!("| {} | ", row.key)),
+            "no {} in {text}",
+            row.key
+        );
+    }
+    assert!(
+        text.contains("| uncontended@64 | 2,000 (1,000–3,000) pairs/s | acquire p99 0.400 | 0.4 | ≥ 20,000 pairs/s (#15); acquire p99 ≤ 3 ms (#15) | no; yes | 250* | 250 (167–500) | 50.0 |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("| server CPU per op at uncontended@64 (1 nodes summed) |"),
+        "{text}"
+    );
+    assert!(text.contains("goals met: 6 of 9"), "{text}");
+    assert!(text.contains("failover: gaps (ms) 80, 120"), "{text}");
+    let quick = sample_suite(true).to_text();
+    assert!(quick.contains("| uncontended@64 (quick) |"), "{quick}");
+    assert!(!quick.contains("goals met"), "{quick}");
 }
