@@ -2,7 +2,7 @@
 //!
 //! The suite runs the rows of [`ROWS`] one after another (uncontended at 1, 16 and 64 workers,
 //! contended at 16, append at 1, failover) with the scenarios' own code
-//! ([`super::scenarios`]), measures the machine's floor before each row, and judges each row
+//! (`super::scenarios`), measures the machine's floor before each row, and judges each row
 //! against the
 //! goals of [`GOALS`], which copy the issue's table. A row shows its throughput (median and
 //! min–max over `--runs`), one latency that matters for it (the goal's, where the issue sets
