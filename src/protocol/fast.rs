@@ -364,4 +364,315 @@ mod tests {
             );
         });
     }
+
+    /// Every client request type, with generated fields: those the fast path covers and
+    /// several it does not (`Hello`, `Files`, `Sessions`, `RevokeSession`, membership, ...).
+    fn any_request() -> impl proptest::strategy::Strategy<Value = Request> {
+        use crate::protocol::message::Role;
+        use proptest::prelude::*;
+        let name = || "[a-zé/._-]{0,40}";
+        let mode = || prop_oneof![Just(LockMode::Exclusive), Just(LockMode::Shared)];
+        let id = || any::<u64>();
+        prop_oneof![
+            (any::<u32>(), any::<bool>(), proptest::option::of(name())).prop_map(
+                |(version, peer, token)| Request::Hello {
+                    version,
+                    role: if peer { Role::Peer } else { Role::Client },
+                    token,
+                }
+            ),
+            (id(), id(), id(), proptest::option::of(name())).prop_map(
+                |(id, nonce, ttl_ms, owner)| Request::OpenSession {
+                    id,
+                    nonce,
+                    ttl_ms,
+                    owner
+                }
+            ),
+            (id(), id(), id()).prop_map(|(id, session, token)| Request::KeepAlive {
+                id,
+                session,
+                token
+            }),
+            (id(), id(), id(), id()).prop_map(|(id, session, token, seq)| {
+                Request::CloseSession {
+                    id,
+                    session,
+                    token,
+                    seq,
+                }
+            }),
+            (
+                (id(), id(), id(), id()),
+                name(),
+                mode(),
+                proptest::option::of(id()),
+                proptest::option::of(id())
+            )
+                .prop_map(
+                    |((id, session, token, seq), lock, mode, wait_ms, hold_ms)| {
+                        Request::Acquire {
+                            id,
+                            session,
+                            token,
+                            seq,
+                            lock,
+                            mode,
+                            wait_ms,
+                            hold_ms,
+                        }
+                    }
+                ),
+            ((id(), id(), id(), id()), name()).prop_map(|((id, session, token, seq), lock)| {
+                Request::Release {
+                    id,
+                    session,
+                    token,
+                    seq,
+                    lock,
+                }
+            }),
+            ((id(), id(), id(), id()), name(), id()).prop_map(
+                |((id, session, token, seq), lock, acquire_seq)| Request::Cancel {
+                    id,
+                    session,
+                    token,
+                    seq,
+                    lock,
+                    acquire_seq,
+                }
+            ),
+            ((id(), id(), id(), id()), name(), id(), id()).prop_map(
+                |((id, session, token, seq), lock, fence, hold_ms)| Request::Extend {
+                    id,
+                    session,
+                    token,
+                    seq,
+                    lock,
+                    fence,
+                    hold_ms,
+                }
+            ),
+            (
+                (id(), id(), id(), id()),
+                name(),
+                name(),
+                id(),
+                proptest::collection::vec(any::<u8>(), 0..300)
+            )
+                .prop_map(|((id, session, token, seq), file, lock, fence, data)| {
+                    Request::Append {
+                        id,
+                        session,
+                        token,
+                        seq,
+                        file,
+                        lock,
+                        fence,
+                        data,
+                    }
+                }),
+            ((id(), id(), id(), id()), name(), name(), id(), id()).prop_map(
+                |((id, session, token, seq), file, lock, fence, size)| Request::Truncate {
+                    id,
+                    session,
+                    token,
+                    seq,
+                    file,
+                    lock,
+                    fence,
+                    size,
+                }
+            ),
+            ((id(), id(), id(), id()), name(), name(), id()).prop_map(
+                |((id, session, token, seq), file, lock, fence)| Request::Delete {
+                    id,
+                    session,
+                    token,
+                    seq,
+                    file,
+                    lock,
+                    fence,
+                }
+            ),
+            (id(), proptest::option::of(name()), any::<bool>())
+                .prop_map(|(id, prefix, stale)| Request::Files { id, prefix, stale }),
+            (id(), name(), id(), id(), any::<bool>()).prop_map(|(id, file, offset, len, stale)| {
+                Request::Read {
+                    id,
+                    file,
+                    offset,
+                    len,
+                    stale,
+                }
+            }),
+            (id(), proptest::option::of(name()), any::<bool>())
+                .prop_map(|(id, prefix, stale)| Request::Locks { id, prefix, stale }),
+            id().prop_map(|id| Request::Status { id }),
+            id().prop_map(|id| Request::Sessions { id }),
+            (id(), id(), any::<bool>()).prop_map(|(id, session_id, force)| {
+                Request::RevokeSession {
+                    id,
+                    session_id,
+                    force,
+                }
+            }),
+            (id(), id(), name()).prop_map(|(id, node_id, addr)| Request::AddMember {
+                id,
+                node_id,
+                addr
+            }),
+            (id(), id()).prop_map(|(id, node_id)| Request::RemoveMember { id, node_id }),
+            (id(), proptest::option::of(id()))
+                .prop_map(|(id, node_id)| Request::TransferLeader { id, node_id }),
+            id().prop_map(|id| Request::SnapshotSave { id }),
+        ]
+    }
+
+    /// The body our client library sends for `request`: encoded by the client's own codec,
+    /// with the frame header stripped.
+    fn client_body(request: &Request) -> Vec<u8> {
+        use tokio_util::codec::Encoder;
+        let mut codec = crate::protocol::codec::ClientCodec::default();
+        let mut frame = bytes::BytesMut::new();
+        codec.encode(request.clone(), &mut frame).unwrap();
+        frame[crate::protocol::codec::HEADER_LEN..].to_vec()
+    }
+
+    /// A map (fixmap or map 16) of the given encoded entries.
+    fn map_of(entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut map = Vec::new();
+        match u8::try_from(entries.len()) {
+            Ok(n) if n < 16 => map.push(0x80 | n),
+            _ => {
+                map.push(0xde);
+                map.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+            }
+        }
+        for entry in entries {
+            map.extend_from_slice(entry);
+        }
+        map
+    }
+
+    /// Pin: the client library writes `type` as the first key for every request type (so the
+    /// fast path is what our clients hit), and for every type the fast path covers it is taken.
+    #[test]
+    fn the_client_encoder_writes_type_first_for_every_request_type() {
+        use proptest::prelude::*;
+        proptest!(|(request in any_request())| {
+            let body = client_body(&request);
+            prop_assert!(matches!(body[0], 0x81..=0x8f), "not a fixmap: {:#04x}", body[0]);
+            prop_assert_eq!(&body[1..6], b"\xa4type");
+            let covered = !matches!(
+                request,
+                Request::Hello { .. }
+                    | Request::Files { .. }
+                    | Request::Sessions { .. }
+                    | Request::RevokeSession { .. }
+                    | Request::AddMember { .. }
+                    | Request::RemoveMember { .. }
+                    | Request::TransferLeader { .. }
+                    | Request::SnapshotSave { .. }
+            );
+            if covered {
+                prop_assert_eq!(decode_request(&body), Some(request));
+            }
+        });
+    }
+
+    /// Equivalence over every request type: the client's body, then its fields shuffled,
+    /// unknown fields added, and the result cut short or a byte flipped. The fast path plus
+    /// fallback ([`decode_body`]) gives exactly the general decoder's result (the same request
+    /// or the same error with the same id), and a body with only its field order changed is
+    /// served exactly as the canonical one.
+    #[test]
+    fn fast_path_plus_fallback_equals_the_general_decoder_on_every_request_type() {
+        use crate::protocol::decode_body;
+        use proptest::prelude::*;
+        let config = ProptestConfig {
+            cases: 2048,
+            ..ProptestConfig::default()
+        };
+        proptest!(config, |(request in any_request(),
+                            order in any::<u64>(),
+                            extra in proptest::collection::vec(("[a-z_]{1,12}", any::<u32>()), 0..3),
+                            extra_at in any::<prop::sample::Index>(),
+                            mutation in 0..3u8,
+                            at in any::<prop::sample::Index>(),
+                            byte in any::<u8>())| {
+            let body = client_body(&request);
+            prop_assert_eq!(decode_body::<Request>(&body), Ok(request.clone()));
+            let entries = crate::protocol::scan::map_entries(&body).unwrap();
+            let mut entries: Vec<Vec<u8>> = entries
+                .iter()
+                .map(|e| body[e.key.start..e.value.end].to_vec())
+                .collect();
+            // A deterministic shuffle drawn from `order` (Fisher-Yates over a tiny LCG).
+            let mut state = order | 1;
+            for i in (1..entries.len()).rev() {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                entries.swap(i, (state >> 33) as usize % (i + 1));
+            }
+            let shuffled = map_of(&entries);
+            prop_assert_eq!(decode_body::<Request>(&shuffled), Ok(request.clone()));
+            prop_assert_eq!(decode_general::<Request>(&shuffled), Ok(request.clone()));
+            let mut mutated = entries;
+            for (key, value) in &extra {
+                let mut entry = rmp_serde::to_vec(key).unwrap();
+                entry.extend(rmp_serde::to_vec(value).unwrap());
+                let i = extra_at.index(mutated.len() + 1);
+                mutated.insert(i, entry);
+            }
+            let mut mutated = map_of(&mutated);
+            let i = at.index(mutated.len());
+            match mutation {
+                0 => mutated.truncate(i),
+                1 => mutated[i] = byte,
+                _ => {}
+            }
+            for candidate in [&body, &shuffled, &mutated] {
+                prop_assert_eq!(
+                    decode_body::<Request>(candidate),
+                    decode_general::<Request>(candidate)
+                );
+            }
+            // The same mutations on the canonical body, where the fast path is live.
+            let mut canonical = body.clone();
+            let i = at.index(canonical.len());
+            if mutation == 0 { canonical.truncate(i) } else { canonical[i] = byte }
+            prop_assert_eq!(
+                decode_body::<Request>(&canonical),
+                decode_general::<Request>(&canonical)
+            );
+        });
+    }
+
+    /// Decoder level, through the server's own codec: a frame whose fields are in another
+    /// order (here reversed, `type` last) is served exactly as the canonical frame.
+    #[test]
+    fn the_server_codec_serves_a_request_with_fields_in_another_order() {
+        use proptest::prelude::*;
+        use tokio_util::codec::Decoder;
+        proptest!(|(request in any_request())| {
+            let body = client_body(&request);
+            let mut entries: Vec<Vec<u8>> = crate::protocol::scan::map_entries(&body)
+                .unwrap()
+                .iter()
+                .map(|e| body[e.key.start..e.value.end].to_vec())
+                .collect();
+            entries.reverse();
+            let reversed = map_of(&entries);
+            let mut served = Vec::new();
+            for candidate in [&body, &reversed] {
+                let mut codec = crate::protocol::codec::ServerCodec::default();
+                let mut src = bytes::BytesMut::new();
+                src.extend_from_slice(&(candidate.len() as u32).to_be_bytes());
+                src.extend_from_slice(candidate);
+                served.push(codec.decode(&mut src).unwrap().unwrap());
+            }
+            prop_assert_eq!(&served[0], &Ok(request.clone()));
+            prop_assert_eq!(&served[1], &Ok(request));
+        });
+    }
 }
