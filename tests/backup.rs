@@ -80,6 +80,36 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A new one-node cluster made from `backup` by `raftlockd restore` (a node started once for
+/// its address, stopped and emptied, restored, started again).
+fn restore_new_node(backup: &Path) -> Daemon {
+    let mut restored = Daemon::start(&[]);
+    assert!(restored.terminate().success());
+    restored.wipe();
+    let addr = restored.addr.to_string();
+    let done = restore(backup, restored.data_dir(), &addr);
+    assert!(
+        done.status.success(),
+        "restore failed: {}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    restored.start_again();
+    restored
+}
+
+/// Asserts `daemon` serves each of `files` byte for byte.
+fn assert_serves(daemon: &Daemon, files: &[(String, Vec<u8>)]) {
+    for (name, data) in files {
+        let read = answer(raftlock(daemon, &["read", name]));
+        let served = match read["encoding"].as_str() {
+            Some("utf-8") => hex(read["data"].as_str().expect("data").as_bytes()),
+            _ => read["data"].as_str().expect("data").to_string(),
+        };
+        assert_eq!(served, hex(data), "{name} byte for byte");
+        assert_eq!(read["size"], data.len() as u64);
+    }
+}
+
 #[test]
 fn a_restored_backup_serves_every_session_lock_and_file() {
     let scratch = tempfile::tempdir().expect("tempdir");
@@ -195,27 +225,8 @@ fn a_restored_backup_serves_every_session_lock_and_file() {
     assert!(stderr.contains("is not empty"), "{stderr}");
 
     // Restore into a new node's (emptied) directory and start it there.
-    let mut restored = Daemon::start(&[]);
-    assert!(restored.terminate().success());
-    restored.wipe();
-    let addr = restored.addr.to_string();
-    let done = restore(&backup, restored.data_dir(), &addr);
-    assert!(
-        done.status.success(),
-        "restore failed: {}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    restored.start_again();
-
-    for (name, data) in &files {
-        let read = answer(raftlock(&restored, &["read", name]));
-        let served = match read["encoding"].as_str() {
-            Some("utf-8") => hex(read["data"].as_str().expect("data").as_bytes()),
-            _ => read["data"].as_str().expect("data").to_string(),
-        };
-        assert_eq!(served, hex(data), "{name} byte for byte");
-        assert_eq!(read["size"], data.len() as u64);
-    }
+    let restored = restore_new_node(&backup);
+    assert_serves(&restored, &files);
     let locks = answer(raftlock(&restored, &["locks"]));
     assert_eq!(locks[0]["name"], "backup", "{locks}");
     assert_eq!(locks[0]["holders"][0]["session"].to_string(), session);
@@ -521,25 +532,8 @@ async fn a_saved_backup_restores_every_file_and_lock_acknowledged_before_the_sav
     assert!(leftovers.is_empty(), "scratch files left: {leftovers:?}");
 
     // A new one-node cluster from the backup serves what was acknowledged before the save.
-    let mut restored = Daemon::start(&[]);
-    assert!(restored.terminate().success());
-    restored.wipe();
-    let addr = restored.addr.to_string();
-    let done = restore(&backup, restored.data_dir(), &addr);
-    assert!(
-        done.status.success(),
-        "restore failed: {}",
-        String::from_utf8_lossy(&done.stderr)
-    );
-    restored.start_again();
-    for (name, data) in &files {
-        let read = answer(raftlock(&restored, &["read", name]));
-        let served = match read["encoding"].as_str() {
-            Some("utf-8") => hex(read["data"].as_str().expect("data").as_bytes()),
-            _ => read["data"].as_str().expect("data").to_string(),
-        };
-        assert_eq!(served, hex(data), "{name} byte for byte");
-    }
+    let restored = restore_new_node(&backup);
+    assert_serves(&restored, &files);
     let load = answer(raftlock(&restored, &["read", "load"]));
     let load_size = load["size"].as_u64().expect("size");
     assert!(
