@@ -18,12 +18,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{connect, Cluster};
-use raftlock::client::{LockMode, Wait};
+use raftlock::client::{LockMode, Session, Wait};
 
 /// Bytes per append: the protocol's largest.
 const CHUNK: usize = 1024 * 1024;
 /// A writer deletes its file once it holds this much (4 writers stay under the 48 MiB quota).
 const FILE_LIMIT: u64 = 8 * 1024 * 1024;
+
+/// A session with a 30 s TTL on a new client of `servers`.
+async fn open(servers: Vec<String>) -> Session {
+    connect(servers)
+        .await
+        .open_session(Duration::from_secs(30))
+        .await
+        .expect("session")
+}
 
 /// One writer: holds `big-W`, appends `CHUNK`s to file `big-W` until `stop`.
 fn writer(
@@ -33,11 +42,7 @@ fn writer(
     bytes: Arc<AtomicU64>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = connect(servers).await;
-        let session = client
-            .open_session(Duration::from_secs(30))
-            .await
-            .expect("session");
+        let session = open(servers).await;
         let name = format!("big-{w}");
         let guard = session
             .lock(&name, LockMode::Exclusive, Wait::Forever)
@@ -65,11 +70,7 @@ fn small_locks(
     latencies: Arc<Mutex<Vec<Duration>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = connect(servers).await;
-        let session = client
-            .open_session(Duration::from_secs(30))
-            .await
-            .expect("session");
+        let session = open(servers).await;
         while !stop.load(Ordering::Relaxed) {
             let start = Instant::now();
             let guard = session
