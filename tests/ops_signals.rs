@@ -132,3 +132,32 @@ async fn sighup_without_a_filter_file_says_there_is_nothing_to_reload() {
     daemon.assert_running();
     assert_served(daemon.addr, "after-hup").await;
 }
+
+/// A SIGTERM sent the moment the daemon announces its port stops it gracefully (exit status
+/// 0), every time. The handlers used to be installed only when the serve loop first polled
+/// them, so a supervisor (or a test) that signalled right after the "listening" line could
+/// kill the process by the default action instead. The window was a few milliseconds wide
+/// (about one start in thirty lost the race on an idle machine), so the test makes 100 starts,
+/// four at a time; with the old code nearly every run of it fails.
+#[test]
+fn a_sigterm_right_after_the_listening_line_stops_the_daemon_gracefully() {
+    let runners: Vec<_> = (0..4)
+        .map(|runner| {
+            std::thread::spawn(move || {
+                for attempt in 1..=25 {
+                    let mut daemon = common::Daemon::start(&[]);
+                    let status = daemon.terminate();
+                    assert!(
+                        status.success(),
+                        "runner {runner} attempt {attempt}: SIGTERM right after start ended \
+                         the daemon with {status}\n{}",
+                        daemon.log()
+                    );
+                }
+            })
+        })
+        .collect();
+    for runner in runners {
+        runner.join().expect("a start was killed by SIGTERM");
+    }
+}

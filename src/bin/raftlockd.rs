@@ -78,6 +78,9 @@ async fn run(args: Args, log: LogControl) -> anyhow::Result<()> {
     // First of all, before recovery (which may take a while): from here on SIGHUP reloads
     // instead of ending the process.
     let hangups = signals::hangups().context("cannot take SIGHUP")?;
+    // Likewise SIGTERM and SIGINT: from here on they stop the node gracefully (a SIGTERM sent
+    // the moment the port is announced must not kill it mid-write).
+    let stop = signals::shutdown();
     let config = args.to_config()?;
     // A SIGHUP that arrived meanwhile waits in `hangups` and is handled now.
     tokio::spawn(signals::reload_on_hangup(hangups, log, config.tls.clone()));
@@ -97,7 +100,7 @@ async fn run(args: Args, log: LogControl) -> anyhow::Result<()> {
     }
     tracing::info!(id = args.id, advertise = server.advertise(), cluster = %args.cluster_id, "node address");
     server
-        .serve(signals::shutdown())
+        .serve(stop)
         .await
         .with_context(|| format!("node {} stopped", args.id))
 }

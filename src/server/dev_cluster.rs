@@ -113,6 +113,11 @@ pub async fn run(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
         println!("node {n}: {} pid {pid} data {}", addr(n)?, dir.display());
         nodes.push(node);
     }
+    // Before the addresses are announced: a script that reads them and then signals us at
+    // once reaches these handlers, not the default action.
+    let mut hangups =
+        signals::hangups().map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
+    let signal = signals::shutdown();
     let servers: Vec<String> = (1..=dev.nodes).map(addr).collect::<Result<_, _>>()?;
     println!("RAFTLOCK_SERVERS={}", servers.join(","));
     println!(
@@ -120,9 +125,6 @@ pub async fn run(args: &Args, dev: DevClusterArgs) -> Result<(), String> {
          every node",
         RESTART_DELAY.as_secs()
     );
-    let mut hangups =
-        signals::hangups().map_err(|e| format!("cannot install the SIGHUP handler: {e}"))?;
-    let signal = signals::shutdown();
     tokio::pin!(signal);
     let mut poll = tokio::time::interval(POLL);
     let outcome = loop {

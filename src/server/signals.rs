@@ -17,19 +17,27 @@ use std::sync::Arc;
 use super::logging::{LogControl, Reloaded};
 use super::tls::ServerTls;
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown() {
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
+/// Takes SIGTERM and SIGINT (Ctrl-C) away from their default action (which ends the process
+/// at once) and returns a future that completes when either arrives.
+///
+/// The handlers are installed when this is called, not when the future is first polled: call
+/// it before announcing the port, or a SIGTERM sent right after the announcement could still
+/// kill the process instead of stopping it gracefully.
+pub fn shutdown() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        biased;
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    );
+    async move {
+        let (Ok(mut terminate), Ok(mut interrupt)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            biased;
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
 
