@@ -57,7 +57,7 @@ fn child() {
                         term: entry(last - 3).term,
                         membership: Membership::default(),
                     },
-                    data: vec![1; 32],
+                    data: vec![1; 32].into(),
                 })
                 .unwrap();
         }

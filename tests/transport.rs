@@ -550,7 +550,7 @@ async fn a_slow_receiver_does_not_block_the_other_peers() {
         term: 1,
         message: Message::InstallSnapshot {
             snapshot: Snapshot {
-                data: vec![0xee; 1024 * 1024],
+                data: vec![0xee; 1024 * 1024].into(),
                 ..Snapshot::default()
             },
         },

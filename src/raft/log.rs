@@ -277,7 +277,10 @@ mod tests {
             term: 2,
             membership: Membership::default(),
         };
-        log.compact(Snapshot { meta, data: vec![] });
+        log.compact(Snapshot {
+            meta,
+            data: Default::default(),
+        });
         assert_eq!(log.term_at(2), Some(2));
         assert_eq!(log.term_at(1), None);
         assert_eq!(log.entry(3).map(|e| e.term), Some(2));

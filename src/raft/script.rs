@@ -780,7 +780,7 @@ impl Sim {
                     .snapshot_meta_at(n.applied)
                     .ok_or("nothing to snapshot")?;
                 let snapshot = Snapshot {
-                    data: encode_machine(&n.machine),
+                    data: encode_machine(&n.machine).into(),
                     meta,
                 };
                 n.disk.entries.retain(|e| e.index > snapshot.meta.index);

@@ -99,7 +99,7 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     /// What the snapshot covers.
     pub meta: SnapshotMeta,
-    /// The serialized state machine (`lockspace::LockSpace::snapshot`).
-    #[serde(with = "serde_bytes")]
-    pub data: Vec<u8>,
+    /// The serialized state machine (`lockspace::LockSpace::snapshot`). Shared, not copied:
+    /// the core keeps it to send to lagging followers, and every send is a reference count.
+    pub data: bytes::Bytes,
 }

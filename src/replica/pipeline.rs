@@ -251,7 +251,7 @@ impl Replica {
         };
         let snapshot = Snapshot {
             meta,
-            data: self.lockspace.snapshot(),
+            data: self.lockspace.snapshot().into(),
         };
         tracing::info!(index, bytes = snapshot.data.len(), "taking a snapshot");
         self.applied_since_snapshot = 0;

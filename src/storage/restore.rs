@@ -101,7 +101,7 @@ mod tests {
                 term: 3,
                 membership: old,
             },
-            data: vec![1, 2, 3],
+            data: vec![1, 2, 3].into(),
         }
     }
 

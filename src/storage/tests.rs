@@ -35,7 +35,7 @@ fn snapshot(index: Index, term: u64) -> Snapshot {
             term,
             membership,
         },
-        data: vec![7; 100],
+        data: vec![7; 100].into(),
     }
 }
 

@@ -190,9 +190,10 @@ impl<E: Send + 'static> Transport<E> {
             return;
         };
         // A closed queue (the task is gone only after cancellation) counts like a full one.
-        if let Err(envelope) = peer.queue.try_send(envelope) {
+        let to = envelope.to;
+        if !peer.queue.try_send(envelope) {
             bump(&peer.counters.dropped_queue_full, 1);
-            tracing::trace!(to = envelope.to, "peer queue full, dropping a message");
+            tracing::trace!(to, "peer queue full, dropping a message");
         }
     }
 

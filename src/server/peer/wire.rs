@@ -8,7 +8,10 @@
 //! core does not compile until it has a wire form (and that form has a pinned encoding in
 //! `protocol::peer`'s tests).
 //!
-//! The conversions move their data (entries, snapshot bytes, addresses); nothing is copied.
+//! The conversions move their data (entries, addresses); nothing is copied but the bytes of a
+//! single-frame `InstallSnapshot`, a form this node only reads (from nodes of an earlier
+//! version): its own snapshots travel in chunks (`snapshot_out.rs`), straight from the core's
+//! shared bytes.
 
 use crate::protocol::{
     WireEntry, WireEntryData, WireEnvelope, WireMembership, WireMessage, WireSnapshot,
@@ -206,7 +209,7 @@ impl From<Snapshot> for WireSnapshot {
                 term,
                 membership: membership.into(),
             },
-            data,
+            data: data.to_vec(),
         }
     }
 }
@@ -214,18 +217,24 @@ impl From<Snapshot> for WireSnapshot {
 impl From<WireSnapshot> for Snapshot {
     fn from(snapshot: WireSnapshot) -> Snapshot {
         let WireSnapshot { meta, data } = snapshot;
+        Snapshot {
+            meta: meta.into(),
+            data: data.into(),
+        }
+    }
+}
+
+impl From<WireSnapshotMeta> for SnapshotMeta {
+    fn from(meta: WireSnapshotMeta) -> SnapshotMeta {
         let WireSnapshotMeta {
             index,
             term,
             membership,
         } = meta;
-        Snapshot {
-            meta: SnapshotMeta {
-                index,
-                term,
-                membership: membership.into(),
-            },
-            data,
+        SnapshotMeta {
+            index,
+            term,
+            membership: membership.into(),
         }
     }
 }
@@ -299,7 +308,7 @@ mod tests {
                         term: 4,
                         membership,
                     },
-                    data: vec![1, 2, 3],
+                    data: vec![1, 2, 3].into(),
                 },
             },
             Message::TimeoutNow,
