@@ -9,8 +9,8 @@ use bytes::BytesMut;
 use raftlock::client::LockMode;
 use raftlock::protocol::{
     mac, ClientCodec, ErrorCode, PeerCodec, PeerMessage, PushReason, Request, Response, Role,
-    ServerCodec, Side, WireEntry, WireEntryData, WireEnvelope, WireMessage, PEER_MAX_FRAME,
-    PEER_TYPES, REQUEST_TYPES, RESPONSE_TYPES, VERSION,
+    ServerCodec, Side, WireEntry, WireEntryData, WireEnvelope, WireMembership, WireMessage,
+    WireSnapshotMeta, PEER_MAX_FRAME, PEER_TYPES, REQUEST_TYPES, RESPONSE_TYPES, VERSION,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -591,6 +591,9 @@ fn peer_section() -> &'static str {
 const PEER_KEY: &[u8] = b"0123456789abcdef";
 const PEER_CLUSTER: &str = "prod";
 
+/// The snapshot of the §16.5 transfer example.
+const SNAPSHOT_EXAMPLE: &[u8] = &[0xde, 0xad, 0xbe, 0xef];
+
 fn dialer_nonce() -> Vec<u8> {
     (0x00..0x20).collect()
 }
@@ -675,6 +678,38 @@ fn peer_examples() -> Vec<(&'static str, PeerMessage)> {
             "Error (peer)",
             PeerMessage::error(ErrorCode::WrongCluster, "cluster mismatch"),
         ),
+        (
+            "SnapshotOffer",
+            PeerMessage::SnapshotOffer {
+                term: 5,
+                meta: WireSnapshotMeta {
+                    index: 7,
+                    term: 5,
+                    membership: WireMembership {
+                        voters: [(1, "n1:7000".to_string()), (2, "n2:7000".to_string())].into(),
+                        learners: Default::default(),
+                    },
+                },
+                size: SNAPSHOT_EXAMPLE.len() as u64,
+                crc32: crc32fast::hash(SNAPSHOT_EXAMPLE),
+            },
+        ),
+        (
+            "SnapshotAck (none held)",
+            PeerMessage::SnapshotAck { received: 0 },
+        ),
+        (
+            "SnapshotChunk",
+            PeerMessage::SnapshotChunk {
+                offset: 0,
+                data: SNAPSHOT_EXAMPLE.to_vec(),
+                crc32: crc32fast::hash(SNAPSHOT_EXAMPLE),
+            },
+        ),
+        (
+            "SnapshotAck (all held)",
+            PeerMessage::SnapshotAck { received: 4 },
+        ),
     ]
 }
 
@@ -748,6 +783,7 @@ fn peer_limits_match_the_constants() {
     for (what, n) in [
         ("handshake frame", PEER_HANDSHAKE_MAX_FRAME),
         ("peer frame", PEER_MAX_FRAME),
+        ("snapshot chunk", raftlock::protocol::SNAPSHOT_CHUNK_BYTES),
     ] {
         let text = format!("**{} bytes**", with_commas(n));
         assert!(

@@ -28,6 +28,7 @@ pub use peer::{
     mac, verify_mac, PeerCodec, PeerMessage, Side, WireEntry, WireEntryData, WireEnvelope,
     WireMembership, WireMessage, WireSnapshot, WireSnapshotMeta, MAX_CLUSTER_ID_LEN,
     PEER_HANDSHAKE_MAX_FRAME, PEER_MAC_LEN, PEER_MAX_FRAME, PEER_NONCE_LEN, PEER_TYPES,
+    SNAPSHOT_CHUNK_BYTES,
 };
 
 /// The protocol version this build speaks.

@@ -51,9 +51,13 @@ pub const MAX_CLUSTER_ID_LEN: usize = 256;
 /// Largest frame body during the peer handshake (64 KiB). The handshake messages are tiny, so an
 /// unauthenticated dialer cannot make the acceptor reserve a large buffer.
 pub const PEER_HANDSHAKE_MAX_FRAME: usize = 64 * 1024;
-/// Largest frame body after the handshake (64 MiB): an `InstallSnapshot` carries the whole state
-/// machine in one message, so peer frames are allowed to be much larger than client frames.
+/// Largest frame body after the handshake (64 MiB). Snapshots travel in chunks of
+/// [`SNAPSHOT_CHUNK_BYTES`], and appends are batched up to 1 MiB, so no frame a node sends comes
+/// near it; a single-frame `InstallSnapshot` from an older node still fits up to this size.
 pub const PEER_MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Most snapshot bytes in one `SnapshotChunk` (1 MiB): a chunk never holds a heartbeat back
+/// for long, and a resumed transfer repeats at most this much per cut.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A message on a peer connection, after the opening client `Hello`. Every body is a MessagePack
 /// map whose `type` names the variant.
@@ -100,6 +104,41 @@ pub enum PeerMessage {
     Raft {
         /// The Raft message.
         envelope: WireEnvelope,
+    },
+    /// Dialer → acceptor, on a connection of its own: the dialer (the leader) offers to stream
+    /// its snapshot in chunks (protocol.md §16.5). `term` is the leader's term, `meta` what the
+    /// snapshot covers, `size` its length in bytes and `crc32` the CRC-32 (IEEE) of all of them.
+    /// The acceptor answers with a `SnapshotAck` saying how much of this very snapshot it
+    /// already holds (0 for a new one), and the dialer resumes from there.
+    SnapshotOffer {
+        /// The leader's term (the term of the `InstallSnapshot` this transfer carries).
+        term: u64,
+        /// The log prefix the snapshot replaces.
+        meta: WireSnapshotMeta,
+        /// The snapshot's length in bytes.
+        size: u64,
+        /// CRC-32 (IEEE) of the whole snapshot.
+        crc32: u32,
+    },
+    /// Dialer → acceptor, after the offer was acknowledged: bytes `offset..offset + len(data)`
+    /// of the offered snapshot. `offset` must equal what the acceptor holds (its last
+    /// `SnapshotAck`, plus the chunks sent since), and `crc32` is the CRC-32 of `data`.
+    SnapshotChunk {
+        /// Where `data` starts in the snapshot.
+        offset: u64,
+        /// At most [`SNAPSHOT_CHUNK_BYTES`] bytes of the snapshot.
+        #[serde(with = "super::bin")]
+        data: Vec<u8>,
+        /// CRC-32 (IEEE) of `data`.
+        crc32: u32,
+    },
+    /// Acceptor → dialer, on the snapshot connection: the acceptor holds bytes `0..received`
+    /// of the offered snapshot durably (answer to the offer, then one per chunk). When
+    /// `received` is the snapshot's size, the acceptor has checked the whole CRC and handed
+    /// the snapshot to its Raft core.
+    SnapshotAck {
+        /// Bytes of the snapshot held, from its start.
+        received: u64,
     },
     /// Either side: the handshake was refused (or the connection is otherwise unusable); the
     /// sender closes the connection after it. Same shape as the client `Error` with id 0, so a
@@ -261,6 +300,9 @@ pub const PEER_TYPES: &[&str] = &[
     "PeerAuth",
     "PeerAccepted",
     "Raft",
+    "SnapshotOffer",
+    "SnapshotChunk",
+    "SnapshotAck",
     "Error",
 ];
 
@@ -277,6 +319,9 @@ impl PeerMessage {
             PeerMessage::PeerAuth { .. } => "PeerAuth",
             PeerMessage::PeerAccepted {} => "PeerAccepted",
             PeerMessage::Raft { .. } => "Raft",
+            PeerMessage::SnapshotOffer { .. } => "SnapshotOffer",
+            PeerMessage::SnapshotChunk { .. } => "SnapshotChunk",
+            PeerMessage::SnapshotAck { .. } => "SnapshotAck",
             PeerMessage::Error { .. } => "Error",
         }
     }

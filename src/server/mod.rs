@@ -277,6 +277,8 @@ impl Server {
         transport_config.key = config.cluster_key.clone();
         transport_config.insecure_peers = config.insecure_peers;
         transport_config.tls = config.tls.clone();
+        transport_config.snapshot_dir = Some(config.data_dir.clone());
+        transport_config.snapshot_metrics = metrics.snapshots.clone();
         let others = |id: &NodeId| *id != config.id;
         let clustered =
             config.peers.keys().any(others) || node.membership().voters.keys().any(others);

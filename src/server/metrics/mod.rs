@@ -38,6 +38,7 @@ use crate::lockspace::{Applied, Command, LockSpace, Outcome};
 use crate::protocol::{ErrorCode, Response};
 use crate::raft::{Entry, Role};
 use crate::replica::Observer;
+use crate::server::peer::SnapshotMetrics;
 
 /// One label, `name="value"`.
 type Label = Vec<(&'static str, String)>;
@@ -60,6 +61,8 @@ pub(crate) struct Metrics {
     pub storage: StorageMetrics,
     /// The client connections' counters.
     pub connections: ConnectionMetrics,
+    /// The snapshot transfers to peers (the transport counts them).
+    pub snapshots: SnapshotMetrics,
 }
 
 /// The node's own state, set by the driver once per tick.
@@ -407,6 +410,8 @@ impl Metrics {
             "Client frames refused before they reached the driver, by error code",
             connections.rejected.clone(),
         );
+        let snapshots = SnapshotMetrics::default();
+        snapshots.register(r);
 
         Metrics {
             registry,
@@ -416,6 +421,7 @@ impl Metrics {
             apply,
             storage,
             connections,
+            snapshots,
         }
     }
 

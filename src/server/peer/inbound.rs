@@ -12,8 +12,10 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -24,11 +26,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::handshake::accept_handshake;
+use super::staging::{StagedMeta, Staging, StagingError};
+use super::transfer::TransferId;
 use super::{bump, or_cancel, read, PeerError, TransportConfig};
 use crate::protocol::{
-    self, ErrorCode, PeerCodec, PeerMessage, Request, Role, ServerCodec, PEER_HANDSHAKE_MAX_FRAME,
+    self, ErrorCode, PeerCodec, PeerMessage, Request, Role, ServerCodec, WireSnapshotMeta,
+    PEER_HANDSHAKE_MAX_FRAME,
 };
-use crate::raft::{Envelope, NodeId};
+use crate::raft::{Envelope, Message, NodeId, Snapshot, Term};
 
 /// Counters of the inbound side, for status and debugging.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +63,8 @@ struct InboundCounters {
 
 struct AcceptorInner<E> {
     config: Arc<TransportConfig>,
+    /// The snapshot being received, shared by every connection (opened at the first offer).
+    staging: Arc<Mutex<Option<Staging>>>,
     deliver: mpsc::Sender<E>,
     counters: InboundCounters,
     /// True while this node has at least one peer (set by `Transport::set_peers`).
@@ -84,6 +91,7 @@ impl<E> PeerAcceptor<E> {
         PeerAcceptor {
             inner: Arc::new(AcceptorInner {
                 config,
+                staging: Arc::new(Mutex::new(None)),
                 deliver,
                 counters: InboundCounters::default(),
                 clustered: AtomicBool::new(false),
@@ -280,6 +288,9 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
     ) -> Result<(), PeerError> {
         let me = self.inner.config.node_id;
         let counters = &self.inner.counters;
+        // The snapshot offered on this connection, if any: its staging generation and the
+        // leader's term.
+        let mut offered: Option<(u64, Term)> = None;
         loop {
             let frame = tokio::select! {
                 biased;
@@ -295,6 +306,68 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
                     continue;
                 }
                 Some(Ok(Ok(PeerMessage::Raft { envelope }))) => envelope,
+                Some(Ok(Ok(PeerMessage::SnapshotOffer {
+                    term,
+                    meta,
+                    size,
+                    crc32,
+                }))) => {
+                    let staged = StagedMeta {
+                        id: TransferId {
+                            index: meta.index,
+                            term: meta.term,
+                            size,
+                            crc32,
+                        },
+                        meta,
+                    };
+                    let step = self
+                        .stage(move |staging| {
+                            let (generation, held) = staging.offer(staged)?;
+                            Ok((generation, held, staging.complete(generation)?))
+                        })
+                        .await;
+                    let (generation, held, whole) = match step {
+                        Ok(step) => step,
+                        Err(reason) => return refuse_snapshot(&mut framed, reason).await,
+                    };
+                    tracing::debug!(held, size, "snapshot offered");
+                    offered = Some((generation, term));
+                    framed
+                        .send(PeerMessage::SnapshotAck { received: held })
+                        .await?;
+                    if let Some(whole) = whole {
+                        self.deliver_snapshot(dialer, term, whole, cancel).await?;
+                    }
+                    continue;
+                }
+                Some(Ok(Ok(PeerMessage::SnapshotChunk {
+                    offset,
+                    data,
+                    crc32,
+                }))) => {
+                    let Some((generation, term)) = offered else {
+                        let reason = "SnapshotChunk before any SnapshotOffer".to_string();
+                        return refuse_snapshot(&mut framed, reason).await;
+                    };
+                    let step = self
+                        .stage(move |staging| {
+                            let held = staging.write_chunk(generation, offset, &data, crc32)?;
+                            Ok((held, staging.complete(generation)?))
+                        })
+                        .await;
+                    let (held, whole) = match step {
+                        Ok(step) => step,
+                        Err(reason) => return refuse_snapshot(&mut framed, reason).await,
+                    };
+                    framed
+                        .send(PeerMessage::SnapshotAck { received: held })
+                        .await?;
+                    if let Some(whole) = whole {
+                        self.deliver_snapshot(dialer, term, whole, cancel).await?;
+                    }
+                    continue;
+                }
                 Some(Ok(Ok(PeerMessage::Error { code, message }))) => {
                     return Err(PeerError::RefusedByPeer { code, message })
                 }
@@ -338,6 +411,80 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
             bump(&counters.received, 1);
         }
     }
+}
+
+impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
+    /// Runs `step` on the staging area, on a blocking thread (it syncs files); the staging is
+    /// opened at the first call. The error is the reason to send the dialer.
+    async fn stage<T: Send + 'static>(
+        &self,
+        step: impl FnOnce(&mut Staging) -> Result<T, StagingError> + Send + 'static,
+    ) -> Result<T, String> {
+        let Some(dir) = self.inner.config.snapshot_dir.clone() else {
+            return Err("this node has no data directory to stage snapshots in".to_string());
+        };
+        let staging = self.inner.staging.clone();
+        let run = move || {
+            let mut guard = staging.lock().expect("staging lock poisoned");
+            if guard.is_none() {
+                *guard = Some(Staging::open(&dir)?);
+            }
+            step(guard.as_mut().expect("opened above"))
+        };
+        match tokio::task::spawn_blocking(run).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "snapshot transfer refused");
+                Err(error.to_string())
+            }
+            Err(error) => Err(format!("snapshot staging failed: {error}")),
+        }
+    }
+
+    /// Hands a whole, checked snapshot to the driver as the `InstallSnapshot` it stands for.
+    /// Waits for room in the inbox: the snapshot is too costly to drop.
+    async fn deliver_snapshot(
+        &self,
+        dialer: NodeId,
+        term: Term,
+        (meta, data): (WireSnapshotMeta, Bytes),
+        cancel: &CancellationToken,
+    ) -> Result<(), PeerError> {
+        tracing::info!(index = meta.index, bytes = data.len(), "snapshot received");
+        let envelope = Envelope {
+            from: dialer,
+            to: self.inner.config.node_id,
+            term,
+            message: Message::InstallSnapshot {
+                snapshot: Snapshot {
+                    meta: meta.into(),
+                    data,
+                },
+            },
+        };
+        let sent = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(PeerError::Cancelled),
+            sent = self.inner.deliver.send(E::from(envelope)) => sent,
+        };
+        sent.map_err(|_| PeerError::Cancelled)?;
+        bump(&self.inner.counters.received, 1);
+        Ok(())
+    }
+}
+
+/// Tells the dialer why its snapshot transfer cannot go on here, and ends the connection (the
+/// dialer's next offer starts again from what is staged).
+async fn refuse_snapshot<T: AsyncRead + AsyncWrite + Unpin>(
+    framed: &mut Framed<T, PeerCodec>,
+    reason: String,
+) -> Result<(), PeerError> {
+    let told = framed.send(PeerMessage::error(ErrorCode::BadRequest, reason.clone()));
+    let _ = timeout(Duration::from_millis(100), told).await;
+    Err(PeerError::Refused {
+        code: ErrorCode::BadRequest,
+        reason,
+    })
 }
 
 /// Sends the refusal, closes the sending half, and reads (and drops) whatever the dialer had

@@ -41,6 +41,20 @@
 //!    so backpressure reaches the dialer through TCP; the dialer's write deadline eventually
 //!    recycles the connection. Nothing is dropped on this side.
 //!
+//! # Snapshots
+//!
+//! One envelope takes another road. An `InstallSnapshot` carries the whole state machine, files
+//! included, which may be far larger than a frame and would hold every heartbeat behind it. So
+//! `Transport::send` hands it to the peer's snapshot task (`snapshot_out.rs`) instead of the
+//! queue, and that task streams it on a connection of its own: an offer, then chunks of at most
+//! 1 MiB with a window of 4 MiB in flight, each acknowledged once the follower has synced it
+//! (protocol.md §16.5). The follower stages the chunks in `incoming/` under its data directory
+//! (`staging.rs`), so a cut connection or a restart resumes from the last acknowledged byte;
+//! when the whole has arrived and matches the offer's CRC, the acceptor delivers it to the
+//! driver as the `InstallSnapshot` it stands for, and Raft decides from there as for any
+//! message. The bookkeeping of both halves is in `transfer.rs`, without I/O, and a seeded
+//! simulation there runs it under cuts, late messages, corruption and crashes.
+//!
 //! # Failures
 //!
 //! Every wait has a deadline (connect, handshake, each batch's write) and every failure ends one
@@ -88,7 +102,12 @@
 //! - `key.rs`: the [`ClusterKey`] and how its file is read;
 //! - `handshake.rs`: the dialer's and the acceptor's halves of the handshake, side by side;
 //! - `outbound.rs`: [`Transport`], the per-peer queues and tasks, batching and backoff;
-//! - `inbound.rs`: [`PeerAcceptor`], the acceptor's side of every connection;
+//! - `lanes.rs`: the urgent and bulk lanes of a peer's queue, and the byte budget of a batch;
+//! - `inbound.rs`: [`PeerAcceptor`], the acceptor's side of every connection, snapshot
+//!   transfers included;
+//! - `snapshot_out.rs`: the leader's per-peer snapshot task and its metrics;
+//! - `transfer.rs`: the two halves of a snapshot transfer as pure bookkeeping;
+//! - `staging.rs`: where a follower keeps a snapshot while it arrives;
 //! - `wire.rs`: the conversions between the core's `raft::Envelope` and the peer protocol's
 //!   `protocol::WireEnvelope`, the one place the two meet;
 //! - this file: the configuration, the errors and the helpers both directions share.
@@ -98,10 +117,14 @@ mod inbound;
 mod key;
 mod lanes;
 mod outbound;
+mod snapshot_out;
+mod staging;
+mod transfer;
 mod wire;
 
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,12 +134,15 @@ use tokio_util::sync::CancellationToken;
 use super::tls::ServerTls;
 use crate::protocol::{
     self, ErrorCode, MAX_CLUSTER_ID_LEN, PEER_HANDSHAKE_MAX_FRAME, PEER_MAX_FRAME,
+    SNAPSHOT_CHUNK_BYTES,
 };
 use crate::raft::NodeId;
 
 pub use inbound::{InboundStats, PeerAcceptor};
 pub use key::{ClusterKey, KeyError};
 pub use outbound::{PeerStats, Transport, TransportStats};
+pub use snapshot_out::SnapshotMetrics;
+pub use staging::STAGING_DIR;
 
 /// Identity, secrets, limits and timers of a node's peer transport.
 #[derive(Clone, Debug)]
@@ -150,6 +176,14 @@ pub struct TransportConfig {
     pub backoff_max: Duration,
     /// Largest frame body after the handshake, both directions.
     pub max_frame: usize,
+    /// The data directory: a snapshot being received is staged in its `incoming/`
+    /// (`staging.rs`). Without one, this node refuses snapshot offers (a transport on its own,
+    /// in tests).
+    pub snapshot_dir: Option<PathBuf>,
+    /// Most snapshot bytes per chunk sent (at most [`SNAPSHOT_CHUNK_BYTES`]).
+    pub snapshot_chunk: usize,
+    /// Where snapshot transfers are counted.
+    pub snapshot_metrics: SnapshotMetrics,
 }
 
 impl TransportConfig {
@@ -171,6 +205,9 @@ impl TransportConfig {
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_secs(1),
             max_frame: PEER_MAX_FRAME,
+            snapshot_dir: None,
+            snapshot_chunk: SNAPSHOT_CHUNK_BYTES,
+            snapshot_metrics: SnapshotMetrics::default(),
         }
     }
 
@@ -215,6 +252,12 @@ impl TransportConfig {
             return Err(ConfigError::ClusterIdLength {
                 len: self.cluster_id.len(),
                 max: MAX_CLUSTER_ID_LEN,
+            });
+        }
+        if self.snapshot_chunk == 0 || self.snapshot_chunk > SNAPSHOT_CHUNK_BYTES {
+            return Err(ConfigError::SnapshotChunk {
+                chunk: self.snapshot_chunk,
+                max: SNAPSHOT_CHUNK_BYTES,
             });
         }
         if self.queue_capacity == 0 || self.max_batch == 0 {
@@ -263,6 +306,14 @@ pub enum ConfigError {
          (RAFTLOCKD_INSECURE_PEERS=true) to run unauthenticated peers on purpose"
     )]
     KeyRequired,
+    /// The snapshot chunk size is 0 or above the protocol's limit.
+    #[error("snapshot_chunk {chunk} must be 1..={max}")]
+    SnapshotChunk {
+        /// The configured size.
+        chunk: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The frame limit is below the handshake's.
     #[error("max_frame {max_frame} is below the handshake frame size {min}")]
     MaxFrame {

@@ -37,6 +37,7 @@ use tracing::Instrument;
 
 use super::handshake::dial_handshake;
 use super::lanes::{self, Batch, Queues, Senders};
+use super::snapshot_out::{snapshot_lane, SnapshotLane};
 use super::{
     bump, or_cancel, read, ConfigError, InboundStats, PeerAcceptor, PeerError, TransportConfig,
 };
@@ -58,7 +59,8 @@ pub struct PeerStats {
     /// Messages dropped because the connection failed (or could not be made) while they were
     /// in hand.
     pub dropped_connection: u64,
-    /// Messages dropped because they exceed the frame limit (e.g. a huge snapshot).
+    /// Messages dropped because they exceed the frame limit (none should: snapshots travel
+    /// in chunks and appends in bounded batches).
     pub dropped_too_large: u64,
     /// Successful handshakes (the first connection and every reconnection).
     pub connections: u64,
@@ -126,6 +128,7 @@ impl<E> DownReport<E> {
 struct Outbound {
     addr: String,
     queue: Senders,
+    snapshots: SnapshotLane,
     cancel: CancellationToken,
     counters: Arc<PeerCounters>,
 }
@@ -189,6 +192,10 @@ impl<E: Send + 'static> Transport<E> {
             tracing::debug!(to = envelope.to, "dropping a message to an unknown peer");
             return;
         };
+        // Snapshots go to the peer's snapshot task (`snapshot_out.rs`), not to the queue.
+        let Some(envelope) = peer.snapshots.route(envelope) else {
+            return;
+        };
         // A closed queue (the task is gone only after cancellation) counts like a full one.
         let to = envelope.to;
         if !peer.queue.try_send(envelope) {
@@ -240,11 +247,17 @@ impl<E: Send + 'static> Transport<E> {
                 )
                 .instrument(span),
             );
+            let (snapshots, task) =
+                snapshot_lane(self.config.clone(), id, addr.clone(), cancel.clone());
+            let span =
+                tracing::info_span!("snapshot_out", node = self.config.node_id, peer = id, %addr);
+            self.tasks.spawn(task.instrument(span));
             self.peers.insert(
                 id,
                 Outbound {
                     addr,
                     queue,
+                    snapshots,
                     cancel,
                     counters,
                 },
@@ -309,7 +322,7 @@ impl<E> Drop for Transport<E> {
 
 /// Half the delay plus a uniform random part of the other half ("equal jitter"), so peers that
 /// lost a node together do not redial it in lockstep.
-fn jittered(delay: Duration) -> Duration {
+pub(super) fn jittered(delay: Duration) -> Duration {
     let half = delay / 2;
     half + rand::thread_rng().gen_range(Duration::ZERO..=half)
 }
@@ -523,7 +536,7 @@ async fn pump(
 /// Connects to `addr` and performs the dialer's side of the handshake, expecting to reach
 /// `peer`: over TLS first with peer TLS configured. Bounded by the connect and handshake
 /// deadlines (the TLS handshake counts toward the latter).
-async fn dial(
+pub(super) async fn dial(
     config: &TransportConfig,
     peer: NodeId,
     addr: &str,
