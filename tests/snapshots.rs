@@ -20,8 +20,10 @@
 //!   carried toward node 4 reach 30 % and again 60 % of the data. Node 4 still catches up, the
 //!   proxy carried less than 1.5 times the data (a transfer that restarted from zero at both
 //!   cuts carries at least 1.6 times), and the leader counts two resumed transfers.
-//! - [`a_node_added_through_the_proxy_catches_up_and_survives_a_cut`] checks the proxy itself
-//!   with little data (one small file, no snapshot larger than a frame).
+//! - [`a_node_added_through_the_proxy_catches_up_and_survives_a_cut`] and
+//!   [`the_proxy_cuts_at_the_armed_byte_count_and_then_carries_a_new_connection_whole`] check
+//!   the proxy itself: with a cluster and little data (no snapshot larger than a frame), and
+//!   alone between two sockets.
 //!
 //! The leader gives up an add after its own add timeout (10 s) and keeps the node a learner,
 //! and a retried add resumes waiting for it (see `replica::admin`). Moving 80 MiB may take
@@ -708,4 +710,78 @@ fn prometheus_samples_parse_with_labels_in_any_order() {
     assert_eq!(odd.labels["peer"], "4");
     assert_eq!(parse_sample("# TYPE x counter"), None);
     assert_eq!(parse_sample(""), None);
+}
+
+#[test]
+fn the_proxy_cuts_at_the_armed_byte_count_and_then_carries_a_new_connection_whole() {
+    // The upstream: counts what each connection delivers until it ends (cleanly or not).
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
+    let upstream_addr = upstream.local_addr().expect("upstream address");
+    let (counts, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in upstream.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let counts = counts.clone();
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 64 * 1024];
+                let mut total = 0u64;
+                while let Ok(n @ 1..) = stream.read(&mut buffer) {
+                    total += n as u64;
+                }
+                let _ = counts.send(total);
+            });
+        }
+    });
+    let proxy = Proxy::start(upstream_addr);
+    const MIB: u64 = 1 << 20;
+    proxy.cut_when_carried(&[MIB]);
+
+    // A dialer that writes on and on sees its connection reset soon after 1 MiB went through.
+    let mut dialer = TcpStream::connect(proxy.addr).expect("dial the proxy");
+    let chunk = vec![7u8; 64 * 1024];
+    let mut wrote = 0u64;
+    let failed = loop {
+        if let Err(error) = dialer.write_all(&chunk) {
+            break error;
+        }
+        wrote += chunk.len() as u64;
+        assert!(wrote < 256 * MIB, "the proxy never cut the connection");
+    };
+    assert!(
+        matches!(
+            failed.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "the cut resets the connection: {failed}"
+    );
+    let delivered = received
+        .recv_timeout(DEADLINE)
+        .expect("the upstream saw an end");
+    assert_eq!(proxy.cuts(), 1);
+    let carried = proxy.carried_to_upstream();
+    assert!(
+        (MIB..MIB + 64 * 1024).contains(&carried),
+        "cut within one buffer of 1 MiB: carried {carried}"
+    );
+    assert!(
+        delivered <= carried,
+        "upstream got {delivered} of {carried}"
+    );
+
+    // The proxy still accepts, and carries a new connection whole up to its clean end.
+    let mut dialer = TcpStream::connect(proxy.addr).expect("dial the proxy again");
+    dialer.write_all(&chunk).expect("write through the proxy");
+    dialer
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let delivered = received
+        .recv_timeout(DEADLINE)
+        .expect("the upstream saw the end");
+    assert_eq!(
+        delivered,
+        chunk.len() as u64,
+        "every byte reached the upstream"
+    );
+    assert_eq!(proxy.accepted(), 2);
+    assert_eq!(proxy.carried_to_upstream(), carried + chunk.len() as u64);
 }
