@@ -3,6 +3,8 @@
 //! [`Client`] speaks raw frames through the protocol's codec.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
