@@ -23,7 +23,7 @@ metrics() { echo "127.0.0.1:$((BASE_PORT + 10 + $1))"; }
 PEERS="1=$(port 1),2=$(port 2),3=$(port 3)"
 head -c 32 /dev/urandom > "$DIR/key"
 QUOTA=$(( (SIZE_MIB + 64) * 1024 * 1024 ))
-COMMON=(--cluster-key-file "$DIR/key" --snapshot-threshold 20
+COMMON=(--cluster-key-file "$DIR/key"
         --max-file-bytes 16777216 --max-total-file-bytes "$QUOTA")
 
 start() { # id, extra args...
