@@ -333,12 +333,8 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
                     };
                     tracing::debug!(held, size, "snapshot offered");
                     offered = Some((generation, term));
-                    framed
-                        .send(PeerMessage::SnapshotAck { received: held })
+                    self.acknowledge(&mut framed, dialer, term, held, whole, cancel)
                         .await?;
-                    if let Some(whole) = whole {
-                        self.deliver_snapshot(dialer, term, whole, cancel).await?;
-                    }
                     continue;
                 }
                 Some(Ok(Ok(PeerMessage::SnapshotChunk {
@@ -360,12 +356,8 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
                         Ok(step) => step,
                         Err(reason) => return refuse_snapshot(&mut framed, reason).await,
                     };
-                    framed
-                        .send(PeerMessage::SnapshotAck { received: held })
+                    self.acknowledge(&mut framed, dialer, term, held, whole, cancel)
                         .await?;
-                    if let Some(whole) = whole {
-                        self.deliver_snapshot(dialer, term, whole, cancel).await?;
-                    }
                     continue;
                 }
                 Some(Ok(Ok(PeerMessage::Error { code, message }))) => {
@@ -439,6 +431,26 @@ impl<E: From<Envelope> + Send + 'static> PeerAcceptor<E> {
             }
             Err(error) => Err(format!("snapshot staging failed: {error}")),
         }
+    }
+
+    /// Acknowledges the `held` bytes of the offered snapshot and, once it is `whole`, hands it
+    /// to the driver.
+    async fn acknowledge<T: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        framed: &mut Framed<T, PeerCodec>,
+        dialer: NodeId,
+        term: Term,
+        held: u64,
+        whole: Option<(WireSnapshotMeta, Bytes)>,
+        cancel: &CancellationToken,
+    ) -> Result<(), PeerError> {
+        framed
+            .send(PeerMessage::SnapshotAck { received: held })
+            .await?;
+        if let Some(whole) = whole {
+            self.deliver_snapshot(dialer, term, whole, cancel).await?;
+        }
+        Ok(())
     }
 
     /// Hands a whole, checked snapshot to the driver as the `InstallSnapshot` it stands for.

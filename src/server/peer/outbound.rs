@@ -446,13 +446,24 @@ async fn run_outbound<E>(
                 }
             }
         }
-        let delay = jittered(backoff);
-        backoff = (backoff * 2).min(config.backoff_max);
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !back_off(&mut backoff, config.backoff_max, &cancel).await {
+            return;
         }
+    }
+}
+
+/// Sleeps a jittered `backoff`, then doubles it (up to `max`); false if cancelled meanwhile.
+pub(super) async fn back_off(
+    backoff: &mut Duration,
+    max: Duration,
+    cancel: &CancellationToken,
+) -> bool {
+    let delay = jittered(*backoff);
+    *backoff = (*backoff * 2).min(max);
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(delay) => true,
     }
 }
 

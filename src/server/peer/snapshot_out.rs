@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::outbound::{dial, jittered};
+use super::outbound::{back_off, dial};
 use super::transfer::{Outgoing, TransferError, WINDOW_BYTES};
 use super::{or_cancel, PeerError, TransportConfig};
 use crate::protocol::{ErrorCode, PeerMessage, WireSnapshotMeta};
@@ -244,12 +244,8 @@ async fn run_snapshots(
                     acked = transfer.outgoing.acked(),
                     "snapshot connection lost; resuming after a backoff"
                 );
-                let delay = jittered(backoff);
-                backoff = (backoff * 2).min(config.backoff_max);
-                tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
+                if !back_off(&mut backoff, config.backoff_max, &cancel).await {
+                    return;
                 }
             }
         }
