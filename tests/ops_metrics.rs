@@ -5,32 +5,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{cluster_key, connect, free_addrs, Daemon, DEADLINE};
+use common::{cluster_key, connect, free_addrs, http_get, start_with_metrics, Daemon, DEADLINE};
 use raftlock::client::{LockMode, Wait};
 
 const RAFTLOCK: &str = env!("CARGO_BIN_EXE_raftlock");
 
-/// A plain HTTP/1.1 GET: the status code and the body.
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split(' ').nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
-
 /// The value of the sample `series` (name and labels, as printed) in a `/metrics` scrape.
 fn sample(addr: SocketAddr, series: &str) -> Option<f64> {
-    let (code, body) = get(addr, "/metrics")?;
+    let (code, body) = http_get(addr, "/metrics")?;
     assert_eq!(code, 200, "/metrics answered {code}: {body}");
     body.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
@@ -67,33 +53,11 @@ struct MetricsCluster {
 
 impl MetricsCluster {
     fn start(n: usize) -> MetricsCluster {
-        let addrs = free_addrs(2 * n);
-        let (listen, metrics) = addrs.split_at(n);
-        let peers: Vec<String> = listen
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect();
-        let (key, key_args) = cluster_key();
-        let nodes = (0..n)
-            .map(|i| {
-                let mut args = vec![
-                    "--id".to_string(),
-                    (i + 1).to_string(),
-                    "--peer".to_string(),
-                    peers.join(","),
-                    "--bootstrap".to_string(),
-                    "--metrics-listen".to_string(),
-                    metrics[i].to_string(),
-                ];
-                args.extend(key_args.iter().cloned());
-                Daemon::start_at(&listen[i].to_string(), &args)
-            })
-            .collect();
+        let started = start_with_metrics(n, &[]);
         MetricsCluster {
-            nodes,
-            metrics: metrics.to_vec(),
-            _key: key,
+            nodes: started.nodes,
+            metrics: started.metrics,
+            _key: started.key,
         }
     }
 
@@ -122,16 +86,16 @@ async fn counters_follow_the_load_and_a_leader_kill() {
     for &i in &all {
         let addr = cluster.metrics[i];
         wait_for("/healthz 200", || {
-            (get(addr, "/healthz")? == (200, "ok\n".to_string())).then_some(())
+            (http_get(addr, "/healthz")? == (200, "ok\n".to_string())).then_some(())
         })
         .await;
         wait_for("/readyz 200", || {
-            (get(addr, "/readyz")?.0 == 200).then_some(())
+            (http_get(addr, "/readyz")?.0 == 200).then_some(())
         })
         .await;
     }
     assert_eq!(
-        get(cluster.metrics[0], "/nothing").map(|(code, _)| code),
+        http_get(cluster.metrics[0], "/nothing").map(|(code, _)| code),
         Some(404)
     );
 
@@ -234,7 +198,7 @@ async fn readyz_waits_until_a_joiner_is_added_and_caught_up() {
     first_args.extend(key_args.iter().cloned());
     let first = Daemon::start_at(&addrs[0].to_string(), &first_args);
     wait_for("node 1 ready", || {
-        (get(addrs[2], "/readyz")?.0 == 200).then_some(())
+        (http_get(addrs[2], "/readyz")?.0 == 200).then_some(())
     })
     .await;
 
@@ -267,12 +231,15 @@ async fn readyz_waits_until_a_joiner_is_added_and_caught_up() {
     ];
     joiner_args.extend(key_args.iter().cloned());
     let joiner = Daemon::start_at(&addrs[1].to_string(), &joiner_args);
-    let (code, body) = wait_for("the joiner's /readyz", || get(addrs[3], "/readyz")).await;
+    let (code, body) = wait_for("the joiner's /readyz", || http_get(addrs[3], "/readyz")).await;
     assert_eq!(
         code, 503,
         "an empty node waiting to be added is not ready: {body}"
     );
-    assert_eq!(get(addrs[3], "/healthz").map(|(code, _)| code), Some(200));
+    assert_eq!(
+        http_get(addrs[3], "/healthz").map(|(code, _)| code),
+        Some(200)
+    );
 
     // The leader's commit index as of joining: a ready joiner has applied at least that.
     let commit = sample(addrs[2], "raftlock_commit_index").expect("leader's commit index");
@@ -281,7 +248,7 @@ async fn readyz_waits_until_a_joiner_is_added_and_caught_up() {
         .await
         .expect("add the joiner");
     wait_for("the joiner's /readyz 200", || {
-        (get(addrs[3], "/readyz")?.0 == 200).then_some(())
+        (http_get(addrs[3], "/readyz")?.0 == 200).then_some(())
     })
     .await;
     let applied = sample(addrs[3], "raftlock_applied_index").expect("joiner's applied index");

@@ -42,7 +42,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::proxy::Proxy;
-use common::{cluster_key, connect, free_addrs, try_status, Client, Daemon, DEADLINE};
+use common::{
+    connect, free_addrs, http_get, start_with_metrics, try_status, Client, Daemon, DEADLINE,
+};
 use raftlock::client::{LockMode, Wait};
 use raftlock::protocol::{Request, Response, StatusInfo, MAX_APPEND, MAX_READ, PEER_MAX_FRAME};
 
@@ -94,35 +96,12 @@ struct Nodes {
 impl Nodes {
     /// Starts nodes 1, 2 and 3, which bootstrap the cluster.
     fn start() -> Nodes {
-        let addrs = free_addrs(6);
-        let (listen, metrics) = addrs.split_at(3);
-        let peers: Vec<String> = listen
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect();
-        let (key, mut common) = cluster_key();
-        common.extend(FLAGS.iter().map(|f| f.to_string()));
-        let nodes = (0..3)
-            .map(|i| {
-                let mut args = vec![
-                    "--id".to_string(),
-                    (i + 1).to_string(),
-                    "--peer".to_string(),
-                    peers.join(","),
-                    "--bootstrap".to_string(),
-                    "--metrics-listen".to_string(),
-                    metrics[i].to_string(),
-                ];
-                args.extend(common.iter().cloned());
-                Daemon::start_at(&listen[i].to_string(), &args)
-            })
-            .collect();
+        let started = start_with_metrics(3, &FLAGS);
         Nodes {
-            nodes,
-            metrics: metrics.to_vec(),
-            common,
-            _key: key,
+            nodes: started.nodes,
+            metrics: started.metrics,
+            common: started.common,
+            _key: started.key,
         }
     }
 
@@ -401,19 +380,6 @@ async fn add_node(nodes: &Nodes, id: u64, addr: &str, context: impl Fn() -> Stri
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// A plain HTTP/1.1 GET: the status code and the body.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split(' ').nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
 }
 
 /// One sample line of the Prometheus text format: `name{label="value",...} value`.

@@ -517,6 +517,69 @@ pub fn cluster_key() -> (tempfile::TempDir, Vec<String>) {
     (dir, args)
 }
 
+/// A plain HTTP/1.1 GET (for `/metrics`, `/readyz`): the status code and the body, or `None`
+/// if the node does not answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// Nodes 1..=n of a cluster they bootstrap, sharing a fresh cluster key, each serving
+/// `/metrics` on a port of its own.
+pub struct MetricsNodes {
+    /// Node `id` is `nodes[id - 1]`.
+    pub nodes: Vec<Daemon>,
+    /// Node `id`'s `--metrics-listen` is `metrics[id - 1]`.
+    pub metrics: Vec<SocketAddr>,
+    /// The arguments every node got besides its id, peers and metrics port: the key's and
+    /// the extra ones (for a joiner to get the same).
+    pub common: Vec<String>,
+    /// Holds the key file.
+    pub key: tempfile::TempDir,
+}
+
+/// Starts [`MetricsNodes`] of `n` nodes, each also given `extra`.
+pub fn start_with_metrics(n: usize, extra: &[&str]) -> MetricsNodes {
+    let addrs = free_addrs(2 * n);
+    let (listen, metrics) = addrs.split_at(n);
+    let peers: Vec<String> = listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect();
+    let (key, mut common) = cluster_key();
+    common.extend(extra.iter().map(|a| a.to_string()));
+    let nodes = (0..n)
+        .map(|i| {
+            let mut args = vec![
+                "--id".to_string(),
+                (i + 1).to_string(),
+                "--peer".to_string(),
+                peers.join(","),
+                "--bootstrap".to_string(),
+                "--metrics-listen".to_string(),
+                metrics[i].to_string(),
+            ];
+            args.extend(common.iter().cloned());
+            Daemon::start_at(&listen[i].to_string(), &args)
+        })
+        .collect();
+    MetricsNodes {
+        nodes,
+        metrics: metrics.to_vec(),
+        common,
+        key,
+    }
+}
+
 /// A library client with default options that knows `servers` (any member: followers
 /// redirect).
 pub async fn connect(servers: Vec<String>) -> raftlock::client::Client {
