@@ -2,10 +2,15 @@
 //!
 //! Everything the state machine does to a file goes through the methods here (append, cut,
 //! read, size), and the lock space never touches the bytes directly, so that moving the bytes
-//! out of memory (to the data directory) is a change to this file and its storage only.
+//! out of memory (to the data directory) is a change to this file and its storage only. The
+//! bytes are shared segments (`contents.rs`), so a copy of a file for a snapshot costs no copy
+//! of its bytes.
+
+use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use super::contents::Contents;
 use super::Fence;
 
 /// One file. Every replica holds the same bytes and metadata after the same log prefix.
@@ -16,8 +21,7 @@ use super::Fence;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct File {
     /// The bytes, written as MessagePack `bin` in snapshots.
-    #[serde(with = "serde_bytes")]
-    data: Vec<u8>,
+    data: Contents,
     /// The lock named by the last write (`Append`, or a `Truncate` that cut bytes): the lock
     /// that guards the file by the clients' convention.
     #[serde(default)]
@@ -30,7 +34,7 @@ pub(crate) struct File {
 impl File {
     /// The size in bytes.
     pub(crate) fn size(&self) -> u64 {
-        self.data.len() as u64
+        self.data.len()
     }
 
     /// The lock and fence of the last write, if known.
@@ -41,7 +45,7 @@ impl File {
     /// Appends `data` under `lock`'s grant `fence`; returns (offset where it starts, new size).
     pub(crate) fn append(&mut self, data: &[u8], lock: &str, fence: Fence) -> (u64, u64) {
         let offset = self.size();
-        self.data.extend_from_slice(data);
+        self.data.extend(data);
         self.written(lock, fence);
         (offset, self.size())
     }
@@ -50,20 +54,15 @@ impl File {
     /// changes nothing (not even the last write). Returns the size after.
     pub(crate) fn truncate(&mut self, size: u64, lock: &str, fence: Fence) -> u64 {
         if size < self.size() {
-            // Below the in-memory length, so it fits in usize.
-            self.data.truncate(size as usize);
+            self.data.truncate(size);
             self.written(lock, fence);
         }
         self.size()
     }
 
     /// Up to `len` bytes from `offset`; empty past the end.
-    pub(crate) fn read(&self, offset: u64, len: u64) -> &[u8] {
-        let size = self.size();
-        let start = offset.min(size);
-        let end = start.saturating_add(len).min(size);
-        // Both bounds are at most the in-memory length, so they fit in usize.
-        &self.data[start as usize..end as usize]
+    pub(crate) fn read(&self, offset: u64, len: u64) -> Cow<'_, [u8]> {
+        self.data.read(offset, len)
     }
 
     fn written(&mut self, lock: &str, fence: Fence) {
@@ -84,11 +83,11 @@ mod tests {
         let mut file = File::default();
         assert_eq!(file.append(b"hello", "l", 3), (0, 5));
         assert_eq!(file.append(b" world", "l", 3), (5, 11));
-        assert_eq!(file.read(0, 5), b"hello");
-        assert_eq!(file.read(6, 100), b"world");
-        assert_eq!(file.read(11, 1), b"");
-        assert_eq!(file.read(u64::MAX, u64::MAX), b"");
-        assert_eq!(file.read(3, u64::MAX), b"lo world");
+        assert_eq!(&*file.read(0, 5), b"hello");
+        assert_eq!(&*file.read(6, 100), b"world");
+        assert_eq!(&*file.read(11, 1), b"");
+        assert_eq!(&*file.read(u64::MAX, u64::MAX), b"");
+        assert_eq!(&*file.read(3, u64::MAX), b"lo world");
     }
 
     /// A cut keeps the prefix and records the write; a size at or past the end is a no-op.
@@ -100,10 +99,10 @@ mod tests {
         assert_eq!(file.truncate(u64::MAX, "m", 9), 11);
         assert_eq!(file.last_write(), (Some("l"), Some(3)));
         assert_eq!(file.truncate(5, "m", 9), 5);
-        assert_eq!(file.read(0, 100), b"hello");
+        assert_eq!(&*file.read(0, 100), b"hello");
         assert_eq!(file.last_write(), (Some("m"), Some(9)));
         assert_eq!(file.truncate(0, "m", 10), 0);
-        assert_eq!(file.read(0, 100), b"");
+        assert_eq!(&*file.read(0, 100), b"");
     }
 
     /// A file from a snapshot written before the metadata existed restores with none.
@@ -119,7 +118,7 @@ mod tests {
         })
         .unwrap();
         let file: File = rmp_serde::from_slice(&old).expect("old files restore");
-        assert_eq!(file.read(0, 10), b"abc");
+        assert_eq!(&*file.read(0, 10), b"abc");
         assert_eq!(file.last_write(), (None, None));
         let mut file = file;
         file.append(b"d", "l", 4);

@@ -117,6 +117,7 @@
 //!   then follows notifications and outcomes.
 
 mod command;
+mod contents;
 mod dedup;
 mod digest;
 mod file;
@@ -131,6 +132,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -245,7 +247,7 @@ pub struct HoldInfo {
 /// - `last_fence` is at least every fence held, and `applied_index` at least every session id.
 ///
 /// Every map is a `BTreeMap`, so iteration and snapshots are deterministic.
-#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockSpace {
     /// The index of the last applied (or skipped) entry.
     applied_index: Index,
@@ -295,6 +297,13 @@ impl LockSpace {
             self.applied_index
         );
         self.applied_index = index;
+    }
+
+    /// A copy of the whole state for a snapshot built elsewhere (`snapshot` on a blocking
+    /// thread): it costs O(metadata) (sessions, locks, file names and segment lists), since file
+    /// bytes are shared segments that later writes never change.
+    pub fn capture(&self) -> LockSpace {
+        self.clone()
     }
 
     /// Serializes the whole state, including the applied index. Identical states give identical
@@ -406,7 +415,7 @@ impl LockSpace {
 
     /// Reads up to `len` bytes of `file` from `offset`; returns the bytes and the file's size,
     /// or `None` if the file does not exist.
-    pub fn read(&self, file: &str, offset: u64, len: u64) -> Option<(&[u8], u64)> {
+    pub fn read(&self, file: &str, offset: u64, len: u64) -> Option<(Cow<'_, [u8]>, u64)> {
         self.files
             .get(file)
             .map(|f| (f.read(offset, len), f.size()))

@@ -834,8 +834,14 @@ fn append_is_fenced() {
         Outcome::StaleFence,
         "wrong lock"
     );
-    assert_eq!(h.space.read("f", 0, 100), Some((&b"abcde"[..], 5)));
-    assert_eq!(h.space.read("f", 9, 1), Some((&b""[..], 5)));
+    assert_eq!(
+        h.space.read("f", 0, 100),
+        Some((std::borrow::Cow::Borrowed(&b"abcde"[..]), 5))
+    );
+    assert_eq!(
+        h.space.read("f", 9, 1),
+        Some((std::borrow::Cow::Borrowed(&b""[..]), 5))
+    );
     assert_eq!(h.space.read("g", 0, 1), None);
     // The lock moves on to b: a's fence is stale for ever, b's works.
     h.acquire(b, "l", X, None);
@@ -905,7 +911,10 @@ fn dedup_replay_returns_original_and_changes_nothing() {
         assert_eq!(h.space.snapshot(), before, "a replay changed the state");
         h.space.applied_index += 1;
     }
-    assert_eq!(h.space.read("f", 0, 10), Some((&b"x"[..], 1)));
+    assert_eq!(
+        h.space.read("f", 0, 10),
+        Some((std::borrow::Cow::Borrowed(&b"x"[..]), 1))
+    );
 }
 
 /// After more than DEDUP_WINDOW requests, the oldest seqs answer SequenceTooOld with no effect.
