@@ -1,17 +1,32 @@
-//! The in-memory view of the log since the latest snapshot, and which part of it the runtime has
-//! not been handed yet (the unstable tail, handed over by `Ready::append`).
+//! The in-memory view of the log, and which part of it the runtime has not been handed yet (the
+//! unstable tail, handed over by `Ready::append`).
+//!
+//! # Catch-up entries
+//!
+//! Compaction keeps the entries since the *previous* snapshot, not only those since the latest
+//! (etcd keeps catch-up entries for the same reason). Snapshots are built off the driver, so a
+//! follower can be sent snapshot N−1 while N is being built; once N is saved, the leader still
+//! holds the entries after N−1 and catches that follower up from the log, instead of sending
+//! it a second whole snapshot. So the compaction point (`snap_index`, where the entries start)
+//! can lie below the latest snapshot's index; the snapshot always covers everything up to its
+//! own index, which is at least `snap_index`. After a restart the log starts at the snapshot.
 
 use super::{Entry, EntryData, Index, Membership, Snapshot, Term};
 
-/// The log: a snapshot (possibly empty, index 0) followed by contiguous entries.
+/// The log: a compaction point (index 0 at first) followed by contiguous entries, and the
+/// latest snapshot, whose index is at or past the compaction point.
 #[derive(Debug)]
 pub(crate) struct Log {
     /// The latest snapshot, kept with its data to send to lagging followers.
     snapshot: Option<Snapshot>,
-    /// The index of the last entry the snapshot covers (0 without a snapshot).
+    /// The compaction point: the index of the last entry dropped (0 if none). The latest
+    /// snapshot covers it.
     snap_index: Index,
     /// The term of that entry.
     snap_term: Term,
+    /// The membership in force at `snap_index`, if known there (from the snapshot that set
+    /// the compaction point).
+    snap_membership: Option<Membership>,
     /// Entries `snap_index + 1 ..= last_index()`.
     entries: Vec<Entry>,
     /// The first index not yet handed to the runtime.
@@ -35,17 +50,20 @@ impl Log {
             );
         }
         let last = snap_index + entries.len() as Index;
+        let snap_membership = snapshot.as_ref().map(|s| s.meta.membership.clone());
         Log {
             snapshot,
             snap_index,
             snap_term,
+            snap_membership,
             entries,
             unstable_from: last + 1,
             pending_truncate: None,
         }
     }
 
-    /// The snapshot's index (0 without one).
+    /// The compaction point: entries start after it (0 if none was dropped). A follower that
+    /// needs an entry at or below it is sent the snapshot.
     pub fn snap_index(&self) -> Index {
         self.snap_index
     }
@@ -174,6 +192,7 @@ impl Log {
         let truncate = self.last_index() > snapshot.meta.index || self.pending_truncate.is_some();
         self.snap_index = snapshot.meta.index;
         self.snap_term = snapshot.meta.term;
+        self.snap_membership = Some(snapshot.meta.membership.clone());
         self.snapshot = Some(snapshot);
         self.entries.clear();
         self.unstable_from = self.snap_index + 1;
@@ -181,16 +200,23 @@ impl Log {
         truncate
     }
 
-    /// Drops the entries a snapshot taken by the runtime covers.
+    /// Takes a snapshot the runtime saved as the latest, and drops the entries the previous
+    /// snapshot covers (keeping the catch-up entries after it, see the module doc).
     pub fn compact(&mut self, snapshot: Snapshot) {
         let index = snapshot.meta.index;
         assert!(index <= self.last_index(), "snapshot {index} past the log");
-        let drop = (index - self.snap_index) as usize;
-        self.entries.drain(..drop);
-        self.snap_index = index;
-        self.snap_term = snapshot.meta.term;
-        self.snapshot = Some(snapshot);
-        self.unstable_from = self.unstable_from.max(index + 1);
+        let previous = self.snapshot.replace(snapshot);
+        if let Some(previous) = previous {
+            let point = previous.meta.index;
+            if point > self.snap_index && point <= index {
+                let drop = (point - self.snap_index) as usize;
+                self.entries.drain(..drop);
+                self.snap_index = point;
+                self.snap_term = previous.meta.term;
+                self.snap_membership = Some(previous.meta.membership);
+                self.unstable_from = self.unstable_from.max(point + 1);
+            }
+        }
     }
 
     /// The membership in force at `index` (the last config entry at or before it, else the
@@ -205,9 +231,7 @@ impl Log {
                 }
             }
         }
-        self.snapshot
-            .as_ref()
-            .map(|s| (s.meta.membership.clone(), 0))
+        self.snap_membership.clone().map(|m| (m, 0))
     }
 }
 
@@ -269,21 +293,48 @@ mod tests {
         assert_eq!(log.take_unstable(), (None, vec![]));
     }
 
-    #[test]
-    fn compaction_keeps_terms() {
-        let mut log = Log::new(None, vec![entry(1, 1), entry(2, 2), entry(3, 2)]);
-        let meta = crate::raft::SnapshotMeta {
-            index: 2,
-            term: 2,
-            membership: Membership::default(),
-        };
-        log.compact(Snapshot {
-            meta,
+    fn snapshot_at(index: Index, term: Term, membership: Membership) -> Snapshot {
+        Snapshot {
+            meta: crate::raft::SnapshotMeta {
+                index,
+                term,
+                membership,
+            },
             data: Default::default(),
+        }
+    }
+
+    /// A compaction drops the entries the previous snapshot covers, keeps those after it (the
+    /// catch-up entries), and keeps the terms and the membership at the compaction point.
+    #[test]
+    fn compaction_keeps_the_entries_since_the_previous_snapshot() {
+        let voters = |ids: &[crate::raft::NodeId]| Membership {
+            voters: ids.iter().map(|id| (*id, format!("n{id}"))).collect(),
+            ..Membership::default()
+        };
+        let mut log = Log::new(None, vec![entry(1, 1), entry(2, 2), entry(3, 2)]);
+        log.append(Entry {
+            index: 4,
+            term: 2,
+            data: EntryData::Config(voters(&[1, 2])),
         });
-        assert_eq!(log.term_at(2), Some(2));
+        log.append(entry(5, 3));
+        log.compact(snapshot_at(2, 2, voters(&[1])));
+        assert_eq!(log.snap_index(), 0, "no previous snapshot: nothing dropped");
+        assert_eq!(log.term_at(1), Some(1));
+        log.compact(snapshot_at(3, 2, voters(&[1])));
+        assert_eq!(log.snap_index(), 2);
+        assert_eq!(log.snapshot().map(|s| s.meta.index), Some(3));
         assert_eq!(log.term_at(1), None);
+        assert_eq!(log.term_at(2), Some(2));
         assert_eq!(log.entry(3).map(|e| e.term), Some(2));
         assert_eq!(log.first_index_of_term_at(3, 0), 3);
+        assert_eq!(log.membership_at(3), Some((voters(&[1]), 0)));
+        assert_eq!(log.membership_at(4), Some((voters(&[1, 2]), 4)));
+        log.compact(snapshot_at(5, 3, voters(&[1, 2])));
+        assert_eq!(log.snap_index(), 3);
+        assert_eq!(log.membership_at(3), Some((voters(&[1]), 0)));
+        assert_eq!(log.membership_at(5), Some((voters(&[1, 2]), 4)));
+        assert_eq!(log.slice(4, 5, 10, usize::MAX).len(), 2);
     }
 }

@@ -580,10 +580,11 @@ impl Node {
 
     /// Reports that the runtime saved a snapshot (at most at the applied index, with the term
     /// and membership given by [`Node::snapshot_meta_at`]); the core drops the entries it
-    /// covers and keeps the snapshot to send to lagging followers.
+    /// covers and keeps the snapshot to send to lagging followers (the entries after the
+    /// previous snapshot stay, to catch up a follower that installed that one).
     pub fn compacted(&mut self, snapshot: Snapshot) {
         let index = snapshot.meta.index;
-        if index <= self.log.snap_index() {
+        if self.log.snapshot().is_some_and(|s| s.meta.index >= index) {
             return;
         }
         assert!(
