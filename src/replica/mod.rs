@@ -86,7 +86,9 @@ pub use pushes::WARN_LEAD_MS;
 
 use crate::lockspace::{Applied, Command, LockSpace, Seq, SessionId};
 use crate::protocol::{Limits, Request, Response};
-use crate::raft::{Entry, HardState, Index, Membership, Node, NodeId, Role, Snapshot, Term};
+use crate::raft::{
+    Entry, HardState, Index, Membership, Node, NodeId, Role, Snapshot, SnapshotMeta, Term,
+};
 
 /// The shell's name for where an answer goes (a connection's request, a simulated client's
 /// operation). Opaque to the replica.
@@ -151,6 +153,29 @@ pub enum Input {
     /// The transport's evidence that this peer's process is gone (its connection ended and
     /// the immediate redial was refused): a hint for the Raft core (`Node::peer_down`).
     PeerDown(NodeId),
+    /// The snapshot of the last [`Effect::BuildSnapshot`], built by the shell.
+    SnapshotBuilt(Snapshot),
+}
+
+/// A captured state to serialize into a snapshot, off the driver ([`Effect::BuildSnapshot`]).
+#[derive(Debug)]
+pub struct SnapshotBuild {
+    /// The snapshot's index, term and membership.
+    pub meta: SnapshotMeta,
+    /// The lock space as it was at `meta.index` (`LockSpace::capture`: it shares file bytes
+    /// with the live state, so taking it cost O(metadata)).
+    pub space: Box<LockSpace>,
+}
+
+impl SnapshotBuild {
+    /// Serializes the captured state: O(state), so the daemon runs it on a blocking thread
+    /// and hands the result back as [`Input::SnapshotBuilt`].
+    pub fn build(self) -> Snapshot {
+        Snapshot {
+            meta: self.meta,
+            data: self.space.snapshot().into(),
+        }
+    }
 }
 
 /// A write for the shell to persist, in order; durable after the fsync that covers it.
@@ -218,6 +243,10 @@ pub enum Effect {
         /// The request's wire id.
         id: u64,
     },
+    /// Build this snapshot (serialize the captured state, [`SnapshotBuild::build`]) away from
+    /// the replica's thread and hand it back as [`Input::SnapshotBuilt`]. At most one build is
+    /// outstanding; the replica takes no other snapshot until it returns.
+    BuildSnapshot(SnapshotBuild),
     /// Leader only: write this push event (a [`Response`] with `id` 0, see
     /// [`Response::push_session`]) to the connections that sent a request for `session` with
     /// its token. A hint: the shell drops it rather than wait for a full connection.
@@ -299,6 +328,10 @@ pub struct Replica {
     applied_since_snapshot: u64,
     /// Bytes of entry data applied since the last snapshot (see `snapshot_threshold_bytes`).
     applied_bytes_since_snapshot: u64,
+    /// An [`Effect::BuildSnapshot`] is out and has not come back.
+    snapshot_building: bool,
+    /// A built snapshot waiting for room in the write pipeline.
+    snapshot_built: Option<Snapshot>,
     token_rng: StdRng,
     admin: admin::Admin,
     shutdown: shutdown::Shutdown,
@@ -345,6 +378,8 @@ impl Replica {
             last_applied_term,
             applied_since_snapshot: 0,
             applied_bytes_since_snapshot: 0,
+            snapshot_building: false,
+            snapshot_built: None,
             token_rng,
             admin: admin::Admin::default(),
             shutdown: shutdown::Shutdown::default(),
@@ -372,6 +407,7 @@ impl Replica {
             } => self.on_request(ticket, request, principal.as_ref()),
             Input::Shutdown => self.begin_shutdown(),
             Input::PeerDown(peer) => self.node.peer_down(peer),
+            Input::SnapshotBuilt(snapshot) => self.snapshot_built(snapshot),
         }
     }
 

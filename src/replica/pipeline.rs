@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Effect, Error, Observer, Replica, Write, WriteId};
+use super::{Effect, Error, Observer, Replica, SnapshotBuild, Write, WriteId};
 use crate::raft::{Envelope, HardState, Index, Ready, Snapshot, Term};
 
 /// Most `Ready`s (and snapshots) waiting for their writes at once. Deep enough to keep the disk
@@ -222,14 +222,22 @@ impl Replica {
 
     /// Takes a snapshot of the lock space every `snapshot_threshold` applied entries, or once
     /// the entries applied since the last one carry `snapshot_threshold_bytes` of data, one at
-    /// a time: the core compacts its log once the snapshot is durable.
+    /// a time: the state is captured here (O(metadata)) and handed out as
+    /// [`Effect::BuildSnapshot`], so the shell serializes it away from the driver; when it comes
+    /// back it is saved, and the core compacts its log once the snapshot is durable.
     pub(super) fn maybe_snapshot(&mut self, observer: &mut dyn Observer) {
         let in_flight = &self.pipeline.in_flight;
         let snapshot_in_flight = in_flight
             .iter()
             .any(|f| matches!(f.after, AfterWrite::Snapshot(_)));
-        if in_flight.len() >= MAX_IN_FLIGHT
-            || snapshot_in_flight
+        if in_flight.len() >= MAX_IN_FLIGHT || snapshot_in_flight {
+            return;
+        }
+        if let Some(snapshot) = self.snapshot_built.take() {
+            self.persist_snapshot(snapshot, observer);
+            return;
+        }
+        if self.snapshot_building
             || (self.applied_since_snapshot < self.config.snapshot_threshold
                 && self.applied_bytes_since_snapshot < self.config.snapshot_threshold_bytes
                 && !self.backup_needs_snapshot())
@@ -249,13 +257,37 @@ impl Replica {
         let Some(meta) = self.node.snapshot_meta_at(index) else {
             return;
         };
-        let snapshot = Snapshot {
-            meta,
-            data: self.lockspace.snapshot().into(),
-        };
-        tracing::info!(index, bytes = snapshot.data.len(), "taking a snapshot");
+        tracing::debug!(index, "capturing the state for a snapshot");
         self.applied_since_snapshot = 0;
         self.applied_bytes_since_snapshot = 0;
+        self.snapshot_building = true;
+        self.effects.push(Effect::BuildSnapshot(SnapshotBuild {
+            meta,
+            space: Box::new(self.lockspace.capture()),
+        }));
+    }
+
+    /// The shell built the snapshot of the last [`Effect::BuildSnapshot`]; it is saved as soon
+    /// as the write pipeline has room (`maybe_snapshot`).
+    pub(super) fn snapshot_built(&mut self, snapshot: Snapshot) {
+        self.snapshot_building = false;
+        self.snapshot_built = Some(snapshot);
+    }
+
+    /// Saves a built snapshot; once durable, the core compacts its log up to it. A snapshot
+    /// that a newer one overtook while it was being built (one received from the leader) is
+    /// dropped: saving it would put an older state over the newer one.
+    fn persist_snapshot(&mut self, snapshot: Snapshot, observer: &mut dyn Observer) {
+        let index = snapshot.meta.index;
+        if self
+            .node
+            .snapshot_meta()
+            .is_some_and(|meta| meta.index >= index)
+        {
+            tracing::info!(index, "dropping a built snapshot that a newer one overtook");
+            return;
+        }
+        tracing::info!(index, bytes = snapshot.data.len(), "taking a snapshot");
         let id = self.pipeline.next_id();
         let write = Write::SaveSnapshot(snapshot.clone());
         observer.persist(id, &write);

@@ -57,6 +57,9 @@ pub(super) fn settle_pushes(replica: &mut Replica, now: u64) -> (Vec<(Ticket, Re
                     ticket, response, ..
                 } => answers.push((ticket, response)),
                 Effect::Push { session, event } => pushes.push((session, event)),
+                Effect::BuildSnapshot(build) => {
+                    replica.handle(now, Input::SnapshotBuilt(build.build()))
+                }
                 _ => {}
             }
         }

@@ -51,6 +51,8 @@ const _: () = assert!(MAX_IN_FLIGHT < writer::CAPACITY);
 enum Wake {
     Written(Result<Result<(), crate::storage::Error>, tokio::sync::oneshot::error::RecvError>),
     Event(Option<Event>),
+    /// The snapshot of the replica's last `Effect::BuildSnapshot` is built.
+    Built(Result<crate::raft::Snapshot, tokio::task::JoinError>),
 }
 
 /// The driver task's state.
@@ -62,6 +64,8 @@ pub(crate) struct Driver {
     transport: Transport<Event>,
     /// Writes handed to the writer, in submission order, with their answers.
     writes: VecDeque<(WriteId, Done)>,
+    /// The snapshot being serialized on a blocking thread (at most one, `Effect::BuildSnapshot`).
+    building: Option<tokio::task::JoinHandle<crate::raft::Snapshot>>,
     /// Where each ticket's answer goes, and the session its request speaks for.
     replies: HashMap<Ticket, (Reply, Option<SessionId>)>,
     /// The connections each session's push events go to.
@@ -138,6 +142,7 @@ impl Driver {
             stats_at: None,
             counted_leader: None,
             lag_peers: Vec::new(),
+            building: None,
             id: config.id,
             snapshot_path: config.data_dir.join(crate::storage::SNAPSHOT_FILE),
         }
@@ -153,6 +158,7 @@ impl Driver {
             let wake = {
                 let inbox = &mut self.inbox;
                 let writes = &mut self.writes;
+                let building = &mut self.building;
                 tokio::select! {
                     biased;
                     written = async {
@@ -161,6 +167,12 @@ impl Driver {
                             None => std::future::pending().await,
                         }
                     } => Wake::Written(written),
+                    built = async {
+                        match building.as_mut() {
+                            Some(build) => build.await,
+                            None => std::future::pending().await,
+                        }
+                    } => Wake::Built(built),
                     event = inbox.recv() => Wake::Event(event),
                 }
             };
@@ -182,6 +194,12 @@ impl Driver {
                     }
                     let now = self.now();
                     self.replica.durable(now, durable);
+                }
+                Wake::Built(built) => {
+                    self.building = None;
+                    let snapshot = built.map_err(Error::SnapshotBuild)?;
+                    let now = self.now();
+                    self.replica.handle(now, Input::SnapshotBuilt(snapshot));
                 }
                 Wake::Event(None) => {
                     // Every sender is gone: nothing can reach us any more.
@@ -292,6 +310,10 @@ impl Driver {
                     self.transport.set_peers(peers);
                 }
                 Effect::Push { session, event } => self.subscribers.push(session, event),
+                Effect::BuildSnapshot(build) => {
+                    // O(state): off the driver, so heartbeats and answers go on meanwhile.
+                    self.building = Some(tokio::task::spawn_blocking(move || build.build()));
+                }
                 Effect::StreamSnapshot { ticket, id } => {
                     if let Some((reply, _)) = self.replies.remove(&ticket) {
                         let path = self.snapshot_path.clone();

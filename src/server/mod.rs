@@ -102,6 +102,9 @@ pub enum Error {
     /// The driver task panicked.
     #[error("the driver task panicked")]
     DriverPanicked,
+    /// The blocking task that serializes a snapshot panicked.
+    #[error("building a snapshot failed")]
+    SnapshotBuild(#[source] tokio::task::JoinError),
     /// The data directory belongs to another cluster.
     #[error(
         "the data directory {dir} belongs to cluster {stored:?}, not {configured:?} (--cluster-id)"

@@ -129,6 +129,9 @@ pub struct Host {
     /// Writes handed out and not yet durable (asynchronous disk), and when their fsync ends.
     unsynced: Vec<(WriteId, Write)>,
     fsync_at: Option<u64>,
+    /// A snapshot the replica asked to have built, and when its (simulated) blocking thread
+    /// hands it back: later than the request, so writes, elections and installs overtake it.
+    build: Option<(u64, Snapshot)>,
     pub restarts: u32,
     /// When, on this host's clock, its deadlines started and its expiries were proposed.
     deadlines: Deadlines,
@@ -168,6 +171,7 @@ impl Host {
             next_ticket: 1,
             unsynced: Vec::new(),
             fsync_at: None,
+            build: None,
             restarts: 0,
             deadlines: Deadlines::default(),
         };
@@ -207,9 +211,10 @@ impl Host {
     /// The next time this host needs to act.
     pub fn next_time(&self) -> u64 {
         let t = match self.life {
-            Life::Up => self
-                .fsync_at
-                .map_or(self.next_tick, |f| f.min(self.next_tick)),
+            Life::Up => [self.fsync_at, self.build.as_ref().map(|(at, _)| *at)]
+                .into_iter()
+                .flatten()
+                .fold(self.next_tick, u64::min),
             Life::Down { until } | Life::Paused { until } => until,
         };
         match self.crash_armed {
@@ -295,6 +300,7 @@ impl Host {
         self.admin.clear();
         self.unsynced.clear();
         self.fsync_at = None;
+        self.build = None;
         self.crash_armed = None;
         self.inbox.clear();
         self.next_tick = ctx.now + self.rng.gen_range(0..self.tick_us());
@@ -333,6 +339,7 @@ impl Host {
         self.admin.clear();
         self.unsynced.clear();
         self.fsync_at = None;
+        self.build = None;
         self.inbox.clear();
         self.crash_armed = None;
         self.restarts += 1;
@@ -380,6 +387,17 @@ impl Host {
                 return Ok(());
             }
             return self.drive_from(ctx, crash_after_sends);
+        }
+        if self.build.as_ref().is_some_and(|(at, _)| *at <= ctx.now) {
+            let (_, snapshot) = self.build.take().expect("checked above");
+            ctx.trace.log(ctx.now, || {
+                format!("n{} snapshot {} built", self.id, snapshot.meta.index)
+            });
+            let now = self.local_ms(ctx.now);
+            if let Some(replica) = self.replica.as_mut() {
+                replica.handle(now, Input::SnapshotBuilt(snapshot));
+            }
+            return self.drive(ctx);
         }
         if self.next_tick <= ctx.now {
             self.next_tick += self.tick_us();
@@ -784,6 +802,11 @@ impl Host {
                     response,
                     last,
                 } => self.answer(ctx, ticket, response, last)?,
+                Effect::BuildSnapshot(build) => {
+                    // Up to 30 ms on the blocking thread.
+                    let at = ctx.now + self.rng.gen_range(0..30_000);
+                    self.build = Some((at, build.build()));
+                }
                 // The simulated network routes by node id; nobody reads the published leader.
                 Effect::Peers(_)
                 | Effect::Leader(_)
