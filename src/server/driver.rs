@@ -11,7 +11,11 @@
 //!    flight; the writer group-commits them), answer tickets through their `Reply`s, update the
 //!    transport's peers and the published leader;
 //! 3. when the writer reports a write durable (and any later ones already synced), tell the
-//!    replica, which then releases what waited for them.
+//!    replica, which then releases what waited for them;
+//! 4. when a snapshot the replica asked for (`Effect::BuildSnapshot`: its state captured in
+//!    O(metadata)) has been serialized on a blocking thread, hand it back
+//!    (`Input::SnapshotBuilt`). Serializing is O(state), about a second per GiB of files, and
+//!    the driver must keep answering heartbeats and clients meanwhile.
 //!
 //! Nothing here decides anything about Raft, locks or clients: that all lives in the replica,
 //! which the simulation runs too. What stays here is the mapping from tickets to connections,

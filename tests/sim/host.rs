@@ -395,6 +395,17 @@ impl Host {
             });
             let now = self.local_ms(ctx.now);
             if let Some(replica) = self.replica.as_mut() {
+                let index = snapshot.meta.index;
+                if replica.lockspace().applied_index() > index {
+                    ctx.check.counters.late_builds += 1;
+                }
+                if replica
+                    .node()
+                    .snapshot_meta()
+                    .is_some_and(|meta| meta.index >= index)
+                {
+                    ctx.check.counters.overtaken_builds += 1;
+                }
                 replica.handle(now, Input::SnapshotBuilt(snapshot));
             }
             return self.drive(ctx);

@@ -110,11 +110,15 @@ pub struct Counters {
     /// its live leader.
     pub leader_hints: u64,
     pub spurious_leader_hints: u64,
+    /// A snapshot built off the replica came back after entries past it were applied, and one
+    /// came back after a snapshot received from the leader had overtaken it.
+    pub late_builds: u64,
+    pub overtaken_builds: u64,
 }
 
 impl Counters {
     /// How many counters [`Counters::required`] names.
-    pub const REQUIRED: usize = 12;
+    pub const REQUIRED: usize = 14;
 
     /// Adds `o` to `self`.
     pub fn add(&mut self, o: &Counters) {
@@ -135,6 +139,8 @@ impl Counters {
         self.extend_beat_expiry += o.extend_beat_expiry;
         self.leader_hints += o.leader_hints;
         self.spurious_leader_hints += o.spurious_leader_hints;
+        self.late_builds += o.late_builds;
+        self.overtaken_builds += o.overtaken_builds;
     }
 
     /// The anti-vacuity counters, named.
@@ -175,6 +181,14 @@ impl Counters {
             (
                 "spurious crash hint about a follower's live leader",
                 self.spurious_leader_hints,
+            ),
+            (
+                "snapshot build handed back after later entries applied",
+                self.late_builds,
+            ),
+            (
+                "snapshot build overtaken by a snapshot from the leader",
+                self.overtaken_builds,
             ),
         ]
     }
