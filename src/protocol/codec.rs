@@ -470,15 +470,32 @@ impl<In: Message, Out> Decoder for MsgPackCodec<In, Out> {
 impl<In, Out: Serialize> Encoder<Out> for MsgPackCodec<In, Out> {
     type Error = Error;
 
+    /// Serializes `item` straight into `dst` behind a placeholder header, then writes the
+    /// header: no intermediate body buffer to allocate, grow and copy per frame. On any error
+    /// `dst` is left as it was.
     fn encode(&mut self, item: Out, dst: &mut BytesMut) -> Result<(), Error> {
-        let body = rmp_serde::to_vec_named(&item)?;
-        if body.len() > self.max_frame {
-            return Err(Error::FrameTooLarge {
-                len: body.len() as u64,
-                max: self.max_frame,
-            });
+        use bytes::BufMut;
+        let start = dst.len();
+        // Most answers are a few dozen bytes: one reservation covers header and body.
+        dst.reserve(HEADER_LEN + 64);
+        dst.put_u32(0);
+        let mut serializer = rmp_serde::Serializer::new((&mut *dst).writer()).with_struct_map();
+        if let Err(error) = item.serialize(&mut serializer) {
+            dst.truncate(start);
+            return Err(error.into());
         }
-        Encoder::<bytes::Bytes>::encode(&mut self.frames, bytes::Bytes::from(body), dst)?;
+        let len = dst.len() - start - HEADER_LEN;
+        let header = match u32::try_from(len) {
+            Ok(header) if len <= self.max_frame => header,
+            _ => {
+                dst.truncate(start);
+                return Err(Error::FrameTooLarge {
+                    len: len as u64,
+                    max: self.max_frame,
+                });
+            }
+        };
+        dst[start..start + HEADER_LEN].copy_from_slice(&header.to_be_bytes());
         Ok(())
     }
 }
@@ -952,6 +969,39 @@ mod tests {
             codec.encode(big, &mut BytesMut::new()),
             Err(Error::FrameTooLarge { max: 64, .. })
         ));
+    }
+
+    /// The encoder serializes in place behind its header: the bytes are exactly
+    /// `encode_frame`'s (header + `to_vec_named` body), appended after what the buffer already
+    /// held, and a refused message leaves the buffer as it was.
+    #[test]
+    fn in_place_encoding_appends_the_same_bytes_and_undoes_a_refusal() {
+        let mut server = ServerCodec::default();
+        let mut client = ClientCodec::default();
+        let mut buf = BytesMut::from(&b"queued"[..]);
+        let mut expected = b"queued".to_vec();
+        for response in every_response() {
+            expected.extend(encode_frame(&response, crate::protocol::MAX_FRAME).unwrap());
+            server.encode(response, &mut buf).unwrap();
+        }
+        for request in every_request() {
+            expected.extend(encode_frame(&request, crate::protocol::MAX_FRAME).unwrap());
+            client.encode(request, &mut buf).unwrap();
+        }
+        assert_eq!(&buf[..], &expected[..]);
+        let mut small = MsgPackCodec::<Response, Request>::new(16);
+        let big = Request::Read {
+            id: 1,
+            file: "f".repeat(100),
+            offset: 0,
+            len: 1,
+            stale: false,
+        };
+        assert!(matches!(
+            small.encode(big, &mut buf),
+            Err(Error::FrameTooLarge { max: 16, .. })
+        ));
+        assert_eq!(&buf[..], &expected[..]);
     }
 
     /// Bad bodies are items, each answered precisely, and the next frame still decodes.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit};
@@ -399,10 +399,18 @@ async fn read_loop(
     shared: &Shared,
 ) -> Exit {
     loop {
-        let item = tokio::select! {
-            biased;
-            _ = conn.close.cancelled() => return Exit::Drop,
-            item = frames.next() => item,
+        // A frame already in the read buffer is taken without arming the cancellation wait
+        // (registering and dropping a waiter per frame); only an empty buffer waits on both.
+        if conn.close.is_cancelled() {
+            return Exit::Drop;
+        }
+        let item = match frames.next().now_or_never() {
+            Some(item) => item,
+            None => tokio::select! {
+                biased;
+                _ = conn.close.cancelled() => return Exit::Drop,
+                item = frames.next() => item,
+            },
         };
         if matches!(item, Some(Ok(_))) {
             shared.metrics.frames_in.inc();
@@ -482,19 +490,36 @@ async fn read_loop(
             reply,
             principal: principal.cloned(),
         };
+        // Room in the inbox (the usual case): no wait to arm. The driver, woken by the first
+        // event, drains every later one in the same turn (`Driver::run`).
+        let event = match shared.inbox.try_send(event) {
+            Ok(()) => continue,
+            Err(mpsc::error::TrySendError::Full(event)) => event,
+            Err(mpsc::error::TrySendError::Closed(event)) => {
+                shutting_down(event, id);
+                continue;
+            }
+        };
         let sent = tokio::select! {
             biased;
             _ = conn.close.cancelled() => return Exit::Drop,
             sent = shared.inbox.send(event) => sent,
         };
-        if let Err(mpsc::error::SendError(Event::Client { reply, .. })) = sent {
-            // The driver has stopped: the daemon is going down.
-            reply.finish(Response::error(
-                id,
-                ErrorCode::ShuttingDown,
-                "the node is shutting down",
-            ));
+        if let Err(mpsc::error::SendError(event)) = sent {
+            shutting_down(event, id);
         }
+    }
+}
+
+/// Answers a request the stopped driver did not take: the daemon is going down.
+fn shutting_down(event: Event, id: u64) {
+    if let Event::Client { reply, .. } = event {
+        // The driver has stopped: the daemon is going down.
+        reply.finish(Response::error(
+            id,
+            ErrorCode::ShuttingDown,
+            "the node is shutting down",
+        ));
     }
 }
 
@@ -511,6 +536,10 @@ fn fatal(error: protocol::Error) -> Exit {
 
 /// Sends queued responses until told to close or cancelled; returns the sink so the connection
 /// can linger. Writes are batched: the socket is flushed when the queue runs empty.
+///
+/// The common case costs no timer and no cancellation waiter per answer: an answer already
+/// queued is taken with `try_recv`, and one the sink can take at once is handed over without
+/// [`bounded`]; only a wait (an empty queue, a sink that must first write) is bounded.
 async fn write_loop(
     mut sink: FrameSink,
     mut queue: mpsc::Receiver<Outgoing>,
@@ -519,19 +548,35 @@ async fn write_loop(
     metrics: ConnectionMetrics,
 ) -> FrameSink {
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = close.cancelled() => break,
-            next = queue.recv() => next,
-            next = local.recv() => next,
+        if close.is_cancelled() {
+            break;
+        }
+        let ready = match queue.try_recv() {
+            Ok(next) => Some(Some(next)),
+            Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+            Err(mpsc::error::TryRecvError::Empty) => local.try_recv().ok().map(Some),
+        };
+        let next = match ready {
+            Some(next) => next,
+            None => tokio::select! {
+                biased;
+                _ = close.cancelled() => break,
+                next = queue.recv() => next,
+                next = local.recv() => next,
+            },
         };
         match next {
             Some(Outgoing::Frame(response)) => {
                 metrics.frames_out.inc();
                 let id = response.id();
-                let fed = match bounded(&close, sink.feed(response)).await {
-                    Some(result) => result,
-                    None => break,
+                let ready = futures::future::poll_fn(|cx| sink.poll_ready_unpin(cx)).now_or_never();
+                let fed = match ready {
+                    Some(Ok(())) => sink.start_send_unpin(response),
+                    Some(Err(error)) => Err(error),
+                    None => match bounded(&close, sink.feed(response)).await {
+                        Some(result) => result,
+                        None => break,
+                    },
                 };
                 if let Err(error) = fed {
                     match error {
