@@ -14,8 +14,10 @@
 //!    replica, which then releases what waited for them;
 //! 4. when a snapshot the replica asked for (`Effect::BuildSnapshot`: its state captured in
 //!    O(metadata)) has been serialized on a blocking thread, hand it back
-//!    (`Input::SnapshotBuilt`). Serializing is O(state), about a second per GiB of files, and
-//!    the driver must keep answering heartbeats and clients meanwhile.
+//!    (`Input::SnapshotBuilt`). Serializing and writing it are O(state), seconds per GiB of
+//!    files, and neither the driver nor the storage writer may wait for them: the blocking task
+//!    also writes and syncs the file (`storage::prepare_snapshot`), and the writer's save only
+//!    renames it into place.
 //!
 //! Nothing here decides anything about Raft, locks or clients: that all lives in the replica,
 //! which the simulation runs too. What stays here is the mapping from tickets to connections,
@@ -56,7 +58,7 @@ enum Wake {
     Written(Result<Result<(), crate::storage::Error>, tokio::sync::oneshot::error::RecvError>),
     Event(Option<Event>),
     /// The snapshot of the replica's last `Effect::BuildSnapshot` is built.
-    Built(Result<crate::raft::Snapshot, tokio::task::JoinError>),
+    Built(Result<Result<crate::raft::Snapshot, crate::storage::Error>, tokio::task::JoinError>),
 }
 
 /// The driver task's state.
@@ -69,7 +71,7 @@ pub(crate) struct Driver {
     /// Writes handed to the writer, in submission order, with their answers.
     writes: VecDeque<(WriteId, Done)>,
     /// The snapshot being serialized on a blocking thread (at most one, `Effect::BuildSnapshot`).
-    building: Option<tokio::task::JoinHandle<crate::raft::Snapshot>>,
+    building: Option<tokio::task::JoinHandle<Result<crate::raft::Snapshot, crate::storage::Error>>>,
     /// Where each ticket's answer goes, and the session its request speaks for.
     replies: HashMap<Ticket, (Reply, Option<SessionId>)>,
     /// The connections each session's push events go to.
@@ -97,6 +99,8 @@ pub(crate) struct Driver {
     id: NodeId,
     /// The durable snapshot file, streamed to `SnapshotSave` callers.
     snapshot_path: std::path::PathBuf,
+    /// The data directory, where snapshot builds write their prepared file.
+    data_dir: std::path::PathBuf,
 }
 
 impl Driver {
@@ -149,6 +153,7 @@ impl Driver {
             building: None,
             id: config.id,
             snapshot_path: config.data_dir.join(crate::storage::SNAPSHOT_FILE),
+            data_dir: config.data_dir.clone(),
         }
     }
 
@@ -201,7 +206,9 @@ impl Driver {
                 }
                 Wake::Built(built) => {
                     self.building = None;
-                    let snapshot = built.map_err(Error::SnapshotBuild)?;
+                    let snapshot = built
+                        .map_err(Error::SnapshotBuild)?
+                        .map_err(Error::Persist)?;
                     let now = self.now();
                     self.replica.handle(now, Input::SnapshotBuilt(snapshot));
                 }
@@ -315,8 +322,15 @@ impl Driver {
                 }
                 Effect::Push { session, event } => self.subscribers.push(session, event),
                 Effect::BuildSnapshot(build) => {
-                    // O(state): off the driver, so heartbeats and answers go on meanwhile.
-                    self.building = Some(tokio::task::spawn_blocking(move || build.build()));
+                    // O(state): off the driver and off the storage writer, so heartbeats,
+                    // appends and answers go on meanwhile. The file is written and synced
+                    // here; the writer's SaveSnapshot only renames it into place.
+                    let dir = self.data_dir.clone();
+                    self.building = Some(tokio::task::spawn_blocking(move || {
+                        let snapshot = build.build();
+                        crate::storage::prepare_snapshot(&dir, &snapshot)?;
+                        Ok(snapshot)
+                    }));
                 }
                 Effect::StreamSnapshot { ticket, id } => {
                     if let Some((reply, _)) = self.replies.remove(&ticket) {

@@ -87,7 +87,7 @@ pub use dir_lock::{DataDirLock, LockError, LOCK_FILE};
 pub use format::{FORMAT_FILE, KNOWN_VERSIONS, VERSION as FORMAT_VERSION};
 pub use restore::{restore, RestoreError};
 use segment::RecordRef;
-pub use snapshot_file::SNAPSHOT_FILE;
+pub use snapshot_file::{prepare as prepare_snapshot, SNAPSHOT_FILE};
 
 /// The default size past which a new segment is started.
 pub const SEGMENT_BYTES: u64 = 64 << 20;

@@ -425,6 +425,41 @@ fn leftover_snapshot_tmp_is_ignored_and_removed() {
     assert!(!tmp.exists());
 }
 
+/// A snapshot prepared off the writer (`prepare_snapshot`) is what the save puts in place (it
+/// is renamed, not written again); a crash between the two leaves the old snapshot, and the
+/// leftover prepared file is removed at start-up; a newer prepare removes an older one.
+#[test]
+fn a_prepared_snapshot_is_renamed_into_place_and_a_leftover_one_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let prepared = |index: Index| dir.path().join(format!("snapshot.{index}.prepared"));
+    let (mut storage, _) = Storage::open(dir.path()).unwrap();
+    storage.append(&entries(1, 6, 1)).unwrap();
+    storage.save_snapshot(&snapshot(2, 1)).unwrap();
+
+    prepare_snapshot(dir.path(), &snapshot(4, 1)).unwrap();
+    let prepared_bytes = fs::read(prepared(4)).unwrap();
+    storage.save_snapshot(&snapshot(4, 1)).unwrap();
+    assert!(!prepared(4).exists(), "the prepared file was renamed");
+    let current = dir.path().join(snapshot_file::SNAPSHOT_FILE);
+    assert_eq!(fs::read(&current).unwrap(), prepared_bytes);
+
+    // A crash after a prepare, before its save: the old snapshot stands.
+    prepare_snapshot(dir.path(), &snapshot(5, 1)).unwrap();
+    prepare_snapshot(dir.path(), &snapshot(6, 1)).unwrap();
+    assert!(
+        !prepared(5).exists(),
+        "a newer prepare removes an older one"
+    );
+    drop(storage);
+    let (_, recovered) = Storage::open(dir.path()).unwrap();
+    assert_eq!(recovered.snapshot.map(|s| s.meta.index), Some(4));
+    assert_eq!(recovered.entries, entries(5, 6, 1));
+    assert!(
+        !prepared(6).exists(),
+        "start-up removes a leftover prepared snapshot"
+    );
+}
+
 #[test]
 fn io_errors_keep_their_source() {
     let dir = tempfile::tempdir().unwrap();
