@@ -953,18 +953,23 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn encoding_over_the_max_is_refused() {
-        let mut codec = MsgPackCodec::<Response, Request>::new(64);
-        let request = Request::Status { id: 1 };
-        codec.encode(request, &mut BytesMut::new()).unwrap();
-        let big = Request::Read {
+    /// A request whose frame is larger than 64 bytes.
+    fn oversized_read() -> Request {
+        Request::Read {
             id: 1,
             file: "f".repeat(100),
             offset: 0,
             len: 1,
             stale: false,
-        };
+        }
+    }
+
+    #[test]
+    fn encoding_over_the_max_is_refused() {
+        let mut codec = MsgPackCodec::<Response, Request>::new(64);
+        let request = Request::Status { id: 1 };
+        codec.encode(request, &mut BytesMut::new()).unwrap();
+        let big = oversized_read();
         assert!(matches!(
             codec.encode(big, &mut BytesMut::new()),
             Err(Error::FrameTooLarge { max: 64, .. })
@@ -990,13 +995,7 @@ mod tests {
         }
         assert_eq!(&buf[..], &expected[..]);
         let mut small = MsgPackCodec::<Response, Request>::new(16);
-        let big = Request::Read {
-            id: 1,
-            file: "f".repeat(100),
-            offset: 0,
-            len: 1,
-            stale: false,
-        };
+        let big = oversized_read();
         assert!(matches!(
             small.encode(big, &mut buf),
             Err(Error::FrameTooLarge { max: 16, .. })
