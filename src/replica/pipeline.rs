@@ -245,12 +245,7 @@ impl Replica {
             return;
         }
         let index = self.lockspace.applied_index();
-        if index == 0
-            || self
-                .node
-                .snapshot_meta()
-                .is_some_and(|meta| meta.index >= index)
-        {
+        if index == 0 || self.holds_snapshot_at(index) {
             return;
         }
         // The term and the membership in force at `index`, as the core's log has them.
@@ -267,6 +262,13 @@ impl Replica {
         }));
     }
 
+    /// True if the core already holds a snapshot at or past `index`.
+    fn holds_snapshot_at(&self, index: Index) -> bool {
+        self.node
+            .snapshot_meta()
+            .is_some_and(|meta| meta.index >= index)
+    }
+
     /// The shell built the snapshot of the last [`Effect::BuildSnapshot`]; it is saved as soon
     /// as the write pipeline has room (`maybe_snapshot`).
     pub(super) fn snapshot_built(&mut self, snapshot: Snapshot) {
@@ -279,11 +281,7 @@ impl Replica {
     /// dropped: saving it would put an older state over the newer one.
     fn persist_snapshot(&mut self, snapshot: Snapshot, observer: &mut dyn Observer) {
         let index = snapshot.meta.index;
-        if self
-            .node
-            .snapshot_meta()
-            .is_some_and(|meta| meta.index >= index)
-        {
+        if self.holds_snapshot_at(index) {
             tracing::info!(index, "dropping a built snapshot that a newer one overtook");
             return;
         }

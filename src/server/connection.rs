@@ -514,7 +514,6 @@ async fn read_loop(
 /// Answers a request the stopped driver did not take: the daemon is going down.
 fn shutting_down(event: Event, id: u64) {
     if let Event::Client { reply, .. } = event {
-        // The driver has stopped: the daemon is going down.
         reply.finish(Response::error(
             id,
             ErrorCode::ShuttingDown,
